@@ -1,0 +1,63 @@
+//! Command-line definitions only; the work lives in one module per subcommand.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Build Talos boot artifacts with system extensions.
+#[derive(Parser, Debug)]
+#[command(name = "imager", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the kernel command line Talos's imager would give (its output kind `cmdline`).
+    Cmdline(CmdlineArgs),
+}
+
+/// Target architecture.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// 64-bit ARM (Graviton, Raspberry Pi 3/CM3 and later).
+    Arm64,
+    /// x86-64.
+    Amd64,
+}
+
+/// Talos platform (`talos.platform=`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Platform {
+    /// Bare metal, netboot, and the Raspberry Pi overlay.
+    Metal,
+    /// Amazon EC2.
+    Aws,
+}
+
+/// Board overlay whose installer adds kernel arguments.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overlay {
+    /// siderolabs/sbc-raspberrypi `rpi_generic` (Raspberry Pi 3/CM3/4/CM4; arm64, metal only).
+    #[value(name = "rpi_generic")]
+    RpiGeneric,
+}
+
+#[derive(Args, Debug)]
+pub struct CmdlineArgs {
+    /// Target architecture.
+    #[arg(long, value_enum)]
+    pub arch: Arch,
+    /// Talos platform.
+    #[arg(long, value_enum, default_value = "metal")]
+    pub platform: Platform,
+    /// Talos version the line is for, e.g. 1.10.5 or v1.11.0 (the defaults change between minors).
+    #[arg(long, value_name = "VERSION")]
+    pub talos_version: String,
+    /// Board overlay that adds its own kernel arguments.
+    #[arg(long, value_enum)]
+    pub overlay: Option<Overlay>,
+    /// Extra kernel argument, merged as Talos does: `console=` and `talos.platform=` replace,
+    /// `-key` removes a key, `-key=value` removes one value. Repeatable.
+    #[arg(long = "extra-kernel-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub extra_kernel_args: Vec<String>,
+}

@@ -1,0 +1,14 @@
+//! The contract between `imager` and `talos-agent`, and the kernel formats both must read.
+//!
+//! - [`kernel`]: recognise and unpack what Talos ships as a kernel — an arm64 EFI zboot PE
+//!   (Talos ≥ 1.8), a gzip'd or raw arm64 `Image`, an x86 bzImage — with bounded decompression.
+//! - [`pe`]: the PE/COFF section table, enough to take `.linux`, `.initrd` and `.cmdline` out of
+//!   a Talos UKI (`vmlinuz.efi`, Talos ≥ 1.10 installer images).
+//!
+//! This crate stays small and free of network or async code: the agent links it into a static
+//! binary that must stay under a few MiB.
+
+#![deny(missing_docs)]
+
+pub mod kernel;
+pub mod pe;

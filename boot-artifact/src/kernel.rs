@@ -215,12 +215,7 @@ impl<W: Write> Write for Bounded<W> {
 /// # Errors
 /// [`KernelError::TooLarge`], [`KernelError::Corrupt`] (including a truncated stream),
 /// [`KernelError::UnsupportedCompression`], [`KernelError::Io`] from `dst`.
-pub fn decompress<R: Read, W: Write>(
-    format: &str,
-    src: R,
-    dst: W,
-    limit: u64,
-) -> Result<(u64, Vec<u8>), KernelError> {
+pub fn decompress<R: Read, W: Write>(format: &str, src: R, dst: W, limit: u64) -> Result<(u64, Vec<u8>), KernelError> {
     let mut out = Bounded { inner: dst, written: 0, limit, head: Vec::new(), exceeded: false };
     let (name, result): (&'static str, io::Result<u64>) = match format {
         "zstd" => match zstd::stream::read::Decoder::new(src) {
@@ -349,7 +344,9 @@ mod tests {
     #[test]
     fn detects_every_format() {
         let img = image(4096);
-        assert!(matches!(detect(&img).unwrap(), KernelFormat::Arm64Image(h) if h.text_offset == 0x80000 && h.image_size == 4096));
+        assert!(
+            matches!(detect(&img).unwrap(), KernelFormat::Arm64Image(h) if h.text_offset == 0x80000 && h.image_size == 4096)
+        );
         let mut bz = vec![0u8; 0x400];
         bz[0..2].copy_from_slice(b"MZ");
         bz[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]);
@@ -357,7 +354,9 @@ mod tests {
         bz[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
         assert_eq!(detect(&bz).unwrap(), KernelFormat::BzImage { protocol: 0x020f });
         let z = zboot(b"xx", "zstd", None);
-        assert!(matches!(detect(&z).unwrap(), KernelFormat::EfiZboot(h) if h.compression == "zstd" && h.payload_offset == 4096 && h.payload_size == 2));
+        assert!(
+            matches!(detect(&z).unwrap(), KernelFormat::EfiZboot(h) if h.compression == "zstd" && h.payload_offset == 4096 && h.payload_size == 2)
+        );
         assert_eq!(detect(b"MZ\0\0\0\0\0\0").unwrap(), KernelFormat::Pe);
         assert_eq!(detect(&gzip(b"x")).unwrap(), KernelFormat::Gzip);
         assert!(matches!(detect(b"\x7fELF\x02\x01"), Err(KernelError::Unknown(s)) if s == "7f454c460201"));

@@ -231,7 +231,12 @@ mod tests {
     fn uki_sections_use_virtual_size() {
         let file = pe(
             MACHINE_ARM64,
-            &[(".osrel", b"ID=talos\n", 7), (".cmdline", b"talos.platform=metal\0", 11), (".initrd", b"INITRD", 506), (".linux", b"KERNEL", 506)],
+            &[
+                (".osrel", b"ID=talos\n", 7),
+                (".cmdline", b"talos.platform=metal\0", 11),
+                (".initrd", b"INITRD", 506),
+                (".linux", b"KERNEL", 506),
+            ],
         );
         let uki = Uki::read(&mut Cursor::new(&file)).unwrap();
         assert_eq!(uki.machine, MACHINE_ARM64);

@@ -49,13 +49,7 @@ pub fn parse_extra(args: &[String]) -> Result<Cmdline> {
 pub fn build(args: &CmdlineArgs) -> Result<Cmdline> {
     let version: TalosVersion = args.talos_version.parse().context("--talos-version")?;
     let extra = parse_extra(&args.extra_kernel_args)?;
-    let line = preset::talos(
-        version,
-        args.platform.into(),
-        args.arch.into(),
-        args.overlay.map(Into::into),
-        &extra,
-    )?;
+    let line = preset::talos(version, args.platform.into(), args.arch.into(), args.overlay.map(Into::into), &extra)?;
     Ok(line)
 }
 

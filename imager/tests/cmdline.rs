@@ -4,11 +4,7 @@ use std::process::Command;
 
 fn imager(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_imager")).args(args).output().expect("run imager");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
 
 #[test]
@@ -24,15 +20,25 @@ fn metal_arm64_1_11_is_talos_imager_output() {
 #[test]
 fn aws_with_extra_args_and_rpi_overlay() {
     let (code, out, _) = imager(&[
-        "cmdline", "--arch", "arm64", "--platform", "aws", "--talos-version", "v1.10.5",
-        "--extra-kernel-arg", "-selinux", "--extra-kernel-arg", "talos.config=http://10.20.13.140:8080/config?uuid=${uuid}",
+        "cmdline",
+        "--arch",
+        "arm64",
+        "--platform",
+        "aws",
+        "--talos-version",
+        "v1.10.5",
+        "--extra-kernel-arg",
+        "-selinux",
+        "--extra-kernel-arg",
+        "talos.config=http://10.20.13.140:8080/config?uuid=${uuid}",
     ]);
     assert_eq!(code, 0);
     assert_eq!(
         out,
         "talos.platform=aws console=tty1 console=ttyS0 net.ifnames=0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on ima_template=ima-ng ima_appraise=fix ima_hash=sha512 talos.config=http://10.20.13.140:8080/config?uuid=${uuid}\n"
     );
-    let (code, out, _) = imager(&["cmdline", "--arch", "arm64", "--talos-version", "1.10.5", "--overlay", "rpi_generic"]);
+    let (code, out, _) =
+        imager(&["cmdline", "--arch", "arm64", "--talos-version", "1.10.5", "--overlay", "rpi_generic"]);
     assert_eq!(code, 0);
     assert!(out.starts_with("talos.platform=metal console=tty0 console=ttyAMA0,115200 sysctl.kernel.kexec_load_disabled=1 talos.dashboard.disabled=1 init_on_alloc=1"), "{out}");
 }
@@ -43,7 +49,10 @@ fn errors_are_one_line_with_exit_code_1() {
         (&["cmdline", "--arch", "arm64", "--talos-version", "1.13.0"][..], "not supported"),
         (&["cmdline", "--arch", "arm64", "--talos-version", "one"][..], "--talos-version"),
         (&["cmdline", "--arch", "arm64", "--talos-version", "1.10.5", "--extra-kernel-arg", "a=\"b"][..], "unbalanced"),
-        (&["cmdline", "--arch", "amd64", "--talos-version", "1.10.5", "--overlay", "rpi_generic"][..], "overlay rpi_generic"),
+        (
+            &["cmdline", "--arch", "amd64", "--talos-version", "1.10.5", "--overlay", "rpi_generic"][..],
+            "overlay rpi_generic",
+        ),
     ] {
         let (code, out, err) = imager(args);
         assert_eq!(code, 1, "{args:?}");
@@ -52,7 +61,8 @@ fn errors_are_one_line_with_exit_code_1() {
         assert!(err.starts_with("imager: ") && err.contains(needle), "{err}");
     }
     let long = format!("x={}", "a".repeat(2000));
-    let (code, _, err) = imager(&["cmdline", "--arch", "arm64", "--talos-version", "1.10.5", "--extra-kernel-arg", &long]);
+    let (code, _, err) =
+        imager(&["cmdline", "--arch", "arm64", "--talos-version", "1.10.5", "--extra-kernel-arg", &long]);
     assert_eq!(code, 1);
     assert!(err.contains("over the 2048-byte limit"), "{err}");
     let (code, _, _) = imager(&["cmdline", "--arch", "sparc", "--talos-version", "1.10.5"]);

@@ -170,8 +170,14 @@ mod tests {
         let (mut fields, mut cur, mut depth) = (Vec::new(), String::new(), 0);
         for c in value.chars() {
             match c {
-                '[' => { depth += 1; cur.push(c) }
-                ']' => { depth -= 1; cur.push(c) }
+                '[' => {
+                    depth += 1;
+                    cur.push(c)
+                }
+                ']' => {
+                    depth -= 1;
+                    cur.push(c)
+                }
                 ':' if depth == 0 => fields.push(std::mem::take(&mut cur)),
                 _ => cur.push(c),
             }
@@ -181,7 +187,13 @@ mod tests {
         let get = |i: usize| f.get(i).filter(|s| !s.is_empty()).cloned();
         let addr: IpAddr = f[0].parse().unwrap();
         let prefix = match get(3) {
-            None => if addr.is_ipv4() { 32 } else { 128 },
+            None => {
+                if addr.is_ipv4() {
+                    32
+                } else {
+                    128
+                }
+            }
             Some(m) => m.parse::<u8>().unwrap_or_else(|_| match m.parse::<IpAddr>().unwrap() {
                 IpAddr::V4(a) => u32::from(a).count_ones() as u8,
                 IpAddr::V6(a) => u128::from(a).count_ones() as u8,
@@ -197,8 +209,18 @@ mod tests {
     #[test]
     fn checker_agrees_with_talos_vectors() {
         let p = talos_parse("172.20.0.2:172.21.0.1:172.20.0.1:255.255.255.0:master1:eth1::10.0.0.1:10.0.0.2:10.0.0.1");
-        assert_eq!(p, (v4("172.20.0.2"), 24, Some(v4("172.20.0.1")), Some("master1".into()), Some("eth1".into()),
-            vec![v4("10.0.0.1"), v4("10.0.0.2")], vec![v4("10.0.0.1")]));
+        assert_eq!(
+            p,
+            (
+                v4("172.20.0.2"),
+                24,
+                Some(v4("172.20.0.1")),
+                Some("master1".into()),
+                Some("eth1".into()),
+                vec![v4("10.0.0.1"), v4("10.0.0.2")],
+                vec![v4("10.0.0.1")]
+            )
+        );
         let a = talos_parse("[2a03:1:2::12]::[2a03:1:2::11]:[ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff8]:master:eth0:off:[2001:4860:4860::8888]:[2606:4700::1111]:[2606:4700:f1::1]");
         let b = talos_parse("[2a03:1:2::12]::[2a03:1:2::11]:125:master:eth0:off:[2001:4860:4860::8888]:[2606:4700::1111]:[2606:4700:f1::1]");
         assert_eq!(a, b);
@@ -220,8 +242,18 @@ mod tests {
             c.dns = dns.iter().map(|d| v4(d)).collect();
             c.ntp = ntp.map(v4);
             let got = talos_parse(&c.render().unwrap());
-            assert_eq!(got, (c.client, prefix, c.gateway, c.hostname.clone(), c.device.clone(), c.dns.clone(),
-                c.ntp.into_iter().collect::<Vec<_>>()));
+            assert_eq!(
+                got,
+                (
+                    c.client,
+                    prefix,
+                    c.gateway,
+                    c.hostname.clone(),
+                    c.device.clone(),
+                    c.dns.clone(),
+                    c.ntp.into_iter().collect::<Vec<_>>()
+                )
+            );
         }
     }
 
@@ -256,10 +288,7 @@ mod tests {
         c.gateway = Some(v4("2001:db8::1"));
         c.device = Some("eth0".into());
         c.dns = vec![v4("2001:4860:4860::8888")];
-        assert_eq!(
-            c.render().unwrap(),
-            "[2001:db8::2]::[2001:db8::1]:64::eth0:off:[2001:4860:4860::8888]"
-        );
+        assert_eq!(c.render().unwrap(), "[2001:db8::2]::[2001:db8::1]:64::eth0:off:[2001:4860:4860::8888]");
     }
 
     #[test]

@@ -366,10 +366,7 @@ impl Cmdline {
     }
 
     /// Runs `edit` on a copy and keeps it only if it succeeds and fits the limit.
-    pub(crate) fn try_edit(
-        &mut self,
-        edit: impl FnOnce(&mut Cmdline) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    pub(crate) fn try_edit(&mut self, edit: impl FnOnce(&mut Cmdline) -> Result<(), Error>) -> Result<(), Error> {
         let mut copy = self.clone();
         edit(&mut copy)?;
         copy.check_len()?;
@@ -478,27 +475,15 @@ mod tests {
         let got: Vec<(&str, Option<&str>)> = l.params().iter().map(|p| (p.key(), p.value())).collect();
         assert_eq!(
             got,
-            vec![
-                ("foo", Some("a b")),
-                ("bar", Some("c d")),
-                ("flag", None),
-                ("e", Some("")),
-                ("a", Some("b\"c d\"e")),
-            ]
+            vec![("foo", Some("a b")), ("bar", Some("c d")), ("flag", None), ("e", Some("")), ("a", Some("b\"c d\"e")),]
         );
         assert_eq!(l.to_string(), "foo=\"a b\" \"bar=c d\" flag e= a=b\"c d\"e");
     }
 
     #[test]
     fn refuses_control_characters_and_bad_quotes() {
-        assert_eq!(
-            Cmdline::parse("a=b\0c"),
-            Err(Error::ControlCharacter { byte: 0, offset: 3 })
-        );
-        assert_eq!(
-            Cmdline::parse("a=b\nc=d"),
-            Err(Error::ControlCharacter { byte: b'\n', offset: 3 })
-        );
+        assert_eq!(Cmdline::parse("a=b\0c"), Err(Error::ControlCharacter { byte: 0, offset: 3 }));
+        assert_eq!(Cmdline::parse("a=b\nc=d"), Err(Error::ControlCharacter { byte: b'\n', offset: 3 }));
         assert!(matches!(Cmdline::parse("a\tb"), Err(Error::ControlCharacter { byte: b'\t', .. })));
         assert!(matches!(Cmdline::parse("a\x7f"), Err(Error::ControlCharacter { byte: 0x7f, .. })));
         assert_eq!(Cmdline::parse("a=\"b c"), Err(Error::UnbalancedQuote { offset: 2 }));
@@ -516,10 +501,7 @@ mod tests {
         assert_eq!(bytes.len(), COMMAND_LINE_SIZE);
         assert_eq!(*bytes.last().unwrap(), 0);
         let over = "a".repeat(COMMAND_LINE_SIZE);
-        assert_eq!(
-            Cmdline::parse(&over),
-            Err(Error::TooLong { len: COMMAND_LINE_SIZE, limit: COMMAND_LINE_SIZE })
-        );
+        assert_eq!(Cmdline::parse(&over), Err(Error::TooLong { len: COMMAND_LINE_SIZE, limit: COMMAND_LINE_SIZE }));
     }
 
     #[test]

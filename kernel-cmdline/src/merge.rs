@@ -30,10 +30,7 @@ impl MergeOptions {
     /// `talos.platform`, honour negation (talos `pkg/imager/imager.go` `buildCmdline`; the
     /// installer's `pkg/imager/.../grub` and `cmd/installer` use the same).
     pub fn talos() -> MergeOptions {
-        MergeOptions {
-            overwrite: vec!["console".into(), "talos.platform".into()],
-            delete_negated: true,
-        }
+        MergeOptions { overwrite: vec!["console".into(), "talos.platform".into()], delete_negated: true }
     }
 }
 
@@ -116,9 +113,7 @@ impl Cmdline {
                         if value_str(&incoming.params[0]).is_empty() {
                             slots.retain(|s| s.key != target);
                         } else if let Some(slot) = slots.iter_mut().find(|s| s.key == target) {
-                            slot.params.retain(|p| {
-                                !incoming.params.iter().any(|n| value_str(n) == value_str(p))
-                            });
+                            slot.params.retain(|p| !incoming.params.iter().any(|n| value_str(n) == value_str(p)));
                         }
                     }
                     Action::Set => match slots.iter_mut().find(|s| s.key == key) {
@@ -165,25 +160,57 @@ mod tests {
         let del = opts(&[], true);
         let over_del = opts(&["console"], true);
         let cases: &[(&str, &[&str], &MergeOptions, &str)] = &[
-            ("ip=dhcp console=x root=/dev/sdc", &["root=/dev/sda", "root=/dev/sdb"], &none,
-             "ip=dhcp console=x root=/dev/sdc root=/dev/sda root=/dev/sdb"),
+            (
+                "ip=dhcp console=x root=/dev/sdc",
+                &["root=/dev/sda", "root=/dev/sdb"],
+                &none,
+                "ip=dhcp console=x root=/dev/sdc root=/dev/sda root=/dev/sdb",
+            ),
             ("root=/dev/sdb", &["this=that=those"], &none, "root=/dev/sdb this=that=those"),
-            ("console=tty0 console=ttyS0 root=/dev/sdb", &["console=tty0", "console=ttyS1,115200", "nogui"], &none,
-             "console=tty0 console=ttyS0 console=tty0 console=ttyS1,115200 root=/dev/sdb nogui"),
-            ("console=tty0 console=ttyS0 root=/dev/sdb", &["console=tty0", "console=ttyS1,115200", "nogui"], &over,
-             "console=tty0 console=ttyS1,115200 root=/dev/sdb nogui"),
+            (
+                "console=tty0 console=ttyS0 root=/dev/sdb",
+                &["console=tty0", "console=ttyS1,115200", "nogui"],
+                &none,
+                "console=tty0 console=ttyS0 console=tty0 console=ttyS1,115200 root=/dev/sdb nogui",
+            ),
+            (
+                "console=tty0 console=ttyS0 root=/dev/sdb",
+                &["console=tty0", "console=ttyS1,115200", "nogui"],
+                &over,
+                "console=tty0 console=ttyS1,115200 root=/dev/sdb nogui",
+            ),
             ("console=tty0 console=ttyS0 root=/dev/sdb", &["-console", "nogui"], &over_del, "root=/dev/sdb nogui"),
             ("console=tty0 console=ttyS0,9600 root=/dev/sdb", &["-console", "nogui"], &del, "root=/dev/sdb nogui"),
-            ("console=tty0 console=ttyS0,9600 root=/dev/sdb", &["-console=ttyS0,9600", "nogui"], &del,
-             "console=tty0 root=/dev/sdb nogui"),
-            ("console=tty0 console=ttyS0 root=/dev/sdb", &["-console=tty0", "nogui"], &over_del,
-             "console=ttyS0 root=/dev/sdb nogui"),
-            ("console=tty0 console=ttyS0 root=/dev/sdb", &["-console", "nogui", "console=ttyAMA0"], &over_del,
-             "root=/dev/sdb nogui console=ttyAMA0"),
-            ("console=tty0 console=ttyS0 root=/dev/sdb", &["-console=tty0", "nogui", "console=ttyAMA0"], &del,
-             "console=ttyS0 console=ttyAMA0 root=/dev/sdb nogui"),
-            ("console=tty0 console=ttyS0 root=/dev/sdb", &["-console=tty0", "nogui", "console=ttyAMA0"], &over_del,
-             "console=ttyAMA0 root=/dev/sdb nogui"),
+            (
+                "console=tty0 console=ttyS0,9600 root=/dev/sdb",
+                &["-console=ttyS0,9600", "nogui"],
+                &del,
+                "console=tty0 root=/dev/sdb nogui",
+            ),
+            (
+                "console=tty0 console=ttyS0 root=/dev/sdb",
+                &["-console=tty0", "nogui"],
+                &over_del,
+                "console=ttyS0 root=/dev/sdb nogui",
+            ),
+            (
+                "console=tty0 console=ttyS0 root=/dev/sdb",
+                &["-console", "nogui", "console=ttyAMA0"],
+                &over_del,
+                "root=/dev/sdb nogui console=ttyAMA0",
+            ),
+            (
+                "console=tty0 console=ttyS0 root=/dev/sdb",
+                &["-console=tty0", "nogui", "console=ttyAMA0"],
+                &del,
+                "console=ttyS0 console=ttyAMA0 root=/dev/sdb nogui",
+            ),
+            (
+                "console=tty0 console=ttyS0 root=/dev/sdb",
+                &["-console=tty0", "nogui", "console=ttyAMA0"],
+                &over_del,
+                "console=ttyAMA0 root=/dev/sdb nogui",
+            ),
         ];
         for (base, args, o, want) in cases {
             assert_eq!(run(base, args, o), *want, "{base:?} + {args:?} with {o:?}");
@@ -207,7 +234,11 @@ mod tests {
     fn talos_console_and_platform_replace_in_place() {
         let t = MergeOptions::talos();
         assert_eq!(
-            run("talos.platform=metal console=ttyAMA0 console=tty0 init_on_alloc=1", &["console=ttyS0,115200", "talos.platform=aws"], &t),
+            run(
+                "talos.platform=metal console=ttyAMA0 console=tty0 init_on_alloc=1",
+                &["console=ttyS0,115200", "talos.platform=aws"],
+                &t
+            ),
             "talos.platform=aws console=ttyS0,115200 init_on_alloc=1"
         );
     }
@@ -215,15 +246,24 @@ mod tests {
     #[test]
     fn a_key_emptied_by_value_keeps_its_slot() {
         // go-procfs Delete leaves the entry with no values; a later Append fills it in place.
-        assert_eq!(run("console=tty0 root=x", &["-console=tty0", "console=ttyS0"], &opts(&[], true)), "console=ttyS0 root=x");
+        assert_eq!(
+            run("console=tty0 root=x", &["-console=tty0", "console=ttyS0"], &opts(&[], true)),
+            "console=ttyS0 root=x"
+        );
         // `-key=` is `-key`: the whole key goes, and a re-added key goes to the end.
         assert_eq!(run("a=1 b a=2", &["-a=", "a=3"], &opts(&[], true)), "b a=3");
     }
 
     #[test]
     fn merging_groups_repeated_keys_and_keeps_duplicates() {
-        assert_eq!(run("console=tty0 quiet console=ttyS0", &["x"], &MergeOptions::talos()), "console=tty0 console=ttyS0 quiet x");
-        assert_eq!(run("slab_nomerge pti=on", &["slab_nomerge"], &MergeOptions::talos()), "slab_nomerge slab_nomerge pti=on");
+        assert_eq!(
+            run("console=tty0 quiet console=ttyS0", &["x"], &MergeOptions::talos()),
+            "console=tty0 console=ttyS0 quiet x"
+        );
+        assert_eq!(
+            run("slab_nomerge pti=on", &["slab_nomerge"], &MergeOptions::talos()),
+            "slab_nomerge slab_nomerge pti=on"
+        );
         // A lone "-" is an ordinary key.
         assert_eq!(run("a", &["-"], &MergeOptions::talos()), "a -");
     }

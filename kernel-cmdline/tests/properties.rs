@@ -7,15 +7,7 @@ use proptest::prelude::*;
 /// Raw lines over an alphabet that stresses the splitter: quotes, `=`, runs of spaces.
 fn raw_line() -> impl Strategy<Value = String> {
     proptest::collection::vec(
-        prop_oneof![
-            Just(' '),
-            Just('"'),
-            Just('='),
-            Just('-'),
-            Just(','),
-            Just('.'),
-            proptest::char::range('a', 'e'),
-        ],
+        prop_oneof![Just(' '), Just('"'), Just('='), Just('-'), Just(','), Just('.'), proptest::char::range('a', 'e'),],
         0..80,
     )
     .prop_map(|cs| cs.into_iter().collect())

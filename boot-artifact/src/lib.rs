@@ -1,5 +1,6 @@
 //! The contract between `imager` and `talos-agent`, and the kernel formats both must read.
 //!
+//! - [`digest`]: `sha256:` digests and a writer that verifies size and digest while streaming.
 //! - [`kernel`]: recognise and unpack what Talos ships as a kernel — an arm64 EFI zboot PE
 //!   (Talos ≥ 1.8), a gzip'd or raw arm64 `Image`, an x86 bzImage — with bounded decompression.
 //! - [`pe`]: the PE/COFF section table, enough to take `.linux`, `.initrd` and `.cmdline` out of
@@ -10,5 +11,6 @@
 
 #![deny(missing_docs)]
 
+pub mod digest;
 pub mod kernel;
 pub mod pe;

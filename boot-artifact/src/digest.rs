@@ -1,0 +1,227 @@
+//! Content digests and verification while streaming.
+//!
+//! OCI identifies every blob by `sha256:<64 lowercase hex>` (OCI image-spec `descriptor.md`,
+//! "Digests"). [`VerifyingWriter`] hashes bytes as they pass to their destination and counts them;
+//! only [`VerifyingWriter::finish`] says whether the content is the one that was asked for, so a
+//! caller can stream a blob into its final place (a memfd for kexec) and use it only after
+//! `finish` returned `Ok`.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::str::FromStr;
+
+use sha2::{Digest as _, Sha256};
+
+/// A sha256 content digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sha256Digest([u8; 32]);
+
+/// A string that is not `sha256:` followed by 64 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid digest {0:?}: expected sha256:<64 lowercase hex digits>")]
+pub struct DigestParseError(pub String);
+
+impl Sha256Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Sha256Digest {
+        Sha256Digest(Sha256::digest(bytes).into())
+    }
+
+    /// Parses 64 lowercase hex digits without the `sha256:` prefix (as `sha256sum` prints them).
+    ///
+    /// # Errors
+    /// [`DigestParseError`].
+    pub fn from_hex(hex: &str) -> Result<Sha256Digest, DigestParseError> {
+        let err = || DigestParseError(hex.to_string());
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(err());
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| err())?;
+        }
+        Ok(Sha256Digest(out))
+    }
+
+    /// The 64 hex digits.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl FromStr for Sha256Digest {
+    type Err = DigestParseError;
+    /// Parses `sha256:<hex>`; OCI digests of other algorithms are refused.
+    fn from_str(s: &str) -> Result<Self, DigestParseError> {
+        let hex = s.strip_prefix("sha256:").ok_or_else(|| DigestParseError(s.to_string()))?;
+        Sha256Digest::from_hex(hex).map_err(|_| DigestParseError(s.to_string()))
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    /// `sha256:<hex>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Why streamed content was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// More bytes arrived than the expected size.
+    #[error("content exceeds its expected size of {expected} bytes")]
+    TooLong {
+        /// Expected size in bytes.
+        expected: u64,
+    },
+    /// The stream ended early.
+    #[error("content truncated: {got} of {expected} bytes")]
+    Truncated {
+        /// Bytes received.
+        got: u64,
+        /// Expected size in bytes.
+        expected: u64,
+    },
+    /// All bytes arrived but their digest differs.
+    #[error("digest mismatch: expected {expected}, got {got}")]
+    Mismatch {
+        /// The digest that was asked for.
+        expected: Sha256Digest,
+        /// The digest of what arrived.
+        got: Sha256Digest,
+    },
+    /// Writing to the destination failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// A writer that hashes and counts what it passes to `inner`, refusing to pass more than the
+/// expected size. Call [`VerifyingWriter::finish`] to learn whether the content is right.
+pub struct VerifyingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+    expected_size: Option<u64>,
+    expected: Sha256Digest,
+}
+
+impl<W: Write> VerifyingWriter<W> {
+    /// Verifies against `expected` and, when known, `expected_size` bytes (an OCI descriptor
+    /// always carries the size; a plain URL with a sha256 sum may not).
+    pub fn new(inner: W, expected: Sha256Digest, expected_size: Option<u64>) -> Self {
+        VerifyingWriter { inner, hasher: Sha256::new(), written: 0, expected_size, expected }
+    }
+
+    /// Bytes passed through so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Discards what was hashed so far, for a retry that starts over (the caller must also
+    /// rewind or recreate its destination).
+    pub fn reset(&mut self) {
+        self.hasher = Sha256::new();
+        self.written = 0;
+    }
+
+    /// Gives back the destination, but only if size and digest match.
+    ///
+    /// # Errors
+    /// [`VerifyError::Truncated`] or [`VerifyError::Mismatch`]; the destination is then dropped
+    /// with the error, so unverified bytes cannot be used by mistake.
+    pub fn finish(mut self) -> Result<W, VerifyError> {
+        self.inner.flush()?;
+        if let Some(expected) = self.expected_size {
+            if self.written != expected {
+                return Err(VerifyError::Truncated { got: self.written, expected });
+            }
+        }
+        let got = Sha256Digest(self.hasher.finalize().into());
+        if got != self.expected {
+            return Err(VerifyError::Mismatch { expected: self.expected, got });
+        }
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for VerifyingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(expected) = self.expected_size {
+            if self.written + buf.len() as u64 > expected {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, VerifyError::TooLong { expected }));
+            }
+        }
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELLO: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    #[test]
+    fn parses_and_prints() {
+        let d: Sha256Digest = HELLO.parse().unwrap();
+        assert_eq!(d.to_string(), HELLO);
+        assert_eq!(d, Sha256Digest::of(b"hello"));
+        for bad in [
+            "",
+            "sha256:",
+            "sha512:2cf24dba",
+            &HELLO.to_uppercase(),
+            &HELLO[..70],
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+        ] {
+            assert!(bad.parse::<Sha256Digest>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn accepts_only_exact_content() {
+        let d = Sha256Digest::of(b"hello");
+        let mut w = VerifyingWriter::new(Vec::new(), d, Some(5));
+        w.write_all(b"hel").unwrap();
+        w.write_all(b"lo").unwrap();
+        assert_eq!(w.finish().unwrap(), b"hello");
+
+        let mut w = VerifyingWriter::new(Vec::new(), d, Some(5));
+        w.write_all(b"hell").unwrap();
+        assert!(matches!(w.finish(), Err(VerifyError::Truncated { got: 4, expected: 5 })));
+
+        let mut w = VerifyingWriter::new(Vec::new(), d, Some(5));
+        let err = w.write_all(b"hello!").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(w.written(), 0, "nothing passes once the size would be exceeded");
+
+        let mut w = VerifyingWriter::new(Vec::new(), d, None);
+        w.write_all(b"jello").unwrap();
+        assert!(matches!(w.finish(), Err(VerifyError::Mismatch { .. })));
+
+        let mut w = VerifyingWriter::new(Vec::new(), d, Some(5));
+        w.write_all(b"xx").unwrap();
+        w.reset();
+        let mut w = VerifyingWriter { inner: Vec::new(), ..w };
+        w.write_all(b"hello").unwrap();
+        assert!(w.finish().is_ok());
+    }
+}

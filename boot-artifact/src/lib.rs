@@ -5,6 +5,7 @@
 //!   (Talos ≥ 1.8), a gzip'd or raw arm64 `Image`, an x86 bzImage — with bounded decompression.
 //! - [`pe`]: the PE/COFF section table, enough to take `.linux`, `.initrd` and `.cmdline` out of
 //!   a Talos UKI (`vmlinuz.efi`, Talos ≥ 1.10 installer images).
+//! - [`reference`]: OCI image references, registry mirrors and which registries to try in order.
 //!
 //! This crate stays small and free of network or async code: the agent links it into a static
 //! binary that must stay under a few MiB.
@@ -14,3 +15,4 @@
 pub mod digest;
 pub mod kernel;
 pub mod pe;
+pub mod reference;

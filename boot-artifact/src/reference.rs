@@ -180,7 +180,7 @@ impl Reference {
         let mut out: Vec<Endpoint> = Vec::new();
         for host in hosts {
             if !out.iter().any(|e| e.host == host) {
-                let plain_http = insecure.iter().any(|i| *i == host);
+                let plain_http = insecure.contains(&host);
                 out.push(Endpoint { host, plain_http });
             }
         }

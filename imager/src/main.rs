@@ -3,10 +3,8 @@
 //! Exit codes: 0 success; 1 the command failed (one line on stderr names the cause);
 //! 2 the command line was invalid (clap's usage error).
 
-mod cli;
-mod cmdline;
-
 use clap::Parser;
+use moonboot_imager::{cli, cmdline};
 
 fn main() {
     let cli = cli::Cli::parse();

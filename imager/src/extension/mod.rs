@@ -1,0 +1,5 @@
+//! Talos system extensions: manifests, validation, and (later) assembly into the initramfs.
+
+pub mod manifest;
+
+pub use manifest::{Manifest, ManifestError, Metadata};

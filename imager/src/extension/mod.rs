@@ -1,5 +1,6 @@
 //! Talos system extensions: manifests, validation, and (later) assembly into the initramfs.
 
 pub mod manifest;
+pub mod tree;
 
 pub use manifest::{Manifest, ManifestError, Metadata};

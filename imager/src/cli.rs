@@ -14,6 +14,22 @@ pub struct Cli {
 pub enum Command {
     /// Print the kernel command line Talos's imager would give (its output kind `cmdline`).
     Cmdline(CmdlineArgs),
+    /// Image Factory schematics.
+    #[command(subcommand)]
+    Schematic(SchematicCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SchematicCommand {
+    /// Print the schematic ID of a schematic file, computed exactly as the Image Factory does
+    /// (sha256 of its canonical YAML).
+    Id {
+        /// Schematic file (YAML or JSON); `-` reads standard input.
+        file: std::path::PathBuf,
+        /// Also print the canonical YAML that was hashed, as JSON: {"id": …, "yaml": …}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Target architecture.

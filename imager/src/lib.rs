@@ -1,8 +1,10 @@
 //! The `imager` library: everything `imager` does, callable from its binary and its tests.
 //!
 //! One module per concern: [`cli`] holds only the command-line definitions; the work lives in
-//! [`cmdline`] (kernel command lines) and [`extension`] (Talos system extensions).
+//! [`cmdline`] (kernel command lines), [`extension`] (Talos system extensions) and
+//! [`schematic`] (Image Factory schematics and their IDs).
 
 pub mod cli;
 pub mod cmdline;
 pub mod extension;
+pub mod schematic;

@@ -3,16 +3,34 @@
 //! Exit codes: 0 success; 1 the command failed (one line on stderr names the cause);
 //! 2 the command line was invalid (clap's usage error).
 
+use anyhow::Context;
 use clap::Parser;
-use moonboot_imager::{cli, cmdline};
+use moonboot_imager::{cli, cmdline, schematic::Schematic};
 
 fn main() {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Cmdline(args) => cmdline::run(&args),
+        cli::Command::Schematic(cli::SchematicCommand::Id { file, json }) => schematic_id(&file, json),
     };
     if let Err(err) = result {
         eprintln!("imager: {err:#}");
         std::process::exit(1);
     }
+}
+
+fn schematic_id(file: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let text = if file == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let schematic = Schematic::parse(&text).with_context(|| file.display().to_string())?;
+    let id = schematic.id().with_context(|| file.display().to_string())?;
+    if json {
+        println!("{}", serde_json::json!({ "id": id, "yaml": schematic.marshal()? }));
+    } else {
+        println!("{id}");
+    }
+    Ok(())
 }

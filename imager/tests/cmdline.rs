@@ -68,3 +68,22 @@ fn errors_are_one_line_with_exit_code_1() {
     let (code, _, _) = imager(&["cmdline", "--arch", "sparc", "--talos-version", "1.10.5"]);
     assert_eq!(code, 2, "usage errors exit 2");
 }
+
+#[test]
+fn schematic_id_of_the_operators_raspberry_pi_image() {
+    let dir = std::env::temp_dir().join(format!("moonboot-schematic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rpi.yaml");
+    std::fs::write(
+        &file,
+        "overlay:\n  image: siderolabs/sbc-raspberrypi\n  name: rpi_generic\ncustomization:\n  systemExtensions:\n    officialExtensions:\n      - siderolabs/spin\n      - siderolabs/tailscale\n",
+    )
+    .unwrap();
+    let (code, out, _) = imager(&["schematic", "id", file.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (0, "c0f06d3cffeec27089a195ee6942ee0e1911b8521d21d7e4afde5e023fbff114\n"));
+    std::fs::write(&file, "customization:\n  bootloader: grub\n").unwrap();
+    let (code, _, err) = imager(&["schematic", "id", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("imager: ") && err.contains("rpi.yaml") && err.contains("bootloader"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -8,3 +8,4 @@ pub mod cli;
 pub mod cmdline;
 pub mod extension;
 pub mod schematic;
+pub mod yaml;

@@ -137,9 +137,7 @@ impl Schematic {
         if text.trim().is_empty() {
             return Ok(Schematic::default());
         }
-        let parsed: Option<Schematic> = serde_saphyr::from_str(text).map_err(|e| {
-            SchematicError::Yaml(e.without_snippet().to_string().split_whitespace().collect::<Vec<_>>().join(" "))
-        })?;
+        let parsed: Option<Schematic> = crate::yaml::from_str(text).map_err(SchematicError::Yaml)?;
         Ok(parsed.unwrap_or_default())
     }
 

@@ -105,8 +105,7 @@ impl Manifest {
     /// # Errors
     /// [`ManifestError`] naming the field.
     pub fn parse(yaml: &str) -> Result<Manifest, ManifestError> {
-        let m: Manifest = serde_saphyr::from_str(yaml)
-            .map_err(|e| ManifestError::Yaml(one_line(&e.without_snippet().to_string())))?;
+        let m: Manifest = crate::yaml::from_str(yaml).map_err(ManifestError::Yaml)?;
         if m.version != "v1alpha1" {
             return Err(ManifestError::UnsupportedVersion(m.version));
         }
@@ -132,10 +131,6 @@ impl Manifest {
             Err(ManifestError::Incompatible { constraint: constraint.clone(), talos: talos.to_string() })
         }
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A blang/semver v4 range: `||`-separated alternatives of space-separated comparators

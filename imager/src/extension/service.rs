@@ -108,10 +108,8 @@ impl ServiceSpec {
     /// # Errors
     /// [`ServiceError`] naming the file and field.
     pub fn parse(file: &str, yaml: &str) -> Result<ServiceSpec, ServiceError> {
-        let spec: ServiceSpec = serde_saphyr::from_str(yaml).map_err(|e| ServiceError::Yaml {
-            file: file.to_string(),
-            reason: e.without_snippet().to_string().split_whitespace().collect::<Vec<_>>().join(" "),
-        })?;
+        let spec: ServiceSpec =
+            crate::yaml::from_str(yaml).map_err(|reason| ServiceError::Yaml { file: file.to_string(), reason })?;
         let invalid = |field: String, reason: String| ServiceError::Invalid { file: file.to_string(), field, reason };
         if spec.name.is_empty()
             || !spec.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')

@@ -1,0 +1,151 @@
+//! `target/fixtures/fixtures.json`: what `scripts/fixtures` built and pushed, for tests to read.
+//!
+//! Everything it describes is a TEST FIXTURE: stand-ins built from Debian packages, not Talos.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Schema version of `fixtures.json`.
+pub const SCHEMA: u32 = 1;
+
+/// The whole description.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fixtures {
+    /// [`SCHEMA`].
+    pub schema: u32,
+    /// Says that these are test fixtures.
+    pub note: String,
+    /// The Talos version the stand-in release pretends to be (`v1.10.5`).
+    pub talos_version: String,
+    /// `127.0.0.1:PORT` of the local `docker-registry` the images were pushed to.
+    pub registry: String,
+    /// The mirror option that points moonboot at it (`ghcr.io=127.0.0.1:PORT`).
+    pub mirror: String,
+    /// Timestamp used for every file in the fixtures (SOURCE_DATE_EPOCH).
+    pub source_date_epoch: u64,
+    /// Pushed images by short name: `imager`, `spin`, `tailscale`.
+    pub images: BTreeMap<String, PushedImage>,
+    /// Per-architecture inputs and outputs: `arm64`, `amd64`.
+    pub arches: BTreeMap<String, ArchFixtures>,
+}
+
+/// One multi-arch image in the registry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushedImage {
+    /// Repository in the registry, mirroring upstream (`siderolabs/imager`).
+    pub repository: String,
+    /// Tag (`v1.10.5`, `v0.19.0`, `1.84.0`).
+    pub tag: String,
+    /// `127.0.0.1:PORT/<repository>:<tag>`.
+    pub reference: String,
+    /// The upstream reference this stands in for (`ghcr.io/siderolabs/imager:v1.10.5`).
+    pub upstream_reference: String,
+    /// Digest of the image index.
+    pub index_digest: String,
+    /// Digest of each platform's image manifest, by architecture.
+    pub manifests: BTreeMap<String, String>,
+    /// The OCI image layout it was pushed from.
+    pub layout: PathBuf,
+    /// For extensions: `metadata.name` and `metadata.version` of `manifest.yaml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<ExtensionInfo>,
+}
+
+/// What an extension image's `manifest.yaml` says.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExtensionInfo {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.version`.
+    pub version: String,
+}
+
+/// The inputs and built files of one architecture.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArchFixtures {
+    /// Debian kernel package (`linux-image-6.1.0-56-cloud-arm64`).
+    pub kernel_package: String,
+    /// Its version (`6.1.192-2`).
+    pub kernel_package_version: String,
+    /// Kernel release, `uname -r` (`6.1.0-56-cloud-arm64`).
+    pub kernel_release: String,
+    /// What QEMU's `-kernel` and kexec take: the raw arm64 `Image` / the x86 bzImage.
+    pub kernel_image: PathBuf,
+    /// The kernel's `/boot/config-*`.
+    pub kernel_config: PathBuf,
+    /// `vmlinuz` as in the imager image (EFI zboot with zstd for arm64, the bzImage for amd64).
+    pub vmlinuz: PathBuf,
+    /// `initramfs.xz` as in the imager image (a zstd stream of a newc cpio).
+    pub initramfs: PathBuf,
+    /// The stand-in Talos root (`rootfs.sqsh` inside the initramfs).
+    pub rootfs_sqsh: PathBuf,
+    /// The extracted package's `lib/modules/<kver>` (every module, for later tests).
+    pub modules_dir: PathBuf,
+    /// Modules copied into the initramfs, relative to `modules_dir`, in load order.
+    pub initramfs_modules: Vec<String>,
+    /// Selected kernel config symbols and their values (`y`, `m`, or `unset`).
+    pub kernel_config_values: BTreeMap<String, String>,
+    /// Static busybox for this architecture (from Debian's `busybox-static`).
+    pub busybox: PathBuf,
+    /// The stand-in init (static binary of the `standin-init` crate).
+    pub init: PathBuf,
+    /// QEMU system emulator for this architecture.
+    pub qemu_binary: String,
+    /// Machine arguments for it (before `-kernel`).
+    pub qemu_machine_args: Vec<String>,
+    /// Serial console device name (`ttyAMA0`, `ttyS0`).
+    pub console: String,
+}
+
+/// Where `fixtures.json` is: `$MOONBOOT_FIXTURES_DIR/fixtures.json`, else
+/// `<workspace>/target/fixtures/fixtures.json`.
+pub fn default_path() -> PathBuf {
+    fixtures_dir().join("fixtures.json")
+}
+
+/// `$MOONBOOT_FIXTURES_DIR`, else `<workspace>/target/fixtures`.
+pub fn fixtures_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("MOONBOOT_FIXTURES_DIR") {
+        return PathBuf::from(d);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("fixtures")
+}
+
+impl Fixtures {
+    /// Reads `fixtures.json` from `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let f: Self = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        anyhow::ensure!(
+            f.schema == SCHEMA,
+            "{}: schema {} (want {SCHEMA}): rerun scripts/fixtures",
+            path.display(),
+            f.schema
+        );
+        Ok(f)
+    }
+
+    /// Loads the default `fixtures.json`; `Ok(None)` when it is absent (tests then skip).
+    pub fn load_default() -> Result<Option<Self>> {
+        let p = default_path();
+        if !p.exists() {
+            return Ok(None);
+        }
+        Self::load(&p).map(Some)
+    }
+}
+
+/// Tells the person running the tests that `test` was skipped and why. Written with
+/// `std::io::Write` on stderr, which the test harness does not capture, so it always shows.
+///
+/// # Panics
+/// When `MOONBOOT_REQUIRE_FIXTURES=1` (set by `scripts/test`): there, a skip is a failure.
+pub fn skip(test: &str, reason: &str) {
+    use std::io::Write;
+    if std::env::var_os("MOONBOOT_REQUIRE_FIXTURES").is_some_and(|v| v == "1") {
+        panic!("{test} cannot run: {reason} (MOONBOOT_REQUIRE_FIXTURES=1 turns skips into failures)");
+    }
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+}

@@ -1,0 +1,21 @@
+//! Test support for moonboot: builders of the stand-in Talos release and extension images
+//! (test fixtures, never shipped) and helpers shared by the integration and end-to-end tests.
+//!
+//! - [`zboot`]: write and read EFI zboot kernels (the arm64 `vmlinuz` of Talos ≥ 1.8);
+//! - [`oci`]: reproducible OCI image layouts; [`registry`]: a tiny distribution-API client;
+//! - [`cpio`]: a newc reader; [`kmod`]: kernel module dependencies from `.modinfo`;
+//! - [`extensions`]: the stand-in spin and tailscale extension images;
+//! - [`build`]: what `scripts/fixtures` runs (`cargo run -p moonboot-tests --bin fixtures`);
+//! - [`fixtures`]: `target/fixtures/fixtures.json`, read by the tests;
+//! - [`qemu`]: boot a guest and wait for console marker lines.
+#![deny(missing_docs)]
+
+pub mod build;
+pub mod cpio;
+pub mod extensions;
+pub mod fixtures;
+pub mod kmod;
+pub mod oci;
+pub mod qemu;
+pub mod registry;
+pub mod zboot;

@@ -1,0 +1,150 @@
+//! Booting test guests under QEMU (software emulation) and waiting for console marker lines.
+//!
+//! The console is QEMU's stdio serial (`-nographic`), read through a pipe by a thread that also
+//! copies it to a log file. [`Guest`] kills QEMU when dropped, whatever happened.
+
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// Whether `binary` is on PATH.
+pub fn have(binary: &str) -> bool {
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(binary).is_file())).unwrap_or(false)
+}
+
+/// A running QEMU guest.
+pub struct Guest {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    log: PathBuf,
+}
+
+/// What to boot.
+pub struct BootSpec<'a> {
+    /// `qemu-system-aarch64` / `qemu-system-x86_64`.
+    pub qemu: &'a str,
+    /// Machine arguments (`-M virt -cpu cortex-a57 -m 1536`).
+    pub machine_args: &'a [String],
+    /// `-kernel`.
+    pub kernel: &'a Path,
+    /// `-initrd`.
+    pub initrd: &'a Path,
+    /// `-append`.
+    pub append: &'a str,
+    /// Extra arguments (devices, networking).
+    pub extra: &'a [String],
+    /// Where to copy the console output.
+    pub log: &'a Path,
+}
+
+impl Guest {
+    /// Starts QEMU with `-nographic -no-reboot` and the console on its stdout.
+    pub fn boot(spec: &BootSpec<'_>) -> Result<Self> {
+        if let Some(dir) = spec.log.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut cmd = Command::new(spec.qemu);
+        cmd.args(spec.machine_args)
+            .args(["-nographic", "-no-reboot"])
+            .arg("-kernel")
+            .arg(spec.kernel)
+            .arg("-initrd")
+            .arg(spec.initrd)
+            .arg("-append")
+            .arg(spec.append)
+            .args(spec.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let shown = format!("{cmd:?}");
+        let mut child = cmd.spawn().with_context(|| format!("starting {shown}"))?;
+        let (tx, rx) = channel();
+        let mut log = File::create(spec.log).with_context(|| format!("creating {}", spec.log.display()))?;
+        writeln!(log, "# {shown}")?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            while let Ok(n) = r.read_until(b'\n', &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+                let _ = writeln!(log, "{line}");
+                if tx.send(line).is_err() {
+                    // Keep draining so QEMU never blocks on a full pipe.
+                }
+                buf.clear();
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                let _ = tx2.send(format!("[qemu stderr] {line}"));
+            }
+        });
+        Ok(Self { child, lines: rx, seen: Vec::new(), log: spec.log.to_path_buf() })
+    }
+
+    /// Waits until a console line satisfies `pred`, at most until `deadline`; returns the line.
+    /// Fails when QEMU exits first or the deadline passes; the error names the log file.
+    pub fn wait_for(&mut self, what: &str, deadline: Instant, pred: impl Fn(&str) -> bool) -> Result<String> {
+        if let Some(l) = self.seen.iter().find(|l| pred(l)) {
+            return Ok(l.clone());
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = pred(&line);
+                    self.seen.push(line.clone());
+                    if hit {
+                        return Ok(line);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!("timed out waiting for {what}; console log: {}\n{}", self.log.display(), self.tail())
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    bail!("QEMU exited before {what}; console log: {}\n{}", self.log.display(), self.tail())
+                }
+            }
+        }
+    }
+
+    /// Waits for QEMU to exit by itself (the guest powered off), at most until `deadline`.
+    pub fn wait_exit(&mut self, deadline: Instant) -> Result<std::process::ExitStatus> {
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() >= deadline {
+                bail!("QEMU still running at the deadline; console log: {}", self.log.display());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every console line read so far.
+    pub fn lines(&self) -> &[String] {
+        &self.seen
+    }
+
+    fn tail(&self) -> String {
+        let n = self.seen.len().saturating_sub(25);
+        self.seen[n..].join("\n")
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

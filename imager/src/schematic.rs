@@ -20,8 +20,8 @@
 
 use std::fmt::Write as _;
 
+use boot_artifact::digest::Sha256Digest;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 /// A schematic as the factory accepts it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -209,8 +209,7 @@ impl Schematic {
     /// # Errors
     /// As [`Schematic::marshal`].
     pub fn id(&self) -> Result<String, SchematicError> {
-        let digest = Sha256::digest(self.marshal()?.as_bytes());
-        Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+        Ok(Sha256Digest::of(self.marshal()?.as_bytes()).hex())
     }
 }
 
@@ -472,7 +471,7 @@ mod tests {
         assert_eq!(s.id().unwrap(), "c0f06d3cffeec27089a195ee6942ee0e1911b8521d21d7e4afde5e023fbff114");
         assert_eq!(
             id("overlay:\n  image: siderolabs/sbc-raspberrypi\ncustomization:\n  extraKernelArgs:\n    - console=ttyS0,115200n8\n    - net.ifnames=0\n"),
-            Sha256::digest(b"overlay:\n    image: siderolabs/sbc-raspberrypi\n    name: \"\"\ncustomization:\n    extraKernelArgs:\n        - console=ttyS0,115200n8\n        - net.ifnames=0\n").iter().map(|b| format!("{b:02x}")).collect::<String>()
+            Sha256Digest::of(b"overlay:\n    image: siderolabs/sbc-raspberrypi\n    name: \"\"\ncustomization:\n    extraKernelArgs:\n        - console=ttyS0,115200n8\n        - net.ifnames=0\n").hex()
         );
         assert_eq!(
             id("overlay:\n  image: siderolabs/sbc-raspberrypi\n  name: rpi_generic\ncustomization:\n  extraKernelArgs:\n    - console=ttyS0,115200n8\n    - net.ifnames=0\n  systemExtensions:\n    officialExtensions: [siderolabs/tailscale, siderolabs/spin]\n"),

@@ -8,7 +8,6 @@
 use anyhow::{Context, Result};
 use flate2::{Compression, GzBuilder};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -27,7 +26,7 @@ pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    boot_artifact::digest::Sha256Digest::of(bytes).to_string()
 }
 
 /// An OCI platform (`os`, `architecture`).

@@ -359,8 +359,10 @@ impl Cmdline {
     /// [`Error::TooLong`] (only possible if the limit was lowered with [`Cmdline::set_limit`]… it is
     /// checked again here so that no caller can pass an over-long buffer to the kernel).
     pub fn as_kexec_bytes(&self) -> Result<Vec<u8>, Error> {
-        self.check_len()?;
         let mut bytes = self.to_string().into_bytes();
+        if bytes.len() + 1 > self.limit {
+            return Err(Error::TooLong { len: bytes.len(), limit: self.limit });
+        }
         bytes.push(0);
         Ok(bytes)
     }
@@ -374,14 +376,14 @@ impl Cmdline {
         Ok(())
     }
 
-    pub(crate) fn insert_grouped(&mut self, param: Param) {
+    fn insert_grouped(&mut self, param: Param) {
         match self.params.iter().rposition(|p| p.key == param.key) {
             Some(last) => self.params.insert(last + 1, param),
             None => self.params.push(param),
         }
     }
 
-    pub(crate) fn replace_key(&mut self, key: &str, new: Vec<Param>) {
+    fn replace_key(&mut self, key: &str, new: Vec<Param>) {
         match self.params.iter().position(|p| p.key == key) {
             Some(first) => {
                 self.params.retain(|p| p.key != key);

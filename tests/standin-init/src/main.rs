@@ -347,16 +347,14 @@ fn mount_layers() -> Result<()> {
     Ok(())
 }
 
-fn run() -> Result<String> {
+fn run() -> Result<()> {
     early_mounts()?;
     say("TEST PROGRAM (moonboot stand-in init, not Talos) started");
     let cmdline = fs::read_to_string("/proc/cmdline").map_err(|e| format!("read /proc/cmdline: {e}"))?;
-    let cmdline = cmdline.trim_end_matches('\n').to_string();
-    say(&format!("cmdline={cmdline}"));
+    say(&format!("cmdline={}", cmdline.trim_end_matches('\n')));
     let n = load_modules()?;
     say(&format!("{n} kernel modules loaded"));
-    mount_layers()?;
-    Ok(cmdline)
+    mount_layers()
 }
 
 fn hold_requested(cmdline: &str) -> bool {
@@ -392,6 +390,7 @@ fn main() {
         std::process::exit(2);
     }
     let result = run();
+    // Read here, not from run(): on the error path run() may not have got that far.
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
     match result {
         Ok(_) => say("ready"),

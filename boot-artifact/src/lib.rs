@@ -1,5 +1,6 @@
 //! The contract between `imager` and `talos-agent`, and the kernel formats both must read.
 //!
+//! - [`artifact`]: the boot artifact contract (layers, roles, annotations) between imager and agent.
 //! - [`digest`]: `sha256:` digests and a writer that verifies size and digest while streaming.
 //! - [`kernel`]: recognise and unpack what Talos ships as a kernel — an arm64 EFI zboot PE
 //!   (Talos ≥ 1.8), a gzip'd or raw arm64 `Image`, an x86 bzImage — with bounded decompression.
@@ -12,6 +13,7 @@
 
 #![deny(missing_docs)]
 
+pub mod artifact;
 pub mod digest;
 pub mod kernel;
 pub mod pe;

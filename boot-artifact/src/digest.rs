@@ -48,6 +48,11 @@ impl Sha256Digest {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The digest whose raw 32 bytes are `bytes` (e.g. a finished `sha2::Sha256`).
+    pub fn from_bytes(bytes: [u8; 32]) -> Sha256Digest {
+        Sha256Digest(bytes)
+    }
+
     /// The raw 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

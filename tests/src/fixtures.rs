@@ -149,3 +149,30 @@ pub fn skip(test: &str, reason: &str) {
     }
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
 }
+
+/// The fixtures for a test that needs the fixture registry: `None` (after [`skip`] printed why)
+/// when `fixtures.json` is absent or the registry does not answer — which is a failure under
+/// `MOONBOOT_REQUIRE_FIXTURES=1`.
+///
+/// # Panics
+/// When `fixtures.json` exists but cannot be read.
+pub fn with_registry(test: &str) -> Option<Fixtures> {
+    match Fixtures::load_default() {
+        Ok(Some(f)) => {
+            if let Err(e) = crate::registry::get(&f.registry, "/v2/", &[]) {
+                let reason = format!(
+                    "the fixture registry {} does not answer ({e:#}): run scripts/fixtures (it restarts it)",
+                    f.registry
+                );
+                skip(test, &reason);
+                return None;
+            }
+            Some(f)
+        }
+        Ok(None) => {
+            skip(test, "target/fixtures/fixtures.json is absent (run scripts/fixtures to build the fixtures)");
+            None
+        }
+        Err(e) => panic!("{e:#}"),
+    }
+}

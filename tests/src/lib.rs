@@ -13,6 +13,7 @@
 pub mod build;
 pub mod cpio;
 pub mod extensions;
+pub mod faulty;
 pub mod fixtures;
 pub mod kmod;
 pub mod oci;

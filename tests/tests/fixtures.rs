@@ -8,7 +8,7 @@ use boot_artifact::kernel::{self, KernelFormat};
 use boot_artifact::pe::PeFile;
 use moonboot_tests::cpio;
 use moonboot_tests::extensions::{SPIN, SPIN_CRI_PART, TAILSCALE, TAILSCALE_SERVICE_SPEC};
-use moonboot_tests::fixtures::{skip, Fixtures, PushedImage};
+use moonboot_tests::fixtures::{Fixtures, PushedImage};
 use moonboot_tests::oci::{Index, Manifest, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 use moonboot_tests::registry::{self, Repo};
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,24 +16,7 @@ use std::io::Cursor;
 use std::io::Read;
 
 fn load(test: &str) -> Option<Fixtures> {
-    match Fixtures::load_default() {
-        Ok(Some(f)) => {
-            if let Err(e) = registry::get(&f.registry, "/v2/", &[]) {
-                let reason = format!(
-                    "the fixture registry {} does not answer ({e:#}): run scripts/fixtures (it restarts it)",
-                    f.registry
-                );
-                skip(test, &reason);
-                return None;
-            }
-            Some(f)
-        }
-        Ok(None) => {
-            skip(test, "target/fixtures/fixtures.json is absent (run scripts/fixtures to build the fixtures)");
-            None
-        }
-        Err(e) => panic!("{e:#}"),
-    }
+    moonboot_tests::fixtures::with_registry(test)
 }
 
 /// Fetches the index of `img`, checks its digest and platforms; returns manifest digest by arch.

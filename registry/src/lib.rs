@@ -1,0 +1,687 @@
+//! OCI registry access for moonboot: resolve a reference to the image manifest of one platform,
+//! stream blobs with size and digest verification, and push blobs and manifests.
+//!
+//! The registry protocol itself (token challenges, chunked uploads, Range requests) is
+//! `oci-client`'s; this crate adds what moonboot's users need around it:
+//! - **mirrors**: `ghcr.io=10.20.13.140:5000` mappings tried in order, falling back to the origin
+//!   ([`boot_artifact::reference::Reference::endpoints`]), as a `registry:2` pull-through cache
+//!   serves the origin's repositories under the same names;
+//! - **insecure registries**: plain HTTP only for hosts named in [`Options::insecure`];
+//! - **credentials** from `REGISTRY_AUTH_FILE` / `~/.docker/config.json` ([`auth`]), anonymous
+//!   bearer tokens otherwise (as ghcr.io hands out);
+//! - **platform selection** for the *requested* architecture, never the registry's default, with
+//!   the image config's `architecture` checked too;
+//! - **verified streaming**: every blob is hashed while it streams into the caller's sink, its size
+//!   is bounded by the descriptor, and transient failures (connection errors, 5xx, 429, a body cut
+//!   short) are retried with exponential backoff, resuming with `Range` where the registry allows.
+//!
+//! Everything is async (tokio); callers pick the runtime. The rustls `ring` provider is installed
+//! as the process default on first use.
+
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod manifest;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use boot_artifact::digest::Sha256Digest;
+use boot_artifact::reference::{Endpoint, Mirror, Reference};
+use futures_util::StreamExt;
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::RegistryOperation;
+use sha2::Digest as _;
+
+pub use auth::{AuthFile, Credentials};
+pub use manifest::{Descriptor, Document, ImageManifest, IndexEntry};
+
+/// Largest manifest or index accepted, in bytes (distribution caps manifests at 4 MiB).
+pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
+/// Largest image config read by [`Registry::resolve`], in bytes.
+pub const MAX_CONFIG_SIZE: u64 = 1 << 20;
+
+/// How to reach registries.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Mirrors, tried in order before the origin registry they mirror.
+    pub mirrors: Vec<Mirror>,
+    /// `HOST[:PORT]` of registries reached over plain HTTP. Every other host uses TLS.
+    pub insecure: Vec<String>,
+    /// Auth file to read; `None` reads [`auth::default_path`].
+    pub auth_file: Option<PathBuf>,
+    /// Retries per endpoint for transient failures (so `retries + 1` attempts).
+    pub retries: u32,
+    /// Delay before the first retry; doubles on each retry, capped at 5 s.
+    pub backoff: Duration,
+    /// Connection timeout per attempt.
+    pub connect_timeout: Duration,
+    /// Longest silence on a connection before the attempt counts as failed.
+    pub read_timeout: Duration,
+    /// Extra PEM CA certificates to trust (a bastion registry with a private CA).
+    pub ca_files: Vec<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mirrors: Vec::new(),
+            insecure: Vec::new(),
+            auth_file: None,
+            retries: 4,
+            backoff: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(30),
+            ca_files: Vec::new(),
+        }
+    }
+}
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The auth file could not be used.
+    #[error(transparent)]
+    AuthFile(#[from] auth::AuthFileError),
+    /// A CA file could not be read.
+    #[error("reading CA file {path}: {source}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// No endpoint could serve the reference; one reason per endpoint tried, in order.
+    #[error("{reference}: {}", join_attempts(.attempts))]
+    Unavailable {
+        /// The reference (origin form).
+        reference: String,
+        /// `(host, reason)` for each endpoint tried.
+        attempts: Vec<(String, String)>,
+    },
+    /// The index has no manifest for the requested platform.
+    #[error("{reference}: no linux/{arch} image in its index (it has: {})", if available.is_empty() { "nothing".to_string() } else { available.join(", ") })]
+    NoPlatform {
+        /// The reference.
+        reference: String,
+        /// The requested architecture.
+        arch: String,
+        /// The platforms the index lists.
+        available: Vec<String>,
+    },
+    /// The image (or its config) is for another architecture than requested.
+    #[error("{reference}: image is for {found}, not linux/{arch}")]
+    WrongArchitecture {
+        /// The reference.
+        reference: String,
+        /// The requested architecture.
+        arch: String,
+        /// What the image config says.
+        found: String,
+    },
+    /// A manifest, index or config does not parse; names the field.
+    #[error("{what}: {source}")]
+    Malformed {
+        /// Which document (`manifest of ghcr.io/…@sha256:…`).
+        what: String,
+        /// The field and reason.
+        source: manifest::ParseError,
+    },
+    /// Bytes did not hash to the digest they were fetched by.
+    #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// What was fetched.
+        what: String,
+        /// The digest asked for.
+        expected: Sha256Digest,
+        /// The digest of the bytes received.
+        actual: Sha256Digest,
+    },
+    /// A blob was longer or shorter than its descriptor says.
+    #[error("{what}: size mismatch: descriptor says {expected} bytes, registry sent {actual}{}", if *.more { " or more" } else { "" })]
+    SizeMismatch {
+        /// What was fetched.
+        what: String,
+        /// The descriptor's size.
+        expected: u64,
+        /// Bytes received.
+        actual: u64,
+        /// True when the transfer was cut off because it exceeded `expected`.
+        more: bool,
+    },
+    /// A document is larger than allowed.
+    #[error("{what}: larger than the {limit}-byte limit")]
+    TooLarge {
+        /// What was fetched.
+        what: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// Writing to the caller's sink failed.
+    #[error("{what}: writing: {source}")]
+    Sink {
+        /// What was being fetched.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A push failed.
+    #[error("pushing {what} to {target}: {reason}")]
+    Push {
+        /// What was pushed (`blob sha256:…`, `manifest`).
+        what: String,
+        /// Where.
+        target: String,
+        /// The registry's or transport's reason.
+        reason: String,
+    },
+}
+
+fn join_attempts(attempts: &[(String, String)]) -> String {
+    attempts.iter().map(|(h, r)| format!("{h}: {r}")).collect::<Vec<_>>().join("; ")
+}
+
+/// A reference resolved to one platform's image manifest.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The reference as asked for (origin registry, not the mirror).
+    pub reference: Reference,
+    /// The endpoint that answered; blobs are fetched from it first.
+    pub endpoint: Endpoint,
+    /// The digest of the index the platform manifest was selected from, if the reference named an index.
+    pub index_digest: Option<Sha256Digest>,
+    /// The digest of the platform's image manifest.
+    pub manifest_digest: Sha256Digest,
+    /// The image manifest.
+    pub manifest: ImageManifest,
+    /// The manifest's bytes, exactly as served (they hash to `manifest_digest`).
+    pub manifest_bytes: Vec<u8>,
+    /// The image config's bytes (they hash to `manifest.config.digest`).
+    pub config_bytes: Vec<u8>,
+}
+
+/// A registry client with mirrors, insecure hosts and credentials applied.
+pub struct Registry {
+    client: oci_client::Client,
+    options: Options,
+    auth: AuthFile,
+}
+
+/// Whether an error is worth retrying on the same endpoint.
+fn transient(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => true,
+        OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429 || *code == 408,
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().any(|e| matches!(e.code, oci_client::errors::OciErrorCode::Toomanyrequests))
+        }
+        _ => false,
+    }
+}
+
+/// One line for an oci-client error, with the transport cause when there is one.
+fn describe(e: &OciDistributionError) -> String {
+    use std::error::Error as _;
+    match e {
+        OciDistributionError::RequestError(r) => {
+            let mut s = if r.is_connect() {
+                "connection failed".to_string()
+            } else if r.is_timeout() {
+                "timed out".to_string()
+            } else {
+                r.to_string()
+            };
+            let mut src = r.source();
+            let mut last = String::new();
+            while let Some(cause) = src {
+                last = cause.to_string();
+                src = cause.source();
+            }
+            if !last.is_empty() && !s.contains(&last) {
+                s = format!("{s}: {last}");
+            }
+            s
+        }
+        OciDistributionError::ServerError { code, message, .. } => {
+            let m = message.trim();
+            if m.is_empty() {
+                format!("HTTP {code}")
+            } else {
+                format!("HTTP {code}: {}", m.chars().take(200).collect::<String>())
+            }
+        }
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().map(|e| format!("{:?}: {}", e.code, e.message)).collect::<Vec<_>>().join(", ")
+        }
+        OciDistributionError::UnauthorizedError { .. } => "unauthorized (check credentials in the auth file)".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The result of one streaming attempt.
+enum Attempt {
+    /// All bytes arrived (the digest is checked by the caller).
+    Done,
+    /// A transient failure: retry this endpoint after a backoff.
+    Retry(String),
+    /// This endpoint cannot serve the blob (404, 401…): try the next one.
+    Next(String),
+    /// A final error.
+    Fail(Error),
+}
+
+impl Registry {
+    /// Builds a client. Reads the auth file and CA files now, so a bad one fails early.
+    pub fn new(options: Options) -> Result<Registry, Error> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let auth = match options.auth_file.clone().or_else(auth::default_path) {
+            Some(p) => AuthFile::load(&p)?,
+            None => AuthFile::default(),
+        };
+        let mut extra = Vec::new();
+        for path in &options.ca_files {
+            let data = std::fs::read(path).map_err(|source| Error::CaFile { path: path.clone(), source })?;
+            extra
+                .push(oci_client::client::Certificate { encoding: oci_client::client::CertificateEncoding::Pem, data });
+        }
+        let config = ClientConfig {
+            protocol: if options.insecure.is_empty() {
+                ClientProtocol::Https
+            } else {
+                ClientProtocol::HttpsExcept(options.insecure.clone())
+            },
+            extra_root_certificates: extra,
+            connect_timeout: Some(options.connect_timeout),
+            read_timeout: Some(options.read_timeout),
+            user_agent: concat!("moonboot/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        };
+        Ok(Registry { client: oci_client::Client::new(config), options, auth })
+    }
+
+    /// The options this client was built with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    fn credentials(&self, host: &str) -> RegistryAuth {
+        match self.auth.get(host) {
+            Some(Credentials::Basic { username, password }) => RegistryAuth::Basic(username.clone(), password.clone()),
+            Some(Credentials::IdentityToken(t)) => RegistryAuth::Bearer(t.clone()),
+            None => RegistryAuth::Anonymous,
+        }
+    }
+
+    /// The oci-client reference for `r` at `host`, by digest when given, else by tag.
+    fn at(host: &str, r: &Reference, digest: Option<&Sha256Digest>) -> oci_client::Reference {
+        match digest.or(r.digest.as_ref()) {
+            Some(d) => oci_client::Reference::with_digest(host.to_string(), r.repository.clone(), d.to_string()),
+            None => oci_client::Reference::with_tag(
+                host.to_string(),
+                r.repository.clone(),
+                r.tag.clone().unwrap_or_else(|| "latest".into()),
+            ),
+        }
+    }
+
+    async fn backoff(&self, attempt: u32) {
+        let d = self.options.backoff.saturating_mul(1 << attempt.min(16)).min(Duration::from_secs(5));
+        tokio::time::sleep(d).await;
+    }
+
+    /// Fetches a manifest document at one endpoint with retries; verifies its digest when the
+    /// digest is known.
+    async fn fetch_document(
+        &self,
+        host: &str,
+        r: &Reference,
+        digest: Option<&Sha256Digest>,
+    ) -> Result<(Vec<u8>, Sha256Digest), String> {
+        let oref = Self::at(host, r, digest);
+        let auth = self.credentials(host);
+        let mut attempt = 0;
+        loop {
+            match self.client.pull_manifest_raw(&oref, &auth, &manifest::ACCEPTED_MANIFESTS).await {
+                Ok((bytes, _)) => {
+                    if bytes.len() > MAX_MANIFEST_SIZE {
+                        return Err(format!("manifest larger than {MAX_MANIFEST_SIZE} bytes"));
+                    }
+                    let actual = Sha256Digest::of(&bytes);
+                    if let Some(expected) = digest.or(r.digest.as_ref()) {
+                        if *expected != actual {
+                            return Err(format!("manifest digest mismatch: expected {expected}, got {actual}"));
+                        }
+                    }
+                    return Ok((bytes.to_vec(), actual));
+                }
+                Err(e) if transient(&e) && attempt < self.options.retries => {
+                    tracing::warn!(host, error = %describe(&e), attempt, "manifest fetch failed, retrying");
+                    self.backoff(attempt).await;
+                    attempt += 1;
+                }
+                Err(OciDistributionError::DigestError(e)) => return Err(format!("manifest digest mismatch: {e}")),
+                Err(e) => return Err(describe(&e)),
+            }
+        }
+    }
+
+    /// Resolves `reference` to the `linux/<arch>` image manifest (`arch` in OCI terms: `arm64`,
+    /// `amd64`), trying each mirror in order and then the origin. The manifest and the image
+    /// config are verified against their digests, and the config's `architecture` must be `arch`.
+    ///
+    /// Errors: [`Error::Unavailable`] when no endpoint serves it (with each endpoint's reason),
+    /// [`Error::NoPlatform`], [`Error::WrongArchitecture`], [`Error::Malformed`].
+    pub async fn resolve(&self, reference: &Reference, arch: &str) -> Result<Resolved, Error> {
+        let mut attempts = Vec::new();
+        for endpoint in reference.endpoints(&self.options.mirrors, &self.options.insecure) {
+            match self.resolve_at(&endpoint, reference, arch).await {
+                Ok(Ok(r)) => return Ok(r),
+                // A definite answer about the content (no such platform, malformed) ends the search:
+                // a mirror serves the origin's bytes, so asking the origin would give the same answer.
+                Ok(Err(e)) => return Err(e),
+                Err(reason) => {
+                    tracing::warn!(host = %endpoint.host, %reason, "registry endpoint failed");
+                    attempts.push((endpoint.host.clone(), reason));
+                }
+            }
+        }
+        Err(Error::Unavailable { reference: reference.to_string(), attempts })
+    }
+
+    /// `Err(reason)`: try the next endpoint. `Ok(Err(e))`: a final error about the content.
+    async fn resolve_at(
+        &self,
+        endpoint: &Endpoint,
+        reference: &Reference,
+        arch: &str,
+    ) -> Result<Result<Resolved, Error>, String> {
+        let host = endpoint.host.as_str();
+        let (bytes, digest) = self.fetch_document(host, reference, None).await?;
+        let what = |d: &Sha256Digest| format!("manifest {}@{d}", reference_name(reference));
+        let doc = match Document::parse(&bytes, None) {
+            Ok(d) => d,
+            Err(source) => return Ok(Err(Error::Malformed { what: what(&digest), source })),
+        };
+        let (index_digest, manifest_digest, manifest_bytes, manifest) = match doc {
+            Document::Manifest(m) => (None, digest, bytes, m),
+            Document::Index(entries) => {
+                let chosen = entries.iter().find(|e| {
+                    e.os.as_deref() == Some("linux")
+                        && e.architecture.as_deref() == Some(arch)
+                        && matches!(
+                            e.descriptor.media_type.as_str(),
+                            manifest::OCI_MANIFEST | manifest::DOCKER_MANIFEST
+                        )
+                });
+                let Some(chosen) = chosen else {
+                    let available = entries
+                        .iter()
+                        .map(|e| {
+                            let mut p = format!(
+                                "{}/{}",
+                                e.os.as_deref().unwrap_or("?"),
+                                e.architecture.as_deref().unwrap_or("?")
+                            );
+                            if let Some(v) = &e.variant {
+                                p = format!("{p}/{v}");
+                            }
+                            p
+                        })
+                        .collect();
+                    return Ok(Err(Error::NoPlatform {
+                        reference: reference.to_string(),
+                        arch: arch.into(),
+                        available,
+                    }));
+                };
+                let child = chosen.descriptor.digest;
+                let (mbytes, mdigest) = self.fetch_document(host, reference, Some(&child)).await?;
+                match Document::parse(&mbytes, Some(&chosen.descriptor.media_type)) {
+                    Ok(Document::Manifest(m)) => (Some(digest), mdigest, mbytes, m),
+                    Ok(Document::Index(_)) => {
+                        return Ok(Err(Error::Malformed {
+                            what: what(&child),
+                            source: manifest::ParseError {
+                                field: "mediaType".into(),
+                                reason: "a nested index where an image manifest was expected".into(),
+                            },
+                        }))
+                    }
+                    Err(source) => return Ok(Err(Error::Malformed { what: what(&child), source })),
+                }
+            }
+        };
+        let mut resolved = Resolved {
+            reference: reference.clone(),
+            endpoint: endpoint.clone(),
+            index_digest,
+            manifest_digest,
+            manifest,
+            manifest_bytes,
+            config_bytes: Vec::new(),
+        };
+        let config = resolved.manifest.config.clone();
+        if config.size > MAX_CONFIG_SIZE {
+            return Ok(Err(Error::TooLarge { what: format!("config of {reference}"), limit: MAX_CONFIG_SIZE }));
+        }
+        let mut bytes = Vec::with_capacity(config.size as usize);
+        match self.fetch_blob(&resolved, &config, &mut bytes).await {
+            Ok(()) => {}
+            Err(Error::Unavailable { attempts, .. }) => return Err(join_attempts(&attempts)),
+            Err(e) => return Ok(Err(e)),
+        }
+        match manifest::ConfigPlatform::parse(&bytes) {
+            Ok(p) => {
+                if let Some(a) = p.architecture.as_deref() {
+                    if a != arch || p.os.as_deref().is_some_and(|o| o != "linux") {
+                        return Ok(Err(Error::WrongArchitecture {
+                            reference: reference.to_string(),
+                            arch: arch.into(),
+                            found: format!("{}/{a}", p.os.as_deref().unwrap_or("?")),
+                        }));
+                    }
+                }
+            }
+            Err(source) => return Ok(Err(Error::Malformed { what: format!("config of {reference}"), source })),
+        }
+        resolved.config_bytes = bytes;
+        Ok(Ok(resolved))
+    }
+
+    /// Streams the blob `desc` of `from`'s repository into `sink`, hashing as it goes.
+    ///
+    /// The sink receives every byte of the blob exactly once and in order, and nothing beyond
+    /// `desc.size`. On success the bytes had `desc.size` and `desc.digest`. On any error the sink
+    /// may hold a prefix — or, for [`Error::DigestMismatch`], all — of bytes that must be discarded.
+    /// Transient failures are retried with backoff, resuming at the current offset with `Range`
+    /// (a registry that ignores `Range` resends from 0 and the already-written prefix is skipped);
+    /// after `retries` the next endpoint (mirror or origin) continues from the same offset.
+    pub async fn fetch_blob(
+        &self,
+        from: &Resolved,
+        desc: &Descriptor,
+        sink: &mut (dyn std::io::Write + Send),
+    ) -> Result<(), Error> {
+        let what = format!("blob {} of {}", desc.digest, reference_name(&from.reference));
+        let mut hasher = sha2::Sha256::new();
+        let mut offset = 0u64;
+        let mut endpoints = vec![from.endpoint.clone()];
+        for e in from.reference.endpoints(&self.options.mirrors, &self.options.insecure) {
+            if e != from.endpoint {
+                endpoints.push(e);
+            }
+        }
+        let mut attempts = Vec::new();
+        for endpoint in &endpoints {
+            let oref = Self::at(&endpoint.host, &from.reference, Some(&from.manifest_digest));
+            let auth = self.credentials(&endpoint.host);
+            self.client.store_auth_if_needed(oref.resolve_registry(), &auth).await;
+            let mut tries = 0;
+            let last = loop {
+                match self.fetch_attempt(&oref, desc, &what, &mut hasher, &mut offset, sink).await {
+                    Attempt::Done => {
+                        let actual = Sha256Digest::from_bytes(hasher.finalize().into());
+                        if actual != desc.digest {
+                            return Err(Error::DigestMismatch { what, expected: desc.digest, actual });
+                        }
+                        return Ok(());
+                    }
+                    Attempt::Fail(e) => return Err(e),
+                    Attempt::Retry(reason) if tries < self.options.retries => {
+                        tracing::warn!(host = %endpoint.host, %reason, offset, "blob transfer failed, retrying");
+                        self.backoff(tries).await;
+                        tries += 1;
+                    }
+                    Attempt::Retry(reason) | Attempt::Next(reason) => break reason,
+                }
+            };
+            attempts.push((endpoint.host.clone(), last));
+        }
+        Err(Error::Unavailable { reference: what, attempts })
+    }
+
+    async fn fetch_attempt(
+        &self,
+        oref: &oci_client::Reference,
+        desc: &Descriptor,
+        what: &str,
+        hasher: &mut sha2::Sha256,
+        offset: &mut u64,
+        sink: &mut (dyn std::io::Write + Send),
+    ) -> Attempt {
+        if *offset == desc.size && desc.size > 0 {
+            return Attempt::Done;
+        }
+        let layer = oci_client::manifest::OciDescriptor {
+            media_type: desc.media_type.clone(),
+            digest: desc.digest.to_string(),
+            size: desc.size as i64,
+            ..Default::default()
+        };
+        let response = if *offset == 0 {
+            self.client.pull_blob_stream(oref, &layer).await.map(|s| (s, 0u64))
+        } else {
+            match self.client.pull_blob_stream_partial(oref, &layer, *offset, None).await {
+                Ok(BlobResponse::Partial(s)) => Ok((s, 0)),
+                // The registry ignored Range: skip what the sink already has.
+                Ok(BlobResponse::Full(s)) => Ok((s, *offset)),
+                Err(e) => Err(e),
+            }
+        };
+        let (mut stream, mut skip) = match response {
+            Ok((s, skip)) => (s.stream, skip),
+            Err(e) if transient(&e) => return Attempt::Retry(describe(&e)),
+            Err(e) => return Attempt::Next(describe(&e)),
+        };
+        while let Some(chunk) = stream.next().await {
+            let mut chunk = match chunk {
+                Ok(c) => c,
+                // oci-client verifies a full response itself and reports a mismatch as an error
+                // after the last byte: our own hash (checked by the caller) says the same thing.
+                Err(_) if *offset == desc.size => break,
+                // A cut-off stream is a transient failure that resumes at `offset`.
+                Err(e) => return Attempt::Retry(format!("transfer interrupted at byte {offset}: {e}")),
+            };
+            if skip > 0 {
+                let n = (skip as usize).min(chunk.len());
+                let _ = chunk.split_to(n);
+                skip -= n as u64;
+                if chunk.is_empty() {
+                    continue;
+                }
+            }
+            let remaining = desc.size - *offset;
+            if chunk.len() as u64 > remaining {
+                return Attempt::Fail(Error::SizeMismatch {
+                    what: what.into(),
+                    expected: desc.size,
+                    actual: *offset + chunk.len() as u64,
+                    more: true,
+                });
+            }
+            hasher.update(&chunk);
+            if let Err(source) = sink.write_all(&chunk) {
+                return Attempt::Fail(Error::Sink { what: what.into(), source });
+            }
+            *offset += chunk.len() as u64;
+        }
+        if *offset < desc.size {
+            return Attempt::Retry(format!("connection closed after {} of {} bytes", offset, desc.size));
+        }
+        Attempt::Done
+    }
+
+    /// Fetches a whole blob into memory, refusing blobs over `max_size` bytes before fetching.
+    pub async fn fetch_blob_vec(&self, from: &Resolved, desc: &Descriptor, max_size: u64) -> Result<Vec<u8>, Error> {
+        if desc.size > max_size {
+            return Err(Error::TooLarge { what: format!("blob {}", desc.digest), limit: max_size });
+        }
+        let mut v = Vec::with_capacity(desc.size as usize);
+        self.fetch_blob(from, desc, &mut v).await?;
+        Ok(v)
+    }
+
+    async fn push_auth(&self, target: &Reference) -> Result<oci_client::Reference, Error> {
+        let host = target.endpoints(&[], &self.options.insecure).remove(0).host;
+        let oref = Self::at(&host, target, None);
+        let auth = self.credentials(&host);
+        self.client.auth(&oref, &auth, RegistryOperation::Push).await.map_err(|e| Error::Push {
+            what: "credentials".into(),
+            target: target.to_string(),
+            reason: describe(&e),
+        })?;
+        Ok(oref)
+    }
+
+    /// Whether `target`'s repository already has the blob `digest` (HEAD request).
+    pub async fn blob_exists(&self, target: &Reference, digest: &Sha256Digest) -> Result<bool, Error> {
+        let oref = self.push_auth(target).await?;
+        self.client.blob_exists(&oref, &digest.to_string()).await.map_err(|e| Error::Push {
+            what: format!("blob {digest} (existence check)"),
+            target: target.to_string(),
+            reason: describe(&e),
+        })
+    }
+
+    /// Uploads a blob to `target`'s repository. The digest is checked locally first.
+    pub async fn push_blob(&self, target: &Reference, data: Vec<u8>, digest: &Sha256Digest) -> Result<(), Error> {
+        let actual = Sha256Digest::of(&data);
+        if actual != *digest {
+            return Err(Error::DigestMismatch { what: "blob to push".into(), expected: *digest, actual });
+        }
+        let oref = self.push_auth(target).await?;
+        self.client.push_blob(&oref, data, &digest.to_string()).await.map(|_| ()).map_err(|e| Error::Push {
+            what: format!("blob {digest}"),
+            target: target.to_string(),
+            reason: describe(&e),
+        })
+    }
+
+    /// Uploads a manifest or index under `target`'s tag (or digest) and returns its digest.
+    pub async fn push_manifest(
+        &self,
+        target: &Reference,
+        media_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Sha256Digest, Error> {
+        let digest = Sha256Digest::of(&bytes);
+        let oref = self.push_auth(target).await?;
+        let content_type = media_type.parse().map_err(|_| Error::Push {
+            what: "manifest".into(),
+            target: target.to_string(),
+            reason: format!("media type {media_type:?} is not a valid header value"),
+        })?;
+        self.client.push_manifest_raw(&oref, bytes, content_type).await.map_err(|e| Error::Push {
+            what: "manifest".into(),
+            target: target.to_string(),
+            reason: describe(&e),
+        })?;
+        Ok(digest)
+    }
+}
+
+fn reference_name(r: &Reference) -> String {
+    format!("{}/{}", r.registry, r.repository)
+}

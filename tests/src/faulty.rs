@@ -1,0 +1,170 @@
+//! A fault-injecting HTTP/1.1 proxy in front of the fixture registry, for testing registry
+//! clients against a real registry server with the failures real networks and registries produce:
+//! 5xx answers, bodies cut short, corrupted bytes, `Range` ignored, and ghcr.io-style anonymous
+//! bearer-token challenges.
+//!
+//! Every request is forwarded to the real `docker-registry` with `Connection: close`; the proxy
+//! only changes what the fault settings say. It is a TEST FIXTURE: plain HTTP on 127.0.0.1.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+/// What the proxy does to requests. All counters are shared with the test.
+#[derive(Default)]
+pub struct Faults {
+    /// Answer this many blob GETs with `503 Service Unavailable` before forwarding them.
+    pub blob_503s: AtomicUsize,
+    /// Cut this many blob bodies after half their bytes (then close the connection).
+    pub blob_truncations: AtomicUsize,
+    /// Flip one byte in the middle of every blob body.
+    pub corrupt_blobs: AtomicBool,
+    /// Drop the `Range` header of requests (a registry without range support).
+    pub ignore_range: AtomicBool,
+    /// Require `Authorization: Bearer <this>`; hand it out at `/token` to anyone (anonymous pull).
+    pub bearer_token: Mutex<Option<String>>,
+    /// Number of `/token` requests served.
+    pub token_requests: AtomicUsize,
+    /// Number of requests forwarded to the registry.
+    pub forwarded: AtomicUsize,
+    /// Number of blob GETs seen (including failed ones).
+    pub blob_gets: AtomicUsize,
+    /// Request lines seen, in order (`GET /v2/…`), with the Range header if any.
+    pub log: Mutex<Vec<String>>,
+}
+
+/// A running proxy; it stops serving when the process exits.
+pub struct Proxy {
+    /// `127.0.0.1:PORT` the proxy listens on.
+    pub addr: String,
+    /// The fault settings and counters.
+    pub faults: Arc<Faults>,
+}
+
+/// Starts a proxy to `upstream` (`HOST:PORT`) on an ephemeral loopback port.
+pub fn start(upstream: &str) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let addr = listener.local_addr().unwrap().to_string();
+    let faults = Arc::new(Faults::default());
+    let (f, up, me) = (faults.clone(), upstream.to_string(), addr.clone());
+    thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let (f, up, me) = (f.clone(), up.clone(), me.clone());
+            thread::spawn(move || {
+                let _ = serve(conn, &f, &up, &me);
+            });
+        }
+    });
+    Proxy { addr, faults }
+}
+
+fn take_one(c: &AtomicUsize) -> bool {
+    c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+fn serve(mut client: TcpStream, f: &Faults, upstream: &str, me: &str) -> std::io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line == "\r\n" || line == "\n" {
+            break;
+        }
+        head.push(line.trim_end().to_string());
+    }
+    let request_line = head.first().cloned().unwrap_or_default();
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("").to_string());
+    let header = |name: &str| {
+        head.iter().skip(1).find_map(|h| {
+            let (k, v) = h.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    let content_length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0; content_length];
+    reader.read_exact(&mut body)?;
+    f.log.lock().unwrap().push(match header("range") {
+        Some(r) => format!("{method} {path} range={r}"),
+        None => format!("{method} {path}"),
+    });
+
+    if path.starts_with("/token") {
+        f.token_requests.fetch_add(1, Ordering::SeqCst);
+        let token = f.bearer_token.lock().unwrap().clone().unwrap_or_default();
+        let b = format!("{{\"token\":\"{token}\",\"access_token\":\"{token}\",\"expires_in\":300}}");
+        return respond(&mut client, "200 OK", &[("Content-Type", "application/json")], b.as_bytes());
+    }
+    if let Some(token) = f.bearer_token.lock().unwrap().clone() {
+        if header("authorization").as_deref() != Some(&format!("Bearer {token}")) {
+            let challenge = format!(
+                "Bearer realm=\"http://{me}/token\",service=\"moonboot-test\",scope=\"repository:test:pull\""
+            );
+            let b = br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+            return respond(
+                &mut client,
+                "401 Unauthorized",
+                &[("WWW-Authenticate", &challenge), ("Content-Type", "application/json")],
+                b,
+            );
+        }
+    }
+    let is_blob_get = method == "GET" && path.contains("/blobs/sha256:");
+    if is_blob_get {
+        f.blob_gets.fetch_add(1, Ordering::SeqCst);
+        if take_one(&f.blob_503s) {
+            return respond(&mut client, "503 Service Unavailable", &[], b"try again");
+        }
+    }
+
+    // Forward.
+    f.forwarded.fetch_add(1, Ordering::SeqCst);
+    let mut up = TcpStream::connect(upstream)?;
+    let mut req = format!("{request_line}\r\n");
+    for h in head.iter().skip(1) {
+        let name = h.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+        if name == "connection" || name == "authorization" || (name == "range" && f.ignore_range.load(Ordering::SeqCst)) {
+            continue;
+        }
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    up.write_all(req.as_bytes())?;
+    up.write_all(&body)?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp)?;
+    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4).unwrap_or(resp.len());
+    let (resp_head, resp_body) = resp.split_at(split);
+    let mut resp_body = resp_body.to_vec();
+    let ok = resp_head.starts_with(b"HTTP/1.1 20");
+    if is_blob_get && ok && f.corrupt_blobs.load(Ordering::SeqCst) && !resp_body.is_empty() {
+        let mid = resp_body.len() / 2;
+        resp_body[mid] ^= 0xff;
+    }
+    if is_blob_get && ok && resp_body.len() > 1 && take_one(&f.blob_truncations) {
+        // Send the head as is (with the full Content-Length) and half the body, then hang up.
+        client.write_all(resp_head)?;
+        client.write_all(&resp_body[..resp_body.len() / 2])?;
+        return client.shutdown(std::net::Shutdown::Both);
+    }
+    client.write_all(resp_head)?;
+    client.write_all(&resp_body)?;
+    client.flush()
+}
+
+fn respond(client: &mut TcpStream, status: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<()> {
+    let mut r = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    for (k, v) in headers {
+        r.push_str(&format!("{k}: {v}\r\n"));
+    }
+    r.push_str("\r\n");
+    client.write_all(r.as_bytes())?;
+    client.write_all(body)?;
+    client.flush()
+}

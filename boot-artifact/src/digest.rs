@@ -111,21 +111,17 @@ pub enum VerifyError {
     Io(#[from] io::Error),
 }
 
-/// A writer that hashes and counts what it passes to `inner`, refusing to pass more than the
-/// expected size. Call [`VerifyingWriter::finish`] to learn whether the content is right.
-pub struct VerifyingWriter<W> {
+/// A writer that hashes and counts what it passes to `inner`.
+pub struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     written: u64,
-    expected_size: Option<u64>,
-    expected: Sha256Digest,
 }
 
-impl<W: Write> VerifyingWriter<W> {
-    /// Verifies against `expected` and, when known, `expected_size` bytes (an OCI descriptor
-    /// always carries the size; a plain URL with a sha256 sum may not).
-    pub fn new(inner: W, expected: Sha256Digest, expected_size: Option<u64>) -> Self {
-        VerifyingWriter { inner, hasher: Sha256::new(), written: 0, expected_size, expected }
+impl<W: Write> HashingWriter<W> {
+    /// Hashes everything written to `inner` through it.
+    pub fn new(inner: W) -> Self {
+        HashingWriter { inner, hasher: Sha256::new(), written: 0 }
     }
 
     /// Bytes passed through so far.
@@ -133,40 +129,14 @@ impl<W: Write> VerifyingWriter<W> {
         self.written
     }
 
-    /// Discards what was hashed so far, for a retry that starts over (the caller must also
-    /// rewind or recreate its destination).
-    pub fn reset(&mut self) {
-        self.hasher = Sha256::new();
-        self.written = 0;
-    }
-
-    /// Gives back the destination, but only if size and digest match.
-    ///
-    /// # Errors
-    /// [`VerifyError::Truncated`] or [`VerifyError::Mismatch`]; the destination is then dropped
-    /// with the error, so unverified bytes cannot be used by mistake.
-    pub fn finish(mut self) -> Result<W, VerifyError> {
-        self.inner.flush()?;
-        if let Some(expected) = self.expected_size {
-            if self.written != expected {
-                return Err(VerifyError::Truncated { got: self.written, expected });
-            }
-        }
-        let got = Sha256Digest(self.hasher.finalize().into());
-        if got != self.expected {
-            return Err(VerifyError::Mismatch { expected: self.expected, got });
-        }
-        Ok(self.inner)
+    /// The digest of the bytes passed through (the destination is released).
+    pub fn digest(self) -> Sha256Digest {
+        Sha256Digest(self.hasher.finalize().into())
     }
 }
 
-impl<W: Write> Write for VerifyingWriter<W> {
+impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if let Some(expected) = self.expected_size {
-            if self.written + buf.len() as u64 > expected {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, VerifyError::TooLong { expected }));
-            }
-        }
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.written += n as u64;
@@ -175,6 +145,70 @@ impl<W: Write> Write for VerifyingWriter<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// A writer that hashes and counts what it passes to `inner`, refusing to pass more than the
+/// expected size. Call [`VerifyingWriter::finish`] to learn whether the content is right.
+pub struct VerifyingWriter<W> {
+    hashing: HashingWriter<W>,
+    expected_size: Option<u64>,
+    expected: Sha256Digest,
+}
+
+impl<W: Write> VerifyingWriter<W> {
+    /// Verifies against `expected` and, when known, `expected_size` bytes (an OCI descriptor
+    /// always carries the size; a plain URL with a sha256 sum may not).
+    pub fn new(inner: W, expected: Sha256Digest, expected_size: Option<u64>) -> Self {
+        VerifyingWriter { hashing: HashingWriter::new(inner), expected_size, expected }
+    }
+
+    /// Bytes passed through so far.
+    pub fn written(&self) -> u64 {
+        self.hashing.written
+    }
+
+    /// Discards what was hashed so far, for a retry that starts over (the caller must also
+    /// rewind or recreate its destination).
+    pub fn reset(&mut self) {
+        self.hashing.hasher = Sha256::new();
+        self.hashing.written = 0;
+    }
+
+    /// Gives back the destination, but only if size and digest match.
+    ///
+    /// # Errors
+    /// [`VerifyError::Truncated`] or [`VerifyError::Mismatch`]; the destination is then dropped
+    /// with the error, so unverified bytes cannot be used by mistake.
+    pub fn finish(mut self) -> Result<W, VerifyError> {
+        self.hashing.flush()?;
+        let written = self.hashing.written;
+        if let Some(expected) = self.expected_size {
+            if written != expected {
+                return Err(VerifyError::Truncated { got: written, expected });
+            }
+        }
+        let HashingWriter { inner, hasher, .. } = self.hashing;
+        let got = Sha256Digest(hasher.finalize().into());
+        if got != self.expected {
+            return Err(VerifyError::Mismatch { expected: self.expected, got });
+        }
+        Ok(inner)
+    }
+}
+
+impl<W: Write> Write for VerifyingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(expected) = self.expected_size {
+            if self.hashing.written + buf.len() as u64 > expected {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, VerifyError::TooLong { expected }));
+            }
+        }
+        self.hashing.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.hashing.flush()
     }
 }
 
@@ -225,8 +259,14 @@ mod tests {
         let mut w = VerifyingWriter::new(Vec::new(), d, Some(5));
         w.write_all(b"xx").unwrap();
         w.reset();
-        let mut w = VerifyingWriter { inner: Vec::new(), ..w };
+        w.hashing.inner.clear();
         w.write_all(b"hello").unwrap();
-        assert!(w.finish().is_ok());
+        assert_eq!(w.finish().unwrap(), b"hello");
+
+        let mut h = HashingWriter::new(Vec::new());
+        h.write_all(b"hel").unwrap();
+        h.write_all(b"lo").unwrap();
+        assert_eq!(h.written(), 5);
+        assert_eq!(h.digest(), d);
     }
 }

@@ -17,6 +17,27 @@ pub enum Command {
     /// Image Factory schematics.
     #[command(subcommand)]
     Schematic(SchematicCommand),
+    /// Push the boot artifacts of `imager build` (a multi-arch index) and the talos-agent
+    /// extension image to a registry.
+    Publish(crate::publish::Args),
+    /// Show what a boot artifact, an extension image or a Talos imager image holds.
+    Inspect(crate::inspect::Args),
+    /// The pinned official extensions (extensions/lock.yaml).
+    #[command(subcommand)]
+    Extensions(ExtensionsCommand),
+    /// Build Talos's kernel and an initramfs with system extensions, command lines and the boot
+    /// artifact (default: Talos v1.10.5 with spin, tailscale and talos-agent).
+    Build(crate::build::Args),
+    /// The in-repo talos-agent system extension.
+    #[command(subcommand)]
+    Extension(crate::build::ExtensionCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExtensionsCommand {
+    /// Re-resolve each locked image's tag to the digest of its image index today and write the
+    /// digests into the lock file (comments and layout kept).
+    Update(crate::lock_update::Args),
 }
 
 #[derive(Subcommand, Debug)]

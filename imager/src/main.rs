@@ -12,6 +12,11 @@ fn main() {
     let result = match cli.command {
         cli::Command::Cmdline(args) => cmdline::run(&args),
         cli::Command::Schematic(cli::SchematicCommand::Id { file, json }) => schematic_id(&file, json),
+        cli::Command::Publish(args) => moonboot_imager::publish::run(&args),
+        cli::Command::Inspect(args) => moonboot_imager::inspect::run(&args),
+        cli::Command::Extensions(cli::ExtensionsCommand::Update(args)) => moonboot_imager::lock_update::run(&args),
+        cli::Command::Build(args) => moonboot_imager::build::run(&args),
+        cli::Command::Extension(cmd) => moonboot_imager::build::run_extension(&cmd),
     };
     if let Err(err) = result {
         eprintln!("imager: {err:#}");

@@ -215,7 +215,7 @@ impl Schematic {
 
 /// Writes one single-line string scalar as yaml.v3 v3.0.1 does (`encode.go` `stringv`,
 /// `emitterc.go` `yaml_emitter_analyze_scalar`), or refuses it.
-fn scalar(field: &str, s: &str) -> Result<String, SchematicError> {
+pub(crate) fn scalar(field: &str, s: &str) -> Result<String, SchematicError> {
     let refuse = |reason| Err(SchematicError::Unencodable { field: field.to_string(), value: s.to_string(), reason });
     if s.contains(['\n', '\r']) {
         return refuse("multi-line strings are not supported");

@@ -151,8 +151,6 @@ pub enum DeviceNaming {
     KernelEthN,
     /// The interface's current name (predictable names on both sides).
     Current,
-    /// No device: Talos picks the first non-loopback link sorted by name.
-    Omit,
 }
 
 /// The routes, links and addresses dumped through rtnetlink, unfiltered.
@@ -442,7 +440,6 @@ impl NetworkState {
                 _ if !iface.physical => None,
                 DeviceNaming::KernelEthN => iface.kernel_eth_index.map(|n| format!("eth{n}")),
                 DeviceNaming::Current => Some(iface.name.clone()),
-                DeviceNaming::Omit => None,
             };
             for (v6, route) in [(false, iface.default_v4), (true, iface.default_v6)] {
                 let Some(route) = route else { continue };
@@ -583,7 +580,6 @@ mod tests {
             rendered(DeviceNaming::Current)[0],
             "10.20.13.57::10.20.0.1:255.255.240.0:ip-10-20-13-57:ens5:off:10.20.0.2"
         );
-        assert_eq!(rendered(DeviceNaming::Omit)[1], "[2600:1f18:abcd:1200::17]::[fe80::1]:128:::off");
     }
 
     #[test]

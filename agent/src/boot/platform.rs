@@ -133,6 +133,10 @@ pub fn dmi_ec2(dir: &Path) -> Option<(String, String)> {
 /// [`ImdsError`]: no answer in time, a refused token (IMDS disabled, or the hop limit reached), a
 /// non-success status, or an answer that is not an instance ID.
 pub async fn imds_instance_id(base: &str, timeout: Duration) -> Result<String, ImdsError> {
+    // reqwest is built with `rustls-no-provider` (shared with the registry client): a client cannot
+    // be built before a process-wide crypto provider is installed, even for plain HTTP. Installing
+    // fails harmlessly when another part of the agent did it first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(timeout)

@@ -1,0 +1,216 @@
+//! The in-repo `talos-agent` system extension: the static `talos-agent` binary for the target
+//! architecture, its extension service spec and its manifest (`extensions/talos-agent/`).
+//!
+//! Layout (talos `pkg/machinery/extensions/services/services.go`: an extension service `NAME`
+//! has its spec at `/usr/local/etc/containers/NAME.yaml` and its root at
+//! `/usr/local/lib/containers/NAME/`):
+//! ```text
+//! manifest.yaml
+//! rootfs/usr/local/etc/containers/talos-agent.yaml                      0644
+//! rootfs/usr/local/lib/containers/talos-agent/usr/local/bin/talos-agent  0755
+//! ```
+//!
+//! The binary comes from `--agent-binary PATH` or is cross-compiled from this workspace
+//! ([`compile`]): Debian's `/usr/bin/cargo` + `/usr/bin/rustc`, `-C target-feature=+crt-static`,
+//! into `target/cross`, with `aarch64-linux-gnu-gcc` as the arm64 linker. Either way it must be
+//! a static ELF executable for the target architecture ([`check_binary`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::extension::tree::{Entry, Kind, Tree};
+use crate::extension::Manifest;
+
+/// `extensions/talos-agent/manifest.yaml`.
+pub const MANIFEST: &str = include_str!("../../../extensions/talos-agent/manifest.yaml");
+/// `extensions/talos-agent/talos-agent.yaml`.
+pub const SERVICE_SPEC: &str = include_str!("../../../extensions/talos-agent/talos-agent.yaml");
+/// Where the binary goes in the extension image.
+pub const BINARY_PATH: &str = "rootfs/usr/local/lib/containers/talos-agent/usr/local/bin/talos-agent";
+/// Where the service spec goes in the extension image.
+pub const SPEC_PATH: &str = "rootfs/usr/local/etc/containers/talos-agent.yaml";
+/// Bound on the binary: 64 MiB.
+pub const MAX_BINARY: u64 = 64 << 20;
+
+/// The Rust target triple for a Talos architecture.
+pub fn triple(arch: &str) -> Result<&'static str> {
+    match arch {
+        "arm64" => Ok("aarch64-unknown-linux-gnu"),
+        "amd64" => Ok("x86_64-unknown-linux-gnu"),
+        other => bail!("unsupported architecture {other:?}"),
+    }
+}
+
+/// The workspace this imager was built from (where `compile` finds the agent's sources).
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Cross-compiles `talos-agent` statically for `arch` into `<workspace>/target/cross` and returns
+/// the binary's path. Cargo's output goes to our stderr.
+///
+/// # Errors
+/// The workspace is not there (an installed imager: use `--agent-binary`), or cargo failed.
+pub fn compile(arch: &str) -> Result<PathBuf> {
+    let ws = workspace_dir();
+    if !ws.join("agent/Cargo.toml").exists() {
+        bail!("the talos-agent sources are not at {} (pass --agent-binary PATH)", ws.display());
+    }
+    let triple = triple(arch)?;
+    let target_dir = ws.join("target/cross");
+    let status = std::process::Command::new("/usr/bin/cargo")
+        .current_dir(&ws)
+        .env("RUSTC", "/usr/bin/rustc")
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "aarch64-linux-gnu-gcc")
+        .args(["build", "--release", "--locked", "-p", "talos-agent", "--target", triple, "--target-dir"])
+        .arg(&target_dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running /usr/bin/cargo (Debian's cargo; scripts/setup installs it)")?;
+    if !status.success() {
+        bail!("cross-compiling talos-agent for {triple} failed ({status})");
+    }
+    Ok(target_dir.join(triple).join("release/talos-agent"))
+}
+
+/// Checks that `bin` is a 64-bit little-endian ELF executable for `arch` without a program
+/// interpreter (static): ELF magic, class 2, data 1, `e_machine` 183 (aarch64) or 62 (x86-64),
+/// no `PT_INTERP` (3) program header.
+///
+/// # Errors
+/// What is wrong, naming `what`.
+pub fn check_binary(bin: &[u8], arch: &str, what: &str) -> Result<()> {
+    let want: u16 = if arch == "arm64" { 183 } else { 62 };
+    if bin.len() < 64 || &bin[..4] != b"\x7fELF" || bin[4] != 2 || bin[5] != 1 {
+        bail!("{what}: not a 64-bit little-endian ELF file");
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bin[o], bin[o + 1]]);
+    let u64_at = |o: usize| u64::from_le_bytes(bin[o..o + 8].try_into().expect("8 bytes"));
+    let machine = u16_at(18);
+    if machine != want {
+        bail!("{what}: ELF machine {machine}, not {want} ({arch})");
+    }
+    let (phoff, phentsize, phnum) = (u64_at(32) as usize, u16_at(54) as usize, u16_at(56) as usize);
+    for i in 0..phnum {
+        let o = phoff + i * phentsize;
+        if o + 4 > bin.len() {
+            bail!("{what}: truncated program headers");
+        }
+        if u32::from_le_bytes(bin[o..o + 4].try_into().expect("4 bytes")) == 3 {
+            bail!(
+                "{what}: dynamically linked (has a program interpreter); build it with -C target-feature=+crt-static"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The manifest, checked against this imager's version (the agent shares the workspace version).
+///
+/// # Errors
+/// A manifest that does not parse or whose version is not `v<workspace version>`.
+pub fn manifest() -> Result<Manifest> {
+    let m = Manifest::parse(MANIFEST).context("extensions/talos-agent/manifest.yaml")?;
+    let want = format!("v{}", env!("CARGO_PKG_VERSION"));
+    if m.metadata.version != want {
+        bail!("extensions/talos-agent/manifest.yaml: version {} is not the crate version {want}", m.metadata.version);
+    }
+    Ok(m)
+}
+
+/// The extension image's files as a flattened [`Tree`] (validated like any other extension).
+///
+/// # Errors
+/// As [`manifest`].
+pub fn tree(binary: Vec<u8>) -> Result<Tree> {
+    manifest()?;
+    let mut t = Tree::new();
+    t.insert("manifest.yaml", Entry { mode: 0o644, kind: Kind::File(MANIFEST.as_bytes().to_vec()) });
+    t.insert("rootfs", Entry { mode: 0o755, kind: Kind::Dir });
+    t.insert(SPEC_PATH, Entry { mode: 0o644, kind: Kind::File(SERVICE_SPEC.as_bytes().to_vec()) });
+    t.insert(BINARY_PATH, Entry { mode: 0o755, kind: Kind::File(binary) });
+    Ok(t)
+}
+
+/// The binary for `arch`: read from `given` or compiled, then checked. Returns the bytes.
+///
+/// # Errors
+/// Reading, compiling or checking failed.
+pub fn binary(arch: &str, given: Option<&Path>) -> Result<Vec<u8>> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => compile(arch)?,
+    };
+    let meta = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.len() > MAX_BINARY {
+        bail!("{}: {} bytes, over the {MAX_BINARY}-byte bound", path.display(), meta.len());
+    }
+    let bin = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    check_binary(&bin, arch, &path.display().to_string())?;
+    Ok(bin)
+}
+
+/// A reproducible tar of a flattened tree (sorted, uid/gid 0, one `mtime`), the extension
+/// image's single layer.
+///
+/// # Errors
+/// I/O errors of the tar builder.
+pub fn layer_tar(tree: &Tree, mtime: u64) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let entries: BTreeMap<&str, &Entry> = tree.entries().collect();
+    for (path, e) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_mtime(mtime);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mode(e.mode & 0o7777);
+        match &e.kind {
+            Kind::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                b.append_data(&mut h, format!("{path}/"), std::io::empty())?;
+            }
+            Kind::File(d) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(d.len() as u64);
+                b.append_data(&mut h, path, &d[..])?;
+            }
+            Kind::Symlink(t) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, path, t)?;
+            }
+            Kind::Special(what) => bail!("{path}: {what} in an extension image"),
+        }
+    }
+    Ok(b.into_inner()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_version_is_the_crate_version_and_the_tree_validates() {
+        let m = manifest().unwrap();
+        assert_eq!(m.metadata.name, "talos-agent");
+        let t = tree(b"\x7fELF".to_vec()).unwrap();
+        t.validate().unwrap();
+        crate::extension::service::ServiceSpec::parse("talos-agent.yaml", SERVICE_SPEC).unwrap();
+    }
+
+    #[test]
+    fn elf_checks() {
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[18] = 183;
+        check_binary(&elf, "arm64", "x").unwrap();
+        assert!(check_binary(&elf, "amd64", "x").unwrap_err().to_string().contains("machine 183"));
+        assert!(check_binary(b"#!/bin/sh\n", "arm64", "x").is_err());
+    }
+}

@@ -1,0 +1,550 @@
+//! `imager build`: Talos's kernel and initramfs with system extensions, the kernel command
+//! lines, the boot artifact, `SHA256SUMS` and `build.json`, reproducibly.
+//!
+//! Steps: merge lock file, profile, schematic and flags ([`profile`]); pull the Talos imager
+//! image's `usr/install/<arch>/{vmlinuz,initramfs.xz}` and every extension image for the target
+//! architecture ([`pull`]); flatten and validate each extension as Talos does
+//! ([`crate::extension::tree`], [`crate::extension::manifest`]); add the talos-agent extension
+//! ([`agent_extension`]); assemble the initramfs ([`initramfs`], [`squashfs`], [`cpio`]); unpack
+//! the arm64 kernel from EFI zboot for the boot artifact ([`artifact`]); write everything into a
+//! temporary directory next to `--output` and move it into place only when all of it succeeded.
+//!
+//! Outputs in `--output` (Talos's names, `pkg/imager/profile/output.go`):
+//! - `kernel-<arch>`: `vmlinuz` as Talos ships it (arm64: EFI zboot);
+//! - `initramfs-metal-<arch>.xz`: the initramfs with extensions (a zstd stream despite `.xz`);
+//! - `cmdline-metal-<arch>`, `cmdline-aws-<arch>`: the command lines (no trailing newline);
+//! - `boot-<arch>/`: the boot artifact as an OCI image layout (tag = Talos version);
+//! - `build.json`: every input and output by digest, the tool version;
+//! - `SHA256SUMS`: `sha256sum -c` format, every other file, sorted by path.
+//!
+//! Reproducible: all times are `SOURCE_DATE_EPOCH` (default [`DEFAULT_EPOCH`]), owners 0, entries
+//! sorted, compression settings fixed; the zstd thread count does not change zstd's output.
+
+pub mod agent_extension;
+pub mod artifact;
+pub mod cpio;
+pub mod initramfs;
+pub mod profile;
+pub mod progress;
+pub mod pull;
+pub mod squashfs;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use boot_artifact::digest::Sha256Digest;
+use boot_artifact::reference::Mirror;
+use clap::Subcommand;
+use kernel_cmdline::preset::{self, TalosVersion};
+use serde::Serialize;
+
+use crate::cli::Arch;
+use crate::extension::tree::{Entry, Kind, Tree};
+use crate::extension::Manifest;
+
+use progress::{line, Progress};
+
+/// Default `SOURCE_DATE_EPOCH`: 2025-07-01T00:00:00Z (the fixtures use the same).
+pub const DEFAULT_EPOCH: u64 = 1_751_328_000;
+
+/// `imager build` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Target architecture.
+    #[arg(long, value_enum)]
+    pub arch: Arch,
+    /// Profile file (YAML; see imager/src/build/profile.rs). Flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Image Factory schematic: its officialExtensions (from the lock file) and extraKernelArgs.
+    #[arg(long, value_name = "FILE")]
+    pub schematic: Option<PathBuf>,
+    /// Output directory (created; our files in it are replaced).
+    #[arg(long, value_name = "DIR", default_value = "_out")]
+    pub output: PathBuf,
+    /// Talos version (default v1.10.5, or the profile's).
+    #[arg(long, value_name = "VERSION")]
+    pub talos_version: Option<String>,
+    /// Talos imager image to take vmlinuz and initramfs.xz from (default
+    /// ghcr.io/siderolabs/imager:<talos-version>).
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+    /// Extension image (REF or REF@sha256:…), repeatable; replaces the default/profile list.
+    #[arg(long = "system-extension-image", value_name = "REF")]
+    pub system_extension_images: Vec<String>,
+    /// Extra kernel argument (Talos merge rules), repeatable.
+    #[arg(long = "extra-kernel-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub extra_kernel_args: Vec<String>,
+    /// Registry mirror ORIGIN=HOST[:PORT], tried before the origin; repeatable.
+    #[arg(long = "registry-mirror", value_name = "ORIGIN=HOST:PORT")]
+    pub registry_mirrors: Vec<String>,
+    /// Registry reached over plain HTTP; repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+    /// Use this static talos-agent binary instead of cross-compiling it from the workspace.
+    #[arg(long, value_name = "PATH")]
+    pub agent_binary: Option<PathBuf>,
+    /// Leave the talos-agent extension out.
+    #[arg(long)]
+    pub no_talos_agent: bool,
+}
+
+/// `imager extension …`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum ExtensionCommand {
+    /// Build the talos-agent extension image as an OCI image layout (for `imager publish`).
+    Build(ExtensionArgs),
+}
+
+/// `imager extension build` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExtensionArgs {
+    /// Target architecture.
+    #[arg(long, value_enum)]
+    pub arch: Arch,
+    /// Output directory of the OCI image layout (replaced).
+    #[arg(long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Use this static talos-agent binary instead of cross-compiling it.
+    #[arg(long, value_name = "PATH")]
+    pub agent_binary: Option<PathBuf>,
+}
+
+/// The Talos name of an architecture.
+pub fn arch_name(a: Arch) -> &'static str {
+    match a {
+        Arch::Arm64 => "arm64",
+        Arch::Amd64 => "amd64",
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` or [`DEFAULT_EPOCH`].
+///
+/// # Errors
+/// A value that is not a number of seconds fitting squashfs's 32-bit times.
+pub fn source_date_epoch() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => {
+            let n: u64 = v.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"))?;
+            if n > u64::from(u32::MAX) {
+                bail!("SOURCE_DATE_EPOCH={n} is past 2106 (squashfs and cpio times are 32-bit)");
+            }
+            Ok(n)
+        }
+        _ => Ok(DEFAULT_EPOCH),
+    }
+}
+
+/// An extension after validation, with what build.json records of it.
+struct Validated {
+    ext: initramfs::Extension,
+    input: ExtensionInput,
+}
+
+/// Validates a flattened extension as Talos does and turns it into an [`initramfs::Extension`].
+/// `what` names it in messages (its reference).
+fn validate(tree: &Tree, what: &str, talos: &semver::Version) -> Result<(initramfs::Extension, Manifest)> {
+    // The manifest first, so that content errors can name the extension.
+    let manifest_text = match tree.get("manifest.yaml") {
+        Some(Entry { kind: Kind::File(d), .. }) => String::from_utf8_lossy(d).into_owned(),
+        _ => {
+            tree.validate().with_context(|| format!("extension {what}"))?;
+            bail!("extension {what}: manifest.yaml is missing");
+        }
+    };
+    let manifest = Manifest::parse(&manifest_text).with_context(|| format!("extension {what}"))?;
+    let name = format!("{} ({what})", manifest.metadata.name);
+    tree.validate().with_context(|| format!("extension {name}"))?;
+    manifest.check_compatible(talos).with_context(|| format!("extension {name}"))?;
+    #[derive(serde::Deserialize, Default)]
+    struct Extra {
+        #[serde(default)]
+        metadata: ExtraMeta,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct ExtraMeta {
+        #[serde(default, rename = "extraInfo")]
+        extra_info: String,
+    }
+    let extra: Extra = crate::yaml::from_str(&manifest_text).unwrap_or_default();
+    let mut rootfs = BTreeMap::new();
+    let mut root_mode = 0o755;
+    for (p, e) in tree.entries() {
+        if p == "rootfs" {
+            root_mode = e.mode;
+        } else if let Some(rel) = p.strip_prefix("rootfs/") {
+            rootfs.insert(rel.to_string(), e.clone());
+        }
+    }
+    Ok((
+        initramfs::Extension {
+            metadata: manifest.metadata.clone(),
+            extra_info: extra.metadata.extra_info,
+            root_mode,
+            rootfs,
+        },
+        manifest,
+    ))
+}
+
+/// build.json: what went in and what came out.
+#[derive(Serialize)]
+struct BuildJson {
+    tool: Tool,
+    arch: String,
+    talos_version: String,
+    source_date_epoch: u64,
+    schematic_id: String,
+    schematic: String,
+    inputs: Inputs,
+    initramfs_layers: Vec<LayerNote>,
+    outputs: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct Tool {
+    name: &'static str,
+    version: &'static str,
+}
+
+#[derive(Serialize)]
+struct Inputs {
+    base: ImageInput,
+    extensions: Vec<ExtensionInput>,
+    extra_kernel_args: Vec<String>,
+}
+
+#[derive(Serialize, Clone)]
+struct ImageInput {
+    reference: String,
+    index_digest: Option<String>,
+    manifest_digest: String,
+    layers: Vec<String>,
+    files: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Clone)]
+struct ExtensionInput {
+    name: String,
+    version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<ImageInput>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    files: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct LayerNote {
+    image: String,
+    extension: String,
+    size: u64,
+}
+
+fn image_input(r: &moonboot_registry::Resolved, files: BTreeMap<String, String>) -> ImageInput {
+    ImageInput {
+        reference: r.reference.to_string(),
+        index_digest: r.index_digest.map(|d| d.to_string()),
+        manifest_digest: r.manifest_digest.to_string(),
+        layers: r.manifest.layers.iter().map(|l| l.digest.to_string()).collect(),
+        files,
+    }
+}
+
+/// Runs `imager build`.
+///
+/// # Errors
+/// Any failure, with context; nothing is written to `--output` then.
+pub fn run(args: &Args) -> Result<()> {
+    let arch = arch_name(args.arch);
+    let epoch = source_date_epoch()?;
+    let plan = profile::plan(&profile::Flags {
+        profile: args.profile.as_deref(),
+        schematic: args.schematic.as_deref(),
+        talos_version: args.talos_version.as_deref(),
+        base: args.base.as_deref(),
+        system_extension_images: &args.system_extension_images,
+        extra_kernel_args: &args.extra_kernel_args,
+        no_talos_agent: args.no_talos_agent,
+    })?;
+    let talos_semver = semver::Version::parse(plan.talos_version.trim_start_matches('v'))
+        .with_context(|| format!("Talos version {:?}", plan.talos_version))?;
+    let talos_preset: TalosVersion = plan.talos_version.parse().context("Talos version")?;
+    let extra = crate::cmdline::parse_extra(&plan.extra_kernel_args)?;
+    let cmdline_metal = preset::talos(talos_preset, preset::Platform::Metal, args.arch.into(), None, &extra)?;
+    let cmdline_aws = preset::talos(talos_preset, preset::Platform::Aws, args.arch.into(), None, &extra)?;
+    for e in &plan.extensions {
+        if e.reference.digest.is_none() {
+            line(&format!("warning: {} is not pinned by digest; build.json records what it resolved to", e.reference));
+        }
+    }
+
+    let mut options = moonboot_registry::Options::default();
+    for m in &args.registry_mirrors {
+        options.mirrors.push(m.parse::<Mirror>().with_context(|| format!("--registry-mirror {m}"))?);
+    }
+    options.insecure = args.insecure_registries.clone();
+
+    // The temporary output directory sits next to the final one, so moving it is a rename.
+    let parent = match args.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".imager-build-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+
+    // Compile (or read) talos-agent while pulling.
+    let agent_arch = arch.to_string();
+    let agent_given = args.agent_binary.clone();
+    let agent_job = plan
+        .talos_agent
+        .then(|| std::thread::spawn(move || agent_extension::binary(&agent_arch, agent_given.as_deref())));
+
+    let puller = pull::Puller::new(options)?;
+    let bar = Progress::bytes(&format!("pulling {} for linux/{arch}", plan.base));
+    let base = puller.resolve(&plan.base, arch).context("Talos imager image")?;
+    let (vmlinuz, base_initramfs) = puller.boot_files(&base, arch, tmp.path(), &bar)?;
+    bar.finish();
+    let (kpath, ipath) = boot_artifact::artifact::imager_paths(arch);
+    let base_input = image_input(
+        &base,
+        BTreeMap::from([
+            (kpath, Sha256Digest::of(&vmlinuz).to_string()),
+            (ipath, Sha256Digest::of(&base_initramfs).to_string()),
+        ]),
+    );
+
+    let mut validated: Vec<Validated> = Vec::new();
+    for src in &plan.extensions {
+        let bar = Progress::bytes(&format!("pulling extension {} for linux/{arch}", src.reference));
+        let resolved = puller.resolve(&src.reference, arch).with_context(|| format!("extension {}", src.reference))?;
+        let tree = puller.extension_tree(&resolved, &bar).with_context(|| format!("extension {}", src.reference))?;
+        bar.finish();
+        let (ext, manifest) = validate(&tree, &src.reference.to_string(), &talos_semver)?;
+        if let Some(official) = &src.official {
+            if &manifest.metadata.name != official {
+                bail!(
+                    "extension {}: manifest name {:?} is not the lock file's {official:?}",
+                    src.reference,
+                    manifest.metadata.name
+                );
+            }
+        }
+        validated.push(Validated {
+            input: ExtensionInput {
+                name: manifest.metadata.name.clone(),
+                version: manifest.metadata.version.clone(),
+                image: Some(image_input(&resolved, BTreeMap::new())),
+                files: BTreeMap::new(),
+            },
+            ext,
+        });
+    }
+    if let Some(job) = agent_job {
+        let bin = job.join().map_err(|_| anyhow::anyhow!("the talos-agent build thread panicked"))??;
+        let bin_digest = Sha256Digest::of(&bin).to_string();
+        let tree = agent_extension::tree(bin)?;
+        let (ext, manifest) = validate(&tree, "built from this repository", &talos_semver)?;
+        validated.push(Validated {
+            input: ExtensionInput {
+                name: manifest.metadata.name.clone(),
+                version: manifest.metadata.version.clone(),
+                image: None,
+                files: BTreeMap::from([
+                    (agent_extension::BINARY_PATH.to_string(), bin_digest),
+                    ("manifest.yaml".to_string(), Sha256Digest::of(agent_extension::MANIFEST.as_bytes()).to_string()),
+                    (
+                        agent_extension::SPEC_PATH.to_string(),
+                        Sha256Digest::of(agent_extension::SERVICE_SPEC.as_bytes()).to_string(),
+                    ),
+                ]),
+            },
+            ext,
+        });
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for v in &validated {
+        if !names.insert(v.ext.metadata.name.clone()) {
+            bail!("extension {} is listed twice", v.ext.metadata.name);
+        }
+    }
+
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let exts: Vec<initramfs::Extension> = validated.iter().map(|v| v.ext.clone()).collect();
+    let mtime = u32::try_from(epoch).expect("checked in source_date_epoch");
+    let assembled = initramfs::assemble(&base_initramfs, exts, mtime, threads, threads as u32, &|m| line(m))?;
+
+    // The kernel the boot artifact carries: arm64 Image unpacked from zboot, x86 bzImage as is.
+    let kernel_image = match args.args_arch() {
+        Arch::Arm64 => {
+            let mut out = Vec::new();
+            boot_artifact::kernel::unpack_arm64(&mut std::io::Cursor::new(&vmlinuz), &mut out, pull::MAX_KERNEL)
+                .context("unpacking the arm64 kernel")?;
+            out
+        }
+        Arch::Amd64 => vmlinuz.clone(),
+    };
+
+    let schematic = profile::schematic(&plan);
+    let schematic_yaml = schematic.marshal()?;
+    let schematic_id = schematic.id()?;
+    let notes: Vec<artifact::ExtensionNote> = validated
+        .iter()
+        .map(|v| artifact::ExtensionNote {
+            name: v.input.name.clone(),
+            version: v.input.version.clone(),
+            digest: v.input.image.as_ref().map(|i| i.index_digest.clone().unwrap_or_else(|| i.manifest_digest.clone())),
+        })
+        .collect();
+    // Notes in layer order.
+    let order = initramfs::layer_order(notes.len());
+    let notes: Vec<artifact::ExtensionNote> = order.iter().map(|&i| notes[i].clone()).collect();
+
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out)?;
+    let write = |name: &str, data: &[u8]| -> Result<()> {
+        std::fs::write(out.join(name), data).with_context(|| format!("writing {name}"))
+    };
+    line("writing outputs");
+    write(&format!("kernel-{arch}"), &vmlinuz)?;
+    write(&format!("initramfs-metal-{arch}.xz"), &assembled.initramfs)?;
+    let metal = cmdline_metal.to_string();
+    write(&format!("cmdline-metal-{arch}"), metal.as_bytes())?;
+    write(&format!("cmdline-aws-{arch}"), cmdline_aws.to_string().as_bytes())?;
+    let boot = artifact::write_boot_artifact(
+        &out.join(format!("boot-{arch}")),
+        &artifact::BootArtifact {
+            arch,
+            kernel: &kernel_image,
+            initramfs: &assembled.initramfs,
+            cmdline: &metal,
+            talos_version: &plan.talos_version,
+            schematic_id: &schematic_id,
+            extensions: &notes,
+            epoch,
+        },
+    )?;
+
+    let mut outputs = sums(&out)?;
+    outputs.insert(format!("boot-{arch}@manifest"), boot.digest.clone());
+    let build = BuildJson {
+        tool: Tool { name: "imager", version: env!("CARGO_PKG_VERSION") },
+        arch: arch.to_string(),
+        talos_version: plan.talos_version.clone(),
+        source_date_epoch: epoch,
+        schematic_id: schematic_id.clone(),
+        schematic: schematic_yaml,
+        inputs: Inputs {
+            base: base_input,
+            extensions: validated.iter().map(|v| v.input.clone()).collect(),
+            extra_kernel_args: plan.extra_kernel_args.clone(),
+        },
+        initramfs_layers: assembled
+            .layers
+            .iter()
+            .zip(&assembled.squashfs_sizes)
+            .map(|((image, ext), size)| LayerNote { image: image.clone(), extension: ext.clone(), size: *size })
+            .collect(),
+        outputs,
+    };
+    let mut json = serde_json::to_vec_pretty(&build)?;
+    json.push(b'\n');
+    write("build.json", &json)?;
+    let mut all = build.outputs;
+    all.remove(&format!("boot-{arch}@manifest"));
+    all.insert("build.json".to_string(), Sha256Digest::of(&json).to_string());
+    let mut sums_text = String::new();
+    for (path, digest) in all {
+        sums_text.push_str(&format!("{}  {path}\n", digest.trim_start_matches("sha256:")));
+    }
+    write("SHA256SUMS", sums_text.as_bytes())?;
+
+    install(&out, &args.output)?;
+    drop(tmp);
+    line(&format!(
+        "built {} (Talos {}, schematic {schematic_id}, extensions: {}; boot artifact {})",
+        args.output.display(),
+        plan.talos_version,
+        notes.iter().map(|n| format!("{} {}", n.name, n.version)).collect::<Vec<_>>().join(", "),
+        boot.digest
+    ));
+    Ok(())
+}
+
+impl Args {
+    fn args_arch(&self) -> Arch {
+        self.arch
+    }
+}
+
+/// `sha256:` digests of every regular file under `dir` except `SHA256SUMS`, by relative path.
+fn sums(dir: &Path) -> Result<BTreeMap<String, String>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result<()> {
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            let p = e.path();
+            if e.file_type()?.is_dir() {
+                walk(root, &p, out)?;
+            } else {
+                let rel = p.strip_prefix(root).expect("under root").to_string_lossy().into_owned();
+                if rel != "SHA256SUMS" {
+                    out.insert(rel, Sha256Digest::of(&std::fs::read(&p)?).to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out)?;
+    Ok(out)
+}
+
+/// Moves every top-level entry of `from` into `to` (created if needed), replacing entries of the
+/// same name.
+fn install(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    let mut names: Vec<_> = std::fs::read_dir(from)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+    names.sort();
+    for name in names {
+        let dest = to.join(&name);
+        match std::fs::symlink_metadata(&dest) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&dest)?,
+            Ok(_) => std::fs::remove_file(&dest)?,
+            Err(_) => {}
+        }
+        std::fs::rename(from.join(&name), &dest).with_context(|| format!("moving into {}", dest.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs `imager extension …`.
+///
+/// # Errors
+/// Compiling or reading the binary, writing the layout.
+pub fn run_extension(cmd: &ExtensionCommand) -> Result<()> {
+    let ExtensionCommand::Build(args) = cmd;
+    let arch = arch_name(args.arch);
+    let epoch = source_date_epoch()?;
+    let bin = agent_extension::binary(arch, args.agent_binary.as_deref())?;
+    let tree = agent_extension::tree(bin)?;
+    tree.validate().context("talos-agent extension")?;
+    let manifest = agent_extension::manifest()?;
+    let tar = agent_extension::layer_tar(&tree, epoch)?;
+    let parent = match args.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)?;
+    let tmp = tempfile::Builder::new().prefix(".imager-extension-").tempdir_in(&parent)?;
+    let dir = tmp.path().join("layout");
+    let desc = artifact::write_extension_image(&dir, arch, &tar, epoch, &manifest.metadata.version)?;
+    if args.output.exists() {
+        std::fs::remove_dir_all(&args.output).with_context(|| format!("replacing {}", args.output.display()))?;
+    }
+    std::fs::rename(&dir, &args.output).with_context(|| format!("moving into {}", args.output.display()))?;
+    println!("{}", desc.digest);
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! `imager publish`: push the boot artifacts `imager build` wrote (one OCI image layout per
+//! architecture, `<output>/boot-<arch>/`) to a registry under one tag, as a multi-arch OCI image
+//! index, and the talos-agent extension image next to them.
+//!
+//! - Each architecture's manifest, config and layers are pushed exactly as stored in the layout,
+//!   so the manifest digest in the registry is the one `build.json` and `SHA256SUMS` name. The
+//!   manifest is pushed by digest; only the index gets the tag.
+//! - The index (`application/vnd.oci.image.index.v1+json`, image-spec `image-index.md`) lists each
+//!   manifest with `platform: {architecture: <arch>, os: linux}`, in the order the architectures
+//!   were given; its bytes depend only on the manifests, so publishing the same build twice gives
+//!   the same index digest.
+//! - Idempotent: a blob the repository already has (`HEAD /v2/<repo>/blobs/<digest>`,
+//!   distribution-spec "Checking if content exists") is not uploaded again but counted as
+//!   skipped. Manifests are always put (small, and a PUT of the same bytes changes nothing).
+//! - The talos-agent extension image (`<output>/extension-talos-agent-<arch>/`, written by
+//!   `imager build` / `imager extension build`) goes to `REGISTRY/REPO-extension:TAG` unless
+//!   `--extension-to` names another reference; when the build wrote none, publish says so and
+//!   pushes the boot artifacts alone.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use boot_artifact::artifact::{ANNOTATION_FORMAT, INDEX_MEDIA_TYPE};
+use boot_artifact::digest::Sha256Digest;
+use boot_artifact::reference::Reference;
+use moonboot_registry::{Options, Registry};
+use serde::Serialize;
+
+use crate::cli::Arch;
+use crate::oci_layout::{ImageIndex, LayoutError, LayoutImage, OciLayout, Platform};
+
+/// Largest blob read into memory for an upload: 2 GiB (a Talos initramfs with extensions is
+/// about 100 MiB).
+pub const MAX_BLOB_SIZE: u64 = 2 << 30;
+
+/// `imager publish` arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where to push: REGISTRY/REPO:TAG. The multi-arch index of the boot artifacts gets TAG.
+    #[arg(long, value_name = "REGISTRY/REPO:TAG")]
+    pub to: String,
+    /// Architectures to publish, comma-separated; default: every `boot-<arch>/` in the output
+    /// directory.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub arch: Vec<Arch>,
+    /// The directory `imager build` wrote.
+    #[arg(long, value_name = "DIR", default_value = "_out")]
+    pub output: PathBuf,
+    /// Where to push the talos-agent extension image; default: REGISTRY/REPO-extension:TAG.
+    #[arg(long, value_name = "REGISTRY/REPO:TAG")]
+    pub extension_to: Option<String>,
+    /// Registry reached over plain HTTP instead of TLS. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The name of an [`Arch`] in OCI platforms and output directory names.
+pub fn arch_name(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Arm64 => "arm64",
+        Arch::Amd64 => "amd64",
+    }
+}
+
+/// Where `imager build` writes the boot artifact of `arch`: `<output>/boot-<arch>/`.
+pub fn boot_layout_dir(output: &Path, arch: &str) -> PathBuf {
+    output.join(format!("boot-{arch}"))
+}
+
+/// Where `imager build` writes the talos-agent extension image of `arch`:
+/// `<output>/extension-talos-agent-<arch>/`.
+pub fn extension_layout_dir(output: &Path, arch: &str) -> PathBuf {
+    output.join(format!("extension-talos-agent-{arch}"))
+}
+
+/// Why publishing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// A layout could not be read.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// The registry refused or failed an operation.
+    #[error(transparent)]
+    Registry(#[from] moonboot_registry::Error),
+    /// A `boot-<arch>/` layout holds something other than a boot artifact.
+    #[error("{dir}: the linux/{arch} image is not a boot artifact (no {ANNOTATION_FORMAT} annotation)")]
+    NotBootArtifact {
+        /// The layout.
+        dir: PathBuf,
+        /// The architecture.
+        arch: String,
+    },
+    /// The registry answered with another digest than the bytes we pushed.
+    #[error("{target}: registry stored {got} for a manifest whose digest is {expected}")]
+    DigestChanged {
+        /// Where it was pushed.
+        target: String,
+        /// The digest of our bytes.
+        expected: Sha256Digest,
+        /// The digest the push reported.
+        got: Sha256Digest,
+    },
+}
+
+/// Blob upload counts of one publish.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BlobCounts {
+    /// Blobs uploaded.
+    pub pushed: u64,
+    /// Bytes uploaded.
+    pub pushed_bytes: u64,
+    /// Blobs the repository already had.
+    pub skipped: u64,
+    /// Bytes not uploaded because the repository had them.
+    pub skipped_bytes: u64,
+}
+
+/// One platform's manifest in a pushed index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PushedManifest {
+    /// `arm64`, `amd64`.
+    pub arch: String,
+    /// The manifest's digest.
+    pub digest: String,
+    /// The manifest's size in bytes.
+    pub size: u64,
+    /// `REGISTRY/REPO@DIGEST`.
+    pub reference: String,
+}
+
+/// One pushed multi-arch image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PushedImage {
+    /// `REGISTRY/REPO:TAG`.
+    pub reference: String,
+    /// The index's digest.
+    pub index_digest: String,
+    /// `REGISTRY/REPO@INDEX_DIGEST`: what to give `talos-agent boot`.
+    pub pinned: String,
+    /// The per-architecture manifests, in index order.
+    pub manifests: Vec<PushedManifest>,
+}
+
+/// What `imager publish` did; its `--json` output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// The boot artifacts.
+    pub boot: PushedImage,
+    /// The talos-agent extension image, if the build wrote one.
+    pub extension: Option<PushedImage>,
+    /// Why no extension image was pushed, or which architectures lacked one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extension_note: Option<String>,
+    /// Blob upload counts over everything pushed.
+    pub blobs: BlobCounts,
+}
+
+/// One architecture's image from a layout, ready to push.
+pub struct Source {
+    /// `arm64`, `amd64`.
+    pub arch: String,
+    /// The layout it is read from.
+    pub layout: OciLayout,
+    /// The image.
+    pub image: LayoutImage,
+}
+
+impl Source {
+    /// Opens `dir` and picks its `linux/<arch>` image.
+    ///
+    /// # Errors
+    /// [`PublishError::Layout`].
+    pub fn open(dir: &Path, arch: &str) -> Result<Source, PublishError> {
+        let layout = OciLayout::open(dir)?;
+        let image = layout.resolve(Some(arch))?;
+        Ok(Source { arch: arch.to_string(), layout, image })
+    }
+}
+
+/// Pushes the blobs and the manifest of `source` to `repo`'s repository (its tag is not touched)
+/// and returns the manifest's digest.
+///
+/// # Errors
+/// [`PublishError::Layout`] when a blob does not match its descriptor, [`PublishError::Registry`],
+/// [`PublishError::DigestChanged`].
+pub async fn push_image(
+    registry: &Registry,
+    repo: &Reference,
+    source: &Source,
+    counts: &mut BlobCounts,
+) -> Result<Sha256Digest, PublishError> {
+    let manifest = &source.image.manifest;
+    let mut seen = BTreeSet::new();
+    for desc in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        if !seen.insert(desc.digest) {
+            continue;
+        }
+        if registry.blob_exists(repo, &desc.digest).await? {
+            counts.skipped += 1;
+            counts.skipped_bytes += desc.size;
+            continue;
+        }
+        let data = source.layout.read_blob(desc, "blob", MAX_BLOB_SIZE)?;
+        registry.push_blob(repo, data, &desc.digest).await?;
+        counts.pushed += 1;
+        counts.pushed_bytes += desc.size;
+    }
+    let expected = source.image.descriptor.digest;
+    let target = Reference { tag: None, digest: Some(expected), ..repo.clone() };
+    let got = registry
+        .push_manifest(&target, &source.image.descriptor.media_type, source.image.manifest_bytes.clone())
+        .await?;
+    if got != expected {
+        return Err(PublishError::DigestChanged { target: target.to_string(), expected, got });
+    }
+    Ok(expected)
+}
+
+/// The bytes of the multi-arch index over `sources` (compact JSON, fields in image-spec order:
+/// `schemaVersion`, `mediaType`, `manifests`), each entry the manifest's descriptor with
+/// `platform` `linux/<arch>` and no annotations.
+pub fn index_bytes(sources: &[Source]) -> Vec<u8> {
+    let manifests = sources
+        .iter()
+        .map(|s| {
+            let mut d = s.image.descriptor.clone();
+            d.platform = Some(Platform::linux(&s.arch));
+            d.annotations.clear();
+            d
+        })
+        .collect();
+    let index = ImageIndex {
+        schema_version: 2,
+        media_type: Some(INDEX_MEDIA_TYPE.to_string()),
+        manifests,
+        annotations: Default::default(),
+    };
+    serde_json::to_vec(&index).expect("an index always serialises")
+}
+
+/// Pushes every source's image to `target`'s repository, then the index over them under
+/// `target`'s tag.
+///
+/// # Errors
+/// As [`push_image`].
+pub async fn push_multi_arch(
+    registry: &Registry,
+    target: &Reference,
+    sources: &[Source],
+    counts: &mut BlobCounts,
+) -> Result<PushedImage, PublishError> {
+    let repo_name = format!("{}/{}", target.registry, target.repository);
+    let mut manifests = Vec::new();
+    for s in sources {
+        let digest = push_image(registry, target, s, counts).await?;
+        manifests.push(PushedManifest {
+            arch: s.arch.clone(),
+            digest: digest.to_string(),
+            size: s.image.descriptor.size,
+            reference: format!("{repo_name}@{digest}"),
+        });
+    }
+    let bytes = index_bytes(sources);
+    let expected = Sha256Digest::of(&bytes);
+    let tagged = Reference { digest: None, ..target.clone() };
+    let got = registry.push_manifest(&tagged, INDEX_MEDIA_TYPE, bytes).await?;
+    if got != expected {
+        return Err(PublishError::DigestChanged { target: tagged.to_string(), expected, got });
+    }
+    Ok(PushedImage {
+        reference: tagged.to_string(),
+        index_digest: expected.to_string(),
+        pinned: format!("{repo_name}@{expected}"),
+        manifests,
+    })
+}
+
+/// The boot artifact sources of `arches` under `output` (every `boot-<arch>/` present when
+/// `arches` is empty), each checked to be a boot artifact.
+///
+/// # Errors
+/// [`PublishError::Layout`], [`PublishError::NotBootArtifact`].
+pub fn boot_sources(output: &Path, arches: &[&str]) -> Result<Vec<Source>, PublishError> {
+    let mut out = Vec::new();
+    for arch in arches {
+        let dir = boot_layout_dir(output, arch);
+        let source = Source::open(&dir, arch)?;
+        if !source.image.manifest.annotations.contains_key(ANNOTATION_FORMAT) {
+            return Err(PublishError::NotBootArtifact { dir, arch: arch.to_string() });
+        }
+        out.push(source);
+    }
+    Ok(out)
+}
+
+/// The default extension target: `REGISTRY/REPO-extension` with `to`'s tag.
+pub fn default_extension_target(to: &Reference) -> Reference {
+    Reference { repository: format!("{}-extension", to.repository), digest: None, ..to.clone() }
+}
+
+fn human_bytes(n: u64) -> String {
+    const MIB: f64 = (1 << 20) as f64;
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / MIB)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// Runs `imager publish`.
+///
+/// # Errors
+/// Invalid references, missing layouts, registry failures, each with context.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let to: Reference = args.to.parse()?;
+    anyhow::ensure!(to.digest.is_none() && to.tag.is_some(), "--to {}: give a tag, not a digest", args.to);
+    let extension_to = match &args.extension_to {
+        Some(r) => {
+            let r: Reference = r.parse()?;
+            anyhow::ensure!(r.digest.is_none(), "--extension-to {r}: give a tag, not a digest");
+            r
+        }
+        None => default_extension_target(&to),
+    };
+    let arches: Vec<&str> = if args.arch.is_empty() {
+        ["arm64", "amd64"].into_iter().filter(|a| boot_layout_dir(&args.output, a).is_dir()).collect()
+    } else {
+        args.arch.iter().map(|a| arch_name(*a)).collect()
+    };
+    anyhow::ensure!(
+        !arches.is_empty(),
+        "no boot artifact under {} (imager build writes boot-<arch>/ there)",
+        args.output.display()
+    );
+    let boot = boot_sources(&args.output, &arches)?;
+    let mut extension = Vec::new();
+    let mut missing = Vec::new();
+    for arch in &arches {
+        let dir = extension_layout_dir(&args.output, arch);
+        if OciLayout::is_layout(&dir) {
+            extension.push(Source::open(&dir, arch)?);
+        } else {
+            missing.push(dir.display().to_string());
+        }
+    }
+    let extension_note = (!missing.is_empty()).then(|| {
+        format!("no talos-agent extension image at {}: not published for those architectures", missing.join(", "))
+    });
+
+    let options = Options { insecure: args.insecure_registries.clone(), ..Options::default() };
+    let registry = Registry::new(options)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    let report = runtime.block_on(async {
+        let mut blobs = BlobCounts::default();
+        let boot = push_multi_arch(&registry, &to, &boot, &mut blobs).await?;
+        let extension = if extension.is_empty() {
+            None
+        } else {
+            Some(push_multi_arch(&registry, &extension_to, &extension, &mut blobs).await?)
+        };
+        Ok::<_, PublishError>(Report { boot, extension, extension_note, blobs })
+    })?;
+    print_report(&report, args.json);
+    Ok(())
+}
+
+fn print_report(report: &Report, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report).expect("a report always serialises"));
+        return;
+    }
+    if let Some(note) = &report.extension_note {
+        eprintln!("imager: note: {note}");
+    }
+    for image in std::iter::once(&report.boot).chain(&report.extension) {
+        println!("{}  index  {}", image.index_digest, image.reference);
+        for m in &image.manifests {
+            println!("{}  {:<5}  {}", m.digest, m.arch, m.reference);
+        }
+    }
+    let b = &report.blobs;
+    println!(
+        "blobs: {} pushed ({}), {} skipped as already present ({})",
+        b.pushed,
+        human_bytes(b.pushed_bytes),
+        b.skipped,
+        human_bytes(b.skipped_bytes)
+    );
+}

@@ -1,0 +1,450 @@
+//! `imager build` against the fixture registry (stand-ins of Talos v1.10.5, spin and tailscale
+//! served by `scripts/fixtures` on 127.0.0.1), checked with standard tools: `zstd -d`,
+//! `cpio -i`, `unsquashfs`, `sha256sum -c`.
+//!
+//! The lock file is pointed at the fixture images' digests with `MOONBOOT_EXTENSIONS_LOCK`
+//! (the repository's lock names the upstream digests, which the stand-ins do not have). The
+//! talos-agent binary is `$MOONBOOT_AGENT_BINARY` when set, else the imager cross-compiles it
+//! (cached in target/cross).
+//!
+//! Skipped with a reason when the fixtures are absent (a failure under
+//! MOONBOOT_REQUIRE_FIXTURES=1).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use moonboot_imager::extension::tree::{Entry, Kind, Tree};
+use moonboot_tests::fixtures::{fixtures_dir, skip, Fixtures};
+
+const IMAGER: &str = env!("CARGO_BIN_EXE_imager");
+
+fn fixtures(test: &str) -> Option<Fixtures> {
+    let f = match Fixtures::load_default() {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            skip(test, "target/fixtures/fixtures.json is absent (run scripts/fixtures)");
+            return None;
+        }
+        Err(e) => panic!("{e:#}"),
+    };
+    let up = Command::new("curl")
+        .args(["-fsS", "-o", "/dev/null", "--max-time", "3", &format!("http://{}/v2/", f.registry)])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !up {
+        skip(test, &format!("the fixture registry {} does not answer (run scripts/fixtures)", f.registry));
+        return None;
+    }
+    Some(f)
+}
+
+/// A scratch directory under target/fixtures/tmp, fresh.
+fn scratch(name: &str) -> PathBuf {
+    let d = fixtures_dir().join("tmp").join(format!("imager-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A lock file pinning the fixture images (upstream names, fixture digests).
+fn fixture_lock(f: &Fixtures, dir: &Path) -> PathBuf {
+    let mut y = String::from("extensions:\n");
+    for n in ["spin", "tailscale"] {
+        let i = &f.images[n];
+        y.push_str(&format!("  - name: {n}\n    image: {}\n    digest: {}\n", i.upstream_reference, i.index_digest));
+    }
+    let p = dir.join("lock.yaml");
+    std::fs::write(&p, y).unwrap();
+    p
+}
+
+fn imager(f: &Fixtures, lock: &Path, args: &[&str]) -> Output {
+    let mut c = Command::new(IMAGER);
+    c.env("MOONBOOT_EXTENSIONS_LOCK", lock)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
+        .args(args);
+    if let Some(bin) = std::env::var_os("MOONBOOT_AGENT_BINARY") {
+        c.arg("--agent-binary").arg(bin);
+    }
+    c.output().unwrap()
+}
+
+fn run(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// Every entry under `dir` as (relative path → Entry), from the real file system.
+fn read_dir_tree(dir: &Path) -> BTreeMap<String, Entry> {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(root: &Path, d: &Path, out: &mut BTreeMap<String, Entry>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let mode = m.permissions().mode() & 0o7777;
+            let kind = if m.file_type().is_symlink() {
+                Kind::Symlink(std::fs::read_link(&p).unwrap().to_string_lossy().into_owned())
+            } else if m.is_dir() {
+                walk(root, &p, out);
+                Kind::Dir
+            } else {
+                Kind::File(std::fs::read(&p).unwrap())
+            };
+            out.insert(rel, Entry { mode, kind });
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The rootfs of a flattened extension image as (path under rootfs/ → Entry).
+fn rootfs_of(tree: &Tree) -> BTreeMap<String, Entry> {
+    tree.entries().filter_map(|(p, e)| p.strip_prefix("rootfs/").map(|r| (r.to_string(), e.clone()))).collect()
+}
+
+fn fixture_extension(f: &Fixtures, name: &str) -> Tree {
+    let img = &f.images[name];
+    let mut t = Tree::new();
+    for blob in moonboot_tests::oci::layout_layers(&img.layout, &img.tag, "arm64").unwrap() {
+        t.apply_layer(flate2::read::GzDecoder::new(&blob[..]), 1 << 30).unwrap();
+    }
+    t
+}
+
+#[derive(serde::Deserialize, Debug)]
+struct ExtensionsYaml {
+    layers: Vec<Layer>,
+}
+#[derive(serde::Deserialize, Debug)]
+struct Layer {
+    image: String,
+    metadata: moonboot_imager::extension::Metadata,
+}
+
+#[test]
+fn default_build_holds_base_and_three_extensions_and_is_reproducible() {
+    let test = "default_build_holds_base_and_three_extensions_and_is_reproducible";
+    let Some(f) = fixtures(test) else { return };
+    let work = scratch("default");
+    let lock = fixture_lock(&f, &work);
+    let out1 = work.join("out1");
+    let out2 = work.join("nested/out2");
+    for out in [&out1, &out2] {
+        let o = imager(&f, &lock, &["--output", out.to_str().unwrap()]);
+        assert!(o.status.success(), "imager build failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    // Reproducible: identical SHA256SUMS, and the sums hold.
+    let sums1 = std::fs::read_to_string(out1.join("SHA256SUMS")).unwrap();
+    assert_eq!(sums1, std::fs::read_to_string(out2.join("SHA256SUMS")).unwrap());
+    run(Command::new("sha256sum").arg("--quiet").arg("-c").arg("SHA256SUMS").current_dir(&out1));
+    for name in [
+        "kernel-arm64",
+        "initramfs-metal-arm64.xz",
+        "cmdline-metal-arm64",
+        "cmdline-aws-arm64",
+        "build.json",
+        "boot-arm64/index.json",
+    ] {
+        assert!(sums1.contains(&format!("  {name}\n")), "SHA256SUMS lacks {name}:\n{sums1}");
+    }
+    // No temporary directory is left next to the outputs.
+    assert!(!std::fs::read_dir(&work).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".imager")));
+
+    let a = &f.arches["arm64"];
+    // kernel-arm64 is vmlinuz as shipped.
+    assert_eq!(std::fs::read(out1.join("kernel-arm64")).unwrap(), std::fs::read(&a.vmlinuz).unwrap());
+    let metal = std::fs::read_to_string(out1.join("cmdline-metal-arm64")).unwrap();
+    assert!(metal.starts_with("talos.platform=metal console=ttyAMA0 console=tty0 init_on_alloc=1"), "{metal}");
+    let aws = std::fs::read_to_string(out1.join("cmdline-aws-arm64")).unwrap();
+    assert!(aws.starts_with("talos.platform=aws console=tty1 console=ttyS0 net.ifnames=0"), "{aws}");
+
+    // The base initramfs bytes come first, untouched; a zstd stream follows.
+    let initramfs = std::fs::read(out1.join("initramfs-metal-arm64.xz")).unwrap();
+    let base = std::fs::read(&a.initramfs).unwrap();
+    assert!(initramfs.len() > base.len() && initramfs[..base.len()] == base[..], "base bytes changed");
+    let tail = &initramfs[base.len()..];
+    assert_eq!(&tail[..4], &[0x28, 0xb5, 0x2f, 0xfd], "appended part is not zstd");
+
+    // `zstd -d` of the whole file, `cpio -i` of the first archive: the base init and rootfs.sqsh.
+    let x = work.join("x");
+    let basex = x.join("base");
+    std::fs::create_dir_all(&basex).unwrap();
+    let all = work.join("all.cpio");
+    run(Command::new("zstd").args(["-d", "-q", "-f", "-o"]).arg(&all).arg(out1.join("initramfs-metal-arm64.xz")));
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("cpio -i --quiet --no-absolute-filenames < {}", all.display()))
+        .current_dir(&basex));
+    assert_eq!(std::fs::read(basex.join("rootfs.sqsh")).unwrap(), std::fs::read(&a.rootfs_sqsh).unwrap());
+    assert_eq!(std::fs::read(basex.join("init")).unwrap(), std::fs::read(&a.init).unwrap());
+
+    // The appended archive: N.sqsh + extensions.yaml, nothing else.
+    let extx = x.join("ext");
+    std::fs::create_dir_all(&extx).unwrap();
+    let tailf = work.join("tail.zst");
+    std::fs::write(&tailf, tail).unwrap();
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("zstd -dc {} | cpio -i --quiet --no-absolute-filenames", tailf.display()))
+        .current_dir(&extx));
+    let mut names: Vec<String> =
+        std::fs::read_dir(&extx).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["0.sqsh", "1.sqsh", "2.sqsh", "extensions.yaml"]);
+
+    let yaml: ExtensionsYaml =
+        serde_saphyr::from_str(&std::fs::read_to_string(extx.join("extensions.yaml")).unwrap()).unwrap();
+    let listed: Vec<(&str, &str)> = yaml.layers.iter().map(|l| (l.image.as_str(), l.metadata.name.as_str())).collect();
+    assert_eq!(listed, [("0.sqsh", "spin"), ("1.sqsh", "tailscale"), ("2.sqsh", "talos-agent")]);
+
+    for (i, name) in ["spin", "tailscale", "talos-agent"].iter().enumerate() {
+        let sqsh = extx.join(format!("{i}.sqsh"));
+        let info = String::from_utf8(run(Command::new("unsquashfs").arg("-s").arg(&sqsh))).unwrap();
+        assert!(info.contains("Compression zstd"), "{name}: {info}");
+        assert!(info.contains("Block size 131072"), "{name}: {info}");
+        let dest = x.join(format!("sq{i}"));
+        run(Command::new("unsquashfs").args(["-q", "-n", "-d"]).arg(&dest).arg(&sqsh));
+        let got = read_dir_tree(&dest);
+        let want = if *name == "talos-agent" {
+            let mut t = BTreeMap::new();
+            let spec = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../extensions/talos-agent/talos-agent.yaml"),
+            )
+            .unwrap();
+            t.insert("usr/local/etc/containers/talos-agent.yaml".to_string(), spec.into_bytes());
+            t
+        } else {
+            let tree = fixture_extension(&f, name);
+            let manifest = match tree.get("manifest.yaml").unwrap().kind.clone() {
+                Kind::File(d) => String::from_utf8(d).unwrap(),
+                _ => unreachable!(),
+            };
+            let m = moonboot_imager::extension::Manifest::parse(&manifest).unwrap();
+            assert_eq!(yaml.layers[i].metadata, m.metadata, "{name}: extensions.yaml metadata is the manifest's");
+            let rootfs = rootfs_of(&tree);
+            let got_shape: BTreeMap<&String, (u32, &Kind)> = got.iter().map(|(k, e)| (k, (e.mode, &e.kind))).collect();
+            let want_shape: BTreeMap<&String, (u32, &Kind)> =
+                rootfs.iter().map(|(k, e)| (k, (e.mode, &e.kind))).collect();
+            assert_eq!(got_shape, want_shape, "{i}.sqsh is not exactly {name}'s rootfs");
+            BTreeMap::new()
+        };
+        for (p, data) in want {
+            assert_eq!(got.get(&p).map(|e| &e.kind), Some(&Kind::File(data)), "{name}: {p}");
+        }
+        if *name == "talos-agent" {
+            let bin = match &got["usr/local/lib/containers/talos-agent/usr/local/bin/talos-agent"].kind {
+                Kind::File(d) => d.clone(),
+                other => panic!("talos-agent binary is {other:?}"),
+            };
+            assert_eq!(&bin[..4], b"\x7fELF");
+            assert_eq!(u16::from_le_bytes([bin[18], bin[19]]), 183, "talos-agent is not an aarch64 binary");
+            let files: Vec<&String> =
+                got.iter().filter(|(_, e)| !matches!(e.kind, Kind::Dir)).map(|(k, _)| k).collect();
+            assert_eq!(files.len(), 2, "talos-agent squashfs holds exactly the binary and the spec: {files:?}");
+        }
+    }
+
+    // The boot artifact: three one-file layers by role; the kernel is the unpacked Image.
+    let layout = out1.join("boot-arm64");
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mdigest = index["manifests"][0]["digest"].as_str().unwrap();
+    assert_eq!(index["manifests"][0]["platform"]["architecture"], "arm64");
+    let blob = |d: &str| std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&blob(mdigest)).unwrap();
+    let ann = &manifest["annotations"];
+    assert_eq!(ann["dev.moonboot.talos.version"], "v1.10.5");
+    assert_eq!(ann["dev.moonboot.boot.format"], "1");
+    let sid = ann["dev.moonboot.talos.schematic"].as_str().unwrap();
+    let schematic = "customization:\n    systemExtensions:\n        officialExtensions:\n            - siderolabs/spin\n            - siderolabs/tailscale\n";
+    assert_eq!(sid, boot_artifact::digest::Sha256Digest::of(schematic.as_bytes()).hex());
+    let exts: serde_json::Value = serde_json::from_str(ann["dev.moonboot.talos.extensions"].as_str().unwrap()).unwrap();
+    assert_eq!(exts[0]["name"], "spin");
+    assert_eq!(exts[0]["digest"], f.images["spin"].index_digest.as_str());
+    assert_eq!(exts[2]["name"], "talos-agent");
+    let config: serde_json::Value =
+        serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    assert_eq!(config["architecture"], "arm64");
+    assert_eq!(config["os"], "linux");
+    let mut by_role = BTreeMap::new();
+    for l in manifest["layers"].as_array().unwrap() {
+        assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar");
+        let tar = blob(l["digest"].as_str().unwrap());
+        let mut ar = tar::Archive::new(&tar[..]);
+        let mut entries = ar.entries().unwrap();
+        let mut e = entries.next().unwrap().unwrap();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        let path = e.path().unwrap().display().to_string();
+        assert!(entries.next().is_none(), "layer holds more than one file");
+        by_role.insert(l["annotations"]["dev.moonboot.boot.role"].as_str().unwrap().to_string(), (path, data));
+    }
+    assert_eq!(by_role["kernel"].0, "boot/kernel");
+    assert_eq!(by_role["kernel"].1, std::fs::read(&a.kernel_image).unwrap(), "kernel layer is not the unpacked Image");
+    assert_eq!(by_role["initramfs"].1, initramfs);
+    assert_eq!(by_role["cmdline"].1, metal.as_bytes());
+
+    // build.json names the inputs by digest.
+    let build: serde_json::Value = serde_json::from_slice(&std::fs::read(out1.join("build.json")).unwrap()).unwrap();
+    assert_eq!(build["inputs"]["base"]["index_digest"], f.images["imager"].index_digest.as_str());
+    assert_eq!(build["inputs"]["base"]["manifest_digest"], f.images["imager"].manifests["arm64"].as_str());
+    assert_eq!(build["inputs"]["extensions"][1]["image"]["index_digest"], f.images["tailscale"].index_digest.as_str());
+    assert!(build["outputs"]["initramfs-metal-arm64.xz"].as_str().unwrap().starts_with("sha256:"));
+
+    // SOURCE_DATE_EPOCH changes the times, hence the bytes.
+    let out3 = work.join("out3");
+    let mut c = Command::new(IMAGER);
+    c.env("MOONBOOT_EXTENSIONS_LOCK", &lock)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
+        .arg("--output")
+        .arg(&out3);
+    if let Some(bin) = std::env::var_os("MOONBOOT_AGENT_BINARY") {
+        c.arg("--agent-binary").arg(bin);
+    }
+    run(&mut c);
+    assert_ne!(std::fs::read(out3.join("initramfs-metal-arm64.xz")).unwrap(), initramfs);
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// One malformed extension image: a raw tar layer (so hostile names survive), pushed to the
+/// fixture registry as `moonboot-test/<name>:v1`.
+fn push_bad(f: &Fixtures, work: &Path, name: &str, entries: &[(&str, tar::EntryType, u32, &str)]) -> String {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, ty, mode, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*ty);
+        h.set_mode(*mode);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        match ty {
+            tar::EntryType::Symlink => {
+                h.set_link_name(data).unwrap();
+                h.set_size(0);
+            }
+            tar::EntryType::Regular => h.set_size(data.len() as u64),
+            _ => h.set_size(0),
+        }
+        let raw = path.as_bytes();
+        h.as_old_mut().name[..raw.len()].copy_from_slice(raw);
+        h.set_cksum();
+        let body: &[u8] = if *ty == tar::EntryType::Regular { data.as_bytes() } else { &[] };
+        b.append(&h, body).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let mut gz = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    let blob = gz.finish().unwrap();
+    let layer = moonboot_tests::oci::Layer {
+        digest: moonboot_tests::oci::sha256_digest(&blob),
+        diff_id: moonboot_tests::oci::sha256_digest(&tar),
+        blob,
+        comment: format!("malformed extension {name} (TEST)"),
+    };
+    let dir = work.join(format!("layout-{name}"));
+    let layout = moonboot_tests::oci::Layout::create(&dir).unwrap();
+    let desc = layout
+        .put_image(&moonboot_tests::oci::Platform::linux("arm64"), &[&layer], 0, &BTreeMap::new(), &BTreeMap::new())
+        .unwrap();
+    layout.finish_index(vec![desc], &BTreeMap::new(), "v1").unwrap();
+    let reference = format!("{}/moonboot-test/{name}:v1", f.registry);
+    run(Command::new("skopeo")
+        .args(["copy", "--all", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", dir.display()))
+        .arg(format!("docker://{reference}")));
+    reference
+}
+
+fn manifest(name: &str, constraint: &str) -> String {
+    format!(
+        "version: v1alpha1\nmetadata:\n  name: {name}\n  version: v1.0.0\n  author: test\n  description: malformed on purpose\n  compatibility:\n    talos:\n      version: \"{constraint}\"\n"
+    )
+}
+
+/// (name, extra layer entries (path, type, mode, content), expected message part).
+type Case = (&'static str, Vec<(&'static str, tar::EntryType, u32, String)>, &'static str);
+
+#[test]
+fn malformed_extensions_fail_with_a_clear_message_and_no_output() {
+    let test = "malformed_extensions_fail_with_a_clear_message_and_no_output";
+    let Some(f) = fixtures(test) else { return };
+    let work = scratch("malformed");
+    let lock = fixture_lock(&f, &work);
+    use tar::EntryType::{Directory as D, Regular as F, Symlink as S};
+    let ok_bin = ("rootfs/usr/local/bin/tool", F, 0o755, "#!/bin/sh\n");
+    let cases: Vec<Case> = vec![
+        (
+            "extra-top-level",
+            vec![("extra.txt", F, 0o644, "x".into())],
+            "unexpected file \"extra.txt\" at the top of the extension",
+        ),
+        (
+            "bad-semver",
+            vec![],
+            "metadata.compatibility.talos.version: error parsing Talos version constraint \">= banana\"",
+        ),
+        ("incompatible", vec![], "version constraint >= v1.12.0 can't be satisfied with Talos version 1.10.5"),
+        (
+            "dotdot",
+            vec![("rootfs/../../etc/passwd", F, 0o644, "root::0:0\n".into())],
+            "refusing layer entry \"rootfs/../../etc/passwd\"",
+        ),
+        (
+            "symlink-escape",
+            vec![("rootfs/usr/local/evil", S, 0o777, "../../../../etc/shadow".into())],
+            "symlink \"/usr/local/evil\" -> \"../../../../etc/shadow\" points outside the extension rootfs",
+        ),
+        (
+            "world-writable",
+            vec![("rootfs/usr/local/bin/open", F, 0o666, "x".into())],
+            "world-writeable files are not allowed: \"/usr/local/bin/open\"",
+        ),
+    ];
+    for (name, extra, want) in cases {
+        let constraint = match name {
+            "bad-semver" => ">= banana",
+            "incompatible" => ">= v1.12.0",
+            _ => ">= v1.0.0",
+        };
+        let m = manifest(name, constraint);
+        let mut entries: Vec<(&str, tar::EntryType, u32, &str)> = vec![
+            ("manifest.yaml", F, 0o644, m.as_str()),
+            ("rootfs/", D, 0o755, ""),
+            (ok_bin.0, ok_bin.1, ok_bin.2, ok_bin.3),
+        ];
+        for (p, t, mode, d) in &extra {
+            entries.push((p, *t, *mode, d.as_str()));
+        }
+        let reference = push_bad(&f, &work, name, &entries);
+        let out = work.join(format!("out-{name}"));
+        let o = imager(
+            &f,
+            &lock,
+            &["--no-talos-agent", "--system-extension-image", &reference, "--output", out.to_str().unwrap()],
+        );
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.starts_with("imager: extension "), "{name}: {last}");
+        assert!(last.contains(&format!("moonboot-test/{name}")), "{name}: message does not name the extension: {last}");
+        assert!(last.contains(want), "{name}: {last:?} lacks {want:?}");
+        assert!(!out.exists(), "{name}: output written despite the failure");
+    }
+    assert!(!std::fs::read_dir(&work).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".imager")));
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -1,0 +1,94 @@
+//! Boots the initramfs `imager build` made (against the fixture registry) under QEMU with the
+//! stand-in Talos init (a TEST PROGRAM, see tests/README.md) and checks what it prints: the three
+//! extension layers mounted in Talos's order with the overlay on top, and the talos-agent
+//! extension service started (`ext-talos-agent: talos-agent report vX.Y.Z starting`).
+//!
+//! The talos-agent binary is `$MOONBOOT_AGENT_BINARY` when set, else the imager cross-compiles it.
+//! Skipped with a reason when the fixtures or QEMU are absent (a failure under
+//! MOONBOOT_REQUIRE_FIXTURES=1). Deadline 180 s; QEMU is always killed.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use moonboot_tests::fixtures::{fixtures_dir, skip, Fixtures};
+use moonboot_tests::qemu::{have, BootSpec, Guest};
+
+const IMAGER: &str = env!("CARGO_BIN_EXE_imager");
+const MARK: &str = "MOONBOOT-STANDIN-INIT:";
+const DEADLINE: Duration = Duration::from_secs(180);
+
+#[test]
+fn standin_init_boots_the_built_initramfs_and_starts_talos_agent() {
+    let test = "standin_init_boots_the_built_initramfs_and_starts_talos_agent";
+    let f = match Fixtures::load_default() {
+        Ok(Some(f)) => f,
+        Ok(None) => return skip(test, "target/fixtures/fixtures.json is absent (run scripts/fixtures)"),
+        Err(e) => panic!("{e:#}"),
+    };
+    let a = f.arches["arm64"].clone();
+    if !have(&a.qemu_binary) {
+        return skip(test, &format!("{} is not installed (run scripts/setup)", a.qemu_binary));
+    }
+    let up = Command::new("curl")
+        .args(["-fsS", "-o", "/dev/null", "--max-time", "3", &format!("http://{}/v2/", f.registry)])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !up {
+        return skip(test, &format!("the fixture registry {} does not answer (run scripts/fixtures)", f.registry));
+    }
+    let work = fixtures_dir().join("tmp").join(format!("imager-boot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let mut lock = String::from("extensions:\n");
+    for n in ["spin", "tailscale"] {
+        let i = &f.images[n];
+        lock.push_str(&format!("  - name: {n}\n    image: {}\n    digest: {}\n", i.upstream_reference, i.index_digest));
+    }
+    std::fs::write(work.join("lock.yaml"), lock).unwrap();
+    let out = work.join("out");
+    let mut c = Command::new(IMAGER);
+    c.env("MOONBOOT_EXTENSIONS_LOCK", work.join("lock.yaml"))
+        .args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
+        .arg("--output")
+        .arg(&out);
+    if let Some(bin) = std::env::var_os("MOONBOOT_AGENT_BINARY") {
+        c.arg("--agent-binary").arg(bin);
+    }
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "imager build failed: {}", String::from_utf8_lossy(&o.stderr));
+
+    let log = fixtures_dir().join("logs").join("imager-build-boot-arm64.log");
+    let append = format!("console={} panic=-1 standin.hold ip=10.0.2.15::10.0.2.2:255.255.255.0:::off", a.console);
+    let extra: Vec<String> =
+        ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"].iter().map(|s| s.to_string()).collect();
+    let deadline = Instant::now() + DEADLINE;
+    let mut guest = Guest::boot(&BootSpec {
+        qemu: &a.qemu_binary,
+        machine_args: &a.qemu_machine_args,
+        kernel: &a.kernel_image,
+        initrd: &out.join("initramfs-metal-arm64.xz"),
+        append: &append,
+        extra: &extra,
+        log: &log,
+    })
+    .unwrap();
+    let want = format!("ext-talos-agent: talos-agent report v{} starting", env!("CARGO_PKG_VERSION"));
+    let end = guest
+        .wait_for("the talos-agent extension service's first line", deadline, |l| {
+            l.contains(&want) || l.contains(&format!("{MARK} error:"))
+        })
+        .unwrap();
+    assert!(end.contains(&want), "the stand-in init failed: {end} (console log {})", log.display());
+    let lines = guest.lines().to_vec();
+    drop(guest);
+    let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
+    for i in 0..3 {
+        assert!(has(&format!("{MARK} layer layer{i} mounted: /{i}.sqsh on /layers/layer{i}")), "layer {i} not mounted");
+    }
+    assert!(has(&format!(
+        "{MARK} root: overlay on /root lowerdir=/layers/layer2:/layers/layer1:/layers/layer0:/layers/root"
+    )));
+    assert!(has(&format!("{MARK} extension service spec /usr/local/etc/containers/talos-agent.yaml")));
+    assert!(has(&format!("{MARK} extension service spec /usr/local/etc/containers/tailscale.yaml")));
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -1,0 +1,161 @@
+//! `imager publish` against the fixture registry (127.0.0.1:5055), checked with real peers:
+//! `skopeo inspect` reads the index and the manifests, `skopeo copy` + `umoci unpack --rootless`
+//! unpack each architecture's boot artifact, and the unpacked `boot/kernel`, `boot/initramfs` and
+//! `boot/cmdline` are the bytes that went in. A second publish uploads no blob.
+//!
+//! The boot artifact layouts are written here, following `boot_artifact::artifact` (three
+//! one-file uncompressed tar layers annotated with their role, the manifest annotations), from the
+//! fixtures' real Debian kernels (an arm64 `Image`, an x86 bzImage) and stand-in initramfs files.
+//! Skipped with a reason when the fixtures or the registry are absent.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use boot_artifact::artifact::{ANNOTATION_FORMAT, FORMAT_VERSION, INDEX_MEDIA_TYPE, LAYER_MEDIA_TYPE};
+use boot_artifact::digest::Sha256Digest;
+use serde_json::{json, Value};
+use support::{imager, run, tar_of, unique, write_build_output, write_layout};
+
+fn skopeo_raw(reference: &str) -> Vec<u8> {
+    run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")]))
+}
+
+#[test]
+fn publish_is_read_by_skopeo_and_umoci_and_is_idempotent() {
+    let Some(f) = moonboot_tests::fixtures::with_registry("publish_is_read_by_skopeo_and_umoci_and_is_idempotent")
+    else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("_out");
+    let token = Sha256Digest::of(unique("t").as_bytes()).hex()[..16].to_string();
+    let inputs = write_build_output(&f, &out, &token);
+    let repo = unique("publish");
+    let to = format!("{}/{repo}:v1", f.registry);
+    let args =
+        ["publish", "--to", &to, "--output", out.to_str().unwrap(), "--insecure-registry", &f.registry, "--json"];
+
+    let (code, stdout, stderr) = imager(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let first: Value = serde_json::from_str(&stdout).unwrap();
+    // Configs (3) + boot layers (2 × 3) + the extension layer: nothing was in the new repositories.
+    assert_eq!(first["blobs"]["pushed"], 10, "{first:#}");
+    assert_eq!(first["blobs"]["skipped"], 0, "{first:#}");
+    let note = first["extension_note"].as_str().unwrap();
+    assert!(note.contains("extension-talos-agent-amd64"), "{note}");
+
+    // The index in the registry is the one publish reported, with linux/arm64 then linux/amd64.
+    let raw = skopeo_raw(&to);
+    let index_digest = Sha256Digest::of(&raw).to_string();
+    assert_eq!(first["boot"]["index_digest"], index_digest.as_str());
+    let index: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(index["mediaType"], INDEX_MEDIA_TYPE);
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    for (entry, arch) in entries.iter().zip(["arm64", "amd64"]) {
+        let (digest, size) = &inputs[arch].manifest;
+        assert_eq!(entry["platform"], json!({"architecture": arch, "os": "linux"}));
+        assert_eq!(entry["digest"], digest.as_str(), "{arch}: the manifest digest of the layout");
+        assert_eq!(entry["size"], *size);
+        let pushed = first["boot"]["manifests"].as_array().unwrap().iter().find(|m| m["arch"] == arch).unwrap();
+        assert_eq!(pushed["digest"], digest.as_str());
+        // skopeo reads the per-arch manifest by digest and the image config of the platform.
+        let m: Value = serde_json::from_slice(&skopeo_raw(&format!("{}/{repo}@{digest}", f.registry))).unwrap();
+        assert_eq!(m["annotations"][ANNOTATION_FORMAT], FORMAT_VERSION);
+        let info: Value = serde_json::from_slice(&run(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            "--override-arch",
+            arch,
+            &format!("docker://{to}"),
+        ])))
+        .unwrap();
+        assert_eq!(info["Architecture"], arch);
+        assert_eq!(info["Os"], "linux");
+        assert_eq!(info["Layers"].as_array().unwrap().len(), 3);
+    }
+
+    // The extension went to REPO-extension:v1 with its one (arm64) manifest.
+    let ext_ref = format!("{}/{repo}-extension:v1", f.registry);
+    assert_eq!(first["extension"]["reference"], ext_ref.as_str());
+    let ext_index: Value = serde_json::from_slice(&skopeo_raw(&ext_ref)).unwrap();
+    let ext_entries = ext_index["manifests"].as_array().unwrap();
+    assert_eq!(ext_entries.len(), 1);
+    assert_eq!(ext_entries[0]["digest"], inputs["arm64"].extension_manifest.as_ref().unwrap().0.as_str());
+
+    // skopeo copy + umoci unpack: the files are the bytes that went in.
+    for arch in ["arm64", "amd64"] {
+        let oci = work.path().join(format!("copy-{arch}"));
+        run(Command::new("skopeo").args([
+            "copy",
+            "--src-tls-verify=false",
+            "--override-arch",
+            arch,
+            &format!("docker://{to}"),
+            &format!("oci:{}:{arch}", oci.display()),
+        ]));
+        let bundle = work.path().join(format!("bundle-{arch}"));
+        run(Command::new("umoci").args([
+            "unpack",
+            "--rootless",
+            "--image",
+            &format!("{}:{arch}", oci.display()),
+            bundle.to_str().unwrap(),
+        ]));
+        let rootfs = bundle.join("rootfs");
+        let i = &inputs[arch];
+        assert!(
+            std::fs::read(rootfs.join("boot/kernel")).unwrap() == std::fs::read(&i.kernel).unwrap(),
+            "{arch} kernel"
+        );
+        assert!(
+            std::fs::read(rootfs.join("boot/initramfs")).unwrap() == std::fs::read(&i.initramfs).unwrap(),
+            "{arch} initramfs"
+        );
+        assert_eq!(std::fs::read_to_string(rootfs.join("boot/cmdline")).unwrap(), i.cmdline, "{arch} cmdline");
+    }
+
+    // Publishing again uploads nothing and gives the same digests.
+    let (code, stdout, stderr) = imager(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let second: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(second["blobs"]["pushed"], 0, "{second:#}");
+    assert_eq!(second["blobs"]["skipped"], 10, "{second:#}");
+    assert_eq!(second["boot"], first["boot"]);
+    assert_eq!(second["extension"], first["extension"]);
+
+    // The human form names the same digests.
+    let (code, text, _) = imager(&args[..args.len() - 1]);
+    assert_eq!(code, 0);
+    assert!(text.contains(&format!("{index_digest}  index  {to}")), "{text}");
+    assert!(text.contains("0 pushed"), "{text}");
+}
+
+#[test]
+fn publish_refuses_a_layout_that_is_not_a_boot_artifact_and_a_missing_output() {
+    let work = tempfile::tempdir().unwrap();
+    let (code, _, stderr) =
+        imager(&["publish", "--to", "127.0.0.1:1/x/y:v1", "--output", work.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no boot artifact under"), "{stderr}");
+
+    let dir = work.path().join("boot-arm64");
+    let tar = tar_of(&[("etc/hostname", Some(b"x"), 0o644)]);
+    let diff = Sha256Digest::of(&tar).to_string();
+    write_layout(&dir, "arm64", &[(LAYER_MEDIA_TYPE, tar, BTreeMap::new(), diff)], BTreeMap::new(), "v1");
+    let (code, _, stderr) =
+        imager(&["publish", "--to", "127.0.0.1:1/x/y:v1", "--output", work.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("is not a boot artifact"), "{stderr}");
+    let (code, _, stderr) = imager(&[
+        "publish",
+        "--to",
+        "127.0.0.1:1/x/y@sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+        "--output",
+        ".",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("give a tag"), "{stderr}");
+}

@@ -1,13 +1,378 @@
-//! `talos-agent report` (work in progress).
+//! `talos-agent report`: runs inside Talos as the extension service `ext-talos-agent`, learns the
+//! node's readiness phase from apid's TLS handshake ([`phase`]), and POSTs a JSON report
+//! ([`schema`]) to `talos-agent wait` on every change and as a heartbeat.
+//!
+//! Settings, later sources overriding earlier ones:
+//! 1. the kernel command line (`/proc/cmdline`): `talos_agent.report=URL`,
+//!    `talos_agent.token=TOKEN`, `talos_agent.node=NAME`, `talos_agent.role=controlplane|worker`;
+//! 2. the environment (set by an `ExtensionServiceConfig` document's `environment:`):
+//!    `TALOS_AGENT_REPORT`, `TALOS_AGENT_TOKEN`, `TALOS_AGENT_NODE`, `TALOS_AGENT_ROLE`;
+//! 3. the flags.
+//!
+//! It never blocks boot and never crash-loops: without a URL it says so once and idles; network
+//! and collector errors are logged (once per distinct error) and retried with backoff.
+//!
+//! Exit codes: `report` runs until killed; with `--once` it exits 0 when one report was
+//! delivered and 1 when it was not (one line on stderr); 2 invalid usage.
 
+pub mod client;
+pub mod facts;
+pub mod phase;
+pub mod schema;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use client::{Backoff, Collector};
+use phase::Phase;
+use schema::{Apid, Bootstrap, Report};
 
 /// Arguments of `talos-agent report`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Collector URL (`http://HOST:PORT/v1/report` of `talos-agent wait`); default: the
+    /// `talos_agent.report=` kernel argument or `TALOS_AGENT_REPORT`.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Bearer token; default: `talos_agent.token=` or `TALOS_AGENT_TOKEN`.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Node name; default: `talos_agent.node=`, `TALOS_AGENT_NODE`, else the DMI UUID, the first
+    /// address, or the boot ID.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// The node's role, needed to tell bootstrap readiness (`controlplane` or `worker`);
+    /// default: `talos_agent.role=` or `TALOS_AGENT_ROLE`.
+    #[arg(long, value_name = "ROLE")]
+    pub role: Option<String>,
+    /// apid address to probe.
+    #[arg(long, value_name = "ADDR", default_value = phase::DEFAULT_APID)]
+    pub apid: SocketAddr,
+    /// PEM bundle of CAs for an `https://` collector (replaces the system roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Seconds between probes of apid.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2)]
+    pub interval: u64,
+    /// Seconds between reports when nothing changed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub heartbeat: u64,
+    /// Deliver one report (retrying for up to 30 s) and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Where the kernel command line is read from.
+    #[arg(long, value_name = "FILE", default_value = "/proc/cmdline", hide = true)]
+    pub cmdline: PathBuf,
+    /// Prefix of every file read (`/proc`, `/sys`, `/etc`, `/var`), for tests.
+    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    pub root: PathBuf,
+}
+
+/// The resolved settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Collector URL.
+    pub url: Option<String>,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// Node name.
+    pub node: Option<String>,
+    /// Role.
+    pub role: Option<String>,
+}
+
+impl Settings {
+    /// Merges the three sources: command line < environment < flags. Empty values count as
+    /// unset. `env` looks up one variable.
+    pub fn resolve(cmdline: &str, env: impl Fn(&str) -> Option<String>, args: &Args) -> Settings {
+        let line = kernel_cmdline::Cmdline::parse(cmdline.trim()).ok();
+        let from_cmdline = |key: &str| -> Option<String> {
+            // The last occurrence wins, as the kernel's own __setup handling does.
+            line.as_ref()?.values(key).filter_map(|v| v.map(str::to_string)).last()
+        };
+        let pick = |key: &str, var: &str, flag: &Option<String>| {
+            flag.clone()
+                .filter(|v| !v.is_empty())
+                .or_else(|| env(var).filter(|v| !v.is_empty()))
+                .or_else(|| from_cmdline(key).filter(|v| !v.is_empty()))
+        };
+        Settings {
+            url: pick("talos_agent.report", "TALOS_AGENT_REPORT", &args.url),
+            token: pick("talos_agent.token", "TALOS_AGENT_TOKEN", &args.token),
+            node: pick("talos_agent.node", "TALOS_AGENT_NODE", &args.node),
+            role: pick("talos_agent.role", "TALOS_AGENT_ROLE", &args.role),
+        }
+    }
+}
+
+fn log(msg: &str) {
+    eprintln!("talos-agent report: {msg}");
+}
 
 /// Runs `talos-agent report`.
-pub fn run(_args: Args) -> ExitCode {
-    eprintln!("talos-agent report: not implemented yet");
-    ExitCode::from(2)
+pub fn run(args: Args) -> ExitCode {
+    log(&format!("talos-agent report v{} starting", env!("CARGO_PKG_VERSION")));
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            log(&format!("error: starting the async runtime: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: Args) -> ExitCode {
+    let cmdline = std::fs::read_to_string(&args.cmdline).unwrap_or_else(|e| {
+        log(&format!("cannot read {}: {e}; using the environment and flags only", args.cmdline.display()));
+        String::new()
+    });
+    let settings = Settings::resolve(&cmdline, |k| std::env::var(k).ok(), &args);
+    let Some(url) = settings.url.clone() else {
+        log("no collector URL (talos_agent.report= on the kernel command line, TALOS_AGENT_REPORT, or --url): idling");
+        if args.once {
+            return ExitCode::from(1);
+        }
+        loop {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    };
+    let token = settings.token.clone().unwrap_or_else(|| {
+        log("no token (talos_agent.token=, TALOS_AGENT_TOKEN or --token): sending reports without one");
+        String::new()
+    });
+    let ca = match &args.ca_file {
+        Some(p) => match std::fs::read(p) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                log(&format!("error: reading {}: {e}", p.display()));
+                return idle_or_fail(args.once).await;
+            }
+        },
+        None => None,
+    };
+    let collector = match Collector::new(&url, &token, ca.as_deref(), Duration::from_secs(10)) {
+        Ok(c) => c,
+        Err(e) => {
+            log(&format!("error: {e}"));
+            return idle_or_fail(args.once).await;
+        }
+    };
+    log(&format!("reporting to {url} (apid probe {}, heartbeat {} s)", args.apid, args.heartbeat));
+    let interval = Duration::from_secs(args.interval.max(1));
+    let heartbeat = Duration::from_secs(args.heartbeat.max(1));
+    let once_deadline = Instant::now() + Duration::from_secs(30);
+    let mut sequence = 0u64;
+    let mut last_sent: Option<(String, Instant)> = None;
+    let mut next_attempt = Instant::now();
+    let mut backoff = Backoff::default();
+    let mut last_error = String::new();
+    let mut last_phase: Option<Phase> = None;
+    loop {
+        let report = gather(&args, &settings, sequence + 1).await;
+        if last_phase != Some(report.phase) {
+            let fp = report.apid.fingerprint.as_deref().unwrap_or("-");
+            let why = report.apid.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
+            log(&format!("phase {} fingerprint {fp}{why}", report.phase));
+            last_phase = Some(report.phase);
+        }
+        let key = report.content_key();
+        let due = match &last_sent {
+            None => true,
+            Some((k, at)) => *k != key || at.elapsed() >= heartbeat,
+        };
+        if due && Instant::now() >= next_attempt {
+            match collector.send(&report).await {
+                Ok(()) => {
+                    sequence = report.sequence;
+                    if backoff.failures() > 0 || last_sent.is_none() {
+                        log(&format!("report delivered to {} (phase {})", collector.url(), report.phase));
+                    }
+                    backoff.reset();
+                    last_error.clear();
+                    last_sent = Some((key, Instant::now()));
+                    if args.once {
+                        return ExitCode::SUCCESS;
+                    }
+                }
+                Err(e) => {
+                    sequence = report.sequence;
+                    if args.once && matches!(e, client::SendError::Unauthorized { .. }) {
+                        log(&format!("error: {e}"));
+                        return ExitCode::from(1);
+                    }
+                    let wait = backoff.fail();
+                    let msg = client::chain(&e);
+                    if msg != last_error {
+                        log(&format!("{msg} (retrying; next in {} s)", wait.as_secs()));
+                        last_error = msg;
+                    }
+                    next_attempt = Instant::now() + wait;
+                    if args.once && Instant::now() + wait > once_deadline {
+                        log("error: no report delivered within 30 s");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+        }
+        let sleep = if last_sent.is_none() || !last_error.is_empty() {
+            next_attempt.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(200), interval)
+        } else {
+            interval
+        };
+        tokio::time::sleep(sleep).await;
+    }
+}
+
+async fn idle_or_fail(once: bool) -> ExitCode {
+    if once {
+        return ExitCode::from(1);
+    }
+    log("idling (an extension service that exits would be restarted in a loop)");
+    loop {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+/// Probes apid and reads the facts; one report.
+async fn gather(args: &Args, settings: &Settings, sequence: u64) -> Report {
+    let addr = args.apid;
+    let probe = tokio::task::spawn_blocking(move || phase::probe(addr, Duration::from_secs(5)))
+        .await
+        .unwrap_or_else(|e| Err(phase::ProbeError::Io { addr, source: std::io::Error::other(e.to_string()) }));
+    let root = args.root.as_path();
+    let machine = facts::machine(root);
+    let boot_id = facts::boot_id(root);
+    let addresses = facts::addresses();
+    let (extensions, extensions_error) = match facts::extensions(root) {
+        None => (None, None),
+        Some(Ok(e)) => (Some(e), None),
+        Some(Err(e)) => (None, Some(e)),
+    };
+    let (mut phase, apid) = match &probe {
+        Ok(p) => (
+            p.phase(),
+            Apid {
+                address: addr.to_string(),
+                fingerprint: Some(p.fingerprint.clone()),
+                client_cert_requested: Some(p.client_cert_requested),
+                error: None,
+            },
+        ),
+        Err(e) => (
+            Phase::Unreachable,
+            Apid {
+                address: addr.to_string(),
+                fingerprint: None,
+                client_cert_requested: None,
+                error: Some(client::chain(e)),
+            },
+        ),
+    };
+    let bootstrap = bootstrap_readiness(phase, settings.role.as_deref(), facts::etcd_data_empty(root));
+    if bootstrap.ready == Some(true) {
+        phase = Phase::BootstrapReady;
+    }
+    let node = settings
+        .node
+        .clone()
+        .or_else(|| machine.uuid.clone())
+        .or_else(|| {
+            let mut a = addresses.iter().map(|a| a.address).collect::<Vec<_>>();
+            a.sort_by_key(|a| (a.is_ipv6(), *a));
+            a.first().map(|a| a.to_string())
+        })
+        .or_else(|| boot_id.clone())
+        .unwrap_or_else(|| "unknown".to_string());
+    Report {
+        schema: schema::SCHEMA,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        node,
+        sequence,
+        machine,
+        boot_id,
+        uptime_seconds: facts::uptime_seconds(root),
+        talos_version: facts::talos_version(root),
+        addresses,
+        default_routes: facts::default_routes(root),
+        extensions,
+        extensions_error,
+        phase,
+        apid,
+        bootstrap,
+    }
+}
+
+/// Bootstrap readiness from what is known: the phase, the declared role and whether the etcd
+/// data directory is empty (`None`: not visible). Never guesses: without a role, or without a
+/// view of `/var/lib/etcd`, `ready` is `None` with the reason.
+pub fn bootstrap_readiness(phase: Phase, role: Option<&str>, etcd_empty: Option<bool>) -> Bootstrap {
+    let no = |reason: &str| Bootstrap { ready: Some(false), reason: reason.to_string() };
+    let unknown = |reason: &str| Bootstrap { ready: None, reason: reason.to_string() };
+    if phase < Phase::Configured {
+        return no("not configured yet (apid does not request a client certificate)");
+    }
+    match role {
+        Some("worker") => return no("a worker node: bootstrap runs on a control-plane node"),
+        Some("controlplane") => {}
+        Some(other) => return unknown(&format!("unknown role {other:?} (controlplane or worker)")),
+        None => return unknown("role not given (talos_agent.role=controlplane|worker)"),
+    }
+    match etcd_empty {
+        Some(true) => Bootstrap { ready: Some(true), reason: "control plane, configured, etcd data empty".into() },
+        Some(false) => no("etcd data directory /var/lib/etcd is not empty (already bootstrapped?)"),
+        None => unknown("/var/lib/etcd is not visible to the agent (mount it read-only into the service)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(extra: &[&str]) -> Args {
+        Cli::parse_from(std::iter::once("report").chain(extra.iter().copied())).args
+    }
+
+    #[test]
+    fn settings_precedence() {
+        let cmdline = "console=ttyS0 talos_agent.report=http://10.0.2.2:8090/v1/report talos_agent.token=abc talos_agent.node=cp-1\n";
+        let none = |_: &str| None;
+        let s = Settings::resolve(cmdline, none, &args(&[]));
+        assert_eq!(s.url.as_deref(), Some("http://10.0.2.2:8090/v1/report"));
+        assert_eq!(s.token.as_deref(), Some("abc"));
+        assert_eq!(s.node.as_deref(), Some("cp-1"));
+        assert_eq!(s.role, None);
+        let env = |k: &str| match k {
+            "TALOS_AGENT_TOKEN" => Some("from-env".to_string()),
+            "TALOS_AGENT_ROLE" => Some("controlplane".to_string()),
+            "TALOS_AGENT_NODE" => Some(String::new()),
+            _ => None,
+        };
+        let s = Settings::resolve(cmdline, env, &args(&["--url", "https://collector/v1/report"]));
+        assert_eq!(s.url.as_deref(), Some("https://collector/v1/report"));
+        assert_eq!(s.token.as_deref(), Some("from-env"));
+        assert_eq!(s.node.as_deref(), Some("cp-1"), "an empty variable counts as unset");
+        assert_eq!(s.role.as_deref(), Some("controlplane"));
+        assert_eq!(Settings::resolve("quiet", none, &args(&[])), Settings::default());
+    }
+
+    #[test]
+    fn bootstrap_never_guesses() {
+        use Phase::*;
+        assert_eq!(bootstrap_readiness(MaintenanceReady, Some("controlplane"), Some(true)).ready, Some(false));
+        assert_eq!(bootstrap_readiness(Configured, None, Some(true)).ready, None);
+        assert_eq!(bootstrap_readiness(Configured, Some("controlplane"), None).ready, None);
+        assert_eq!(bootstrap_readiness(Configured, Some("worker"), Some(true)).ready, Some(false));
+        assert_eq!(bootstrap_readiness(Configured, Some("controlplane"), Some(false)).ready, Some(false));
+        assert_eq!(bootstrap_readiness(Configured, Some("controlplane"), Some(true)).ready, Some(true));
+    }
 }

@@ -16,13 +16,25 @@
 //!    `lowerdir=/layers/layerN-1:…:/layers/layer0:/layers/root` (the last extension on top), as
 //!    Talos does; without extensions `/layers/root` is bind-mounted at `/root`;
 //! 6. prints one line per mounted layer, the root's `PRETTY_NAME` and the extension service specs it
-//!    sees under `/root/usr/local/etc/containers/`, then `MOONBOOT-STANDIN-INIT: ready`;
-//! 7. powers off (`reboot(RB_POWER_OFF)`), unless `standin.hold` is on the kernel command line, in
-//!    which case it sleeps forever (reaping children).
+//!    sees under `/root/usr/local/etc/containers/`;
+//! 7. copies `/extensions.yaml` to `/etc/extensions.yaml` (Talos bind-mounts it there in the
+//!    running system: `internal/app/init/main.go`, `constants.ExtensionsRuntimeConfigFile`) and
+//!    the root's `/etc/os-release` to `/etc/os-release`, so extension service mounts find them;
+//! 8. brings up `lo` and configures the static IPv4 `ip=` of the command line ([`net`]);
+//! 9. answers TLS on :50000 like apid in maintenance mode, or, with `standin.apid=configured`,
+//!    like a configured apid that requests a client certificate, and prints the served
+//!    certificate's SPKI fingerprint ([`apid`]);
+//! 10. starts the extension services of `/root/usr/local/etc/containers/*.yaml` that Talos would
+//!     start in maintenance mode, chrooted into their roots, output on the console as
+//!     `ext-<name>: …`, restarted as their spec says ([`services`]);
+//! 11. prints `MOONBOOT-STANDIN-INIT: ready`;
+//! 12. powers off (`reboot(RB_POWER_OFF)`), unless `standin.hold` is on the kernel command line,
+//!     in which case it sleeps forever (reaping children).
 //!
 //! On any failure it prints `MOONBOOT-STANDIN-INIT: error: …` and powers off the same way, so a
 //! test sees the failure at once instead of waiting for its deadline. Every line it prints starts
-//! with `MOONBOOT-STANDIN-INIT:`, which marks it as this test program's output.
+//! with `MOONBOOT-STANDIN-INIT:`, which marks it as this test program's output, except the output
+//! of extension services, which starts with `ext-<name>: `.
 //!
 //! # Deviation from Talos: kernel modules
 //! Talos builds squashfs, overlayfs, loop and virtio into its kernel. Debian's cloud kernels, which
@@ -30,7 +42,8 @@
 //! initramfs carries those `.ko` files under `/lib/modules/<kver>/` and this init loads them
 //! first. A real Talos initramfs has no `/lib/modules` of this kind.
 //!
-//! Not done (yet): network configuration from `ip=`, starting extension services, `switch_root`.
+//! Not done: `switch_root` (the initramfs root stays the host root), DHCP, IPv6, service
+//! namespaces beyond chroot + mounts.
 
 use std::ffi::{CStr, CString};
 use std::fs::{self, File, OpenOptions};
@@ -40,6 +53,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+mod apid;
+mod net;
+mod services;
+
 /// Prefix of every line this program prints.
 const MARK: &str = "MOONBOOT-STANDIN-INIT:";
 
@@ -48,7 +65,12 @@ static CONSOLE: OnceLock<File> = OnceLock::new();
 
 /// Prints one marker line with a single `write(2)`, so kernel messages are unlikely to split it.
 fn say(msg: &str) {
-    let line = format!("{MARK} {msg}\n");
+    console_line(&format!("{MARK} {msg}"));
+}
+
+/// Prints one line as it is (extension service output), with a single `write(2)`.
+fn console_line(text: &str) {
+    let line = format!("{text}\n");
     match CONSOLE.get() {
         Some(mut f) => {
             let _ = f.write_all(line.as_bytes());
@@ -70,7 +92,11 @@ fn errno_str(what: &str) -> String {
 }
 
 fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> Result<()> {
-    fs::create_dir_all(target).map_err(|e| format!("mkdir {target}: {e}"))?;
+    // A bind mount of a file needs an existing file as its target: create directories only
+    // where nothing exists.
+    if !Path::new(target).exists() {
+        fs::create_dir_all(target).map_err(|e| format!("mkdir {target}: {e}"))?;
+    }
     let (s, t, f, d) = (cstr(src), cstr(target), cstr(fstype), cstr(data));
     let data_ptr = if data.is_empty() { std::ptr::null() } else { d.as_ptr().cast() };
     // SAFETY: all pointers are valid NUL-terminated strings (or null for no data).
@@ -347,6 +373,20 @@ fn mount_layers() -> Result<()> {
     Ok(())
 }
 
+/// Puts the files Talos's running system has at these paths into the stand-in's host root (the
+/// initramfs root, which stays `/`).
+fn talos_runtime_files() -> Result<()> {
+    fs::create_dir_all("/etc").map_err(|e| format!("mkdir /etc: {e}"))?;
+    if Path::new("/extensions.yaml").exists() {
+        fs::copy("/extensions.yaml", "/etc/extensions.yaml").map_err(|e| format!("copy /extensions.yaml: {e}"))?;
+        say("copied /extensions.yaml to /etc/extensions.yaml (Talos bind-mounts it there)");
+    }
+    if Path::new("/root/etc/os-release").exists() {
+        fs::copy("/root/etc/os-release", "/etc/os-release").map_err(|e| format!("copy os-release: {e}"))?;
+    }
+    Ok(())
+}
+
 fn run() -> Result<()> {
     early_mounts()?;
     say("TEST PROGRAM (moonboot stand-in init, not Talos) started");
@@ -354,7 +394,13 @@ fn run() -> Result<()> {
     say(&format!("cmdline={}", cmdline.trim_end_matches('\n')));
     let n = load_modules()?;
     say(&format!("{n} kernel modules loaded"));
-    mount_layers()
+    mount_layers()?;
+    mount("tmpfs", "/run", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=0755")?;
+    talos_runtime_files()?;
+    let network_up = net::configure(&cmdline)?;
+    apid::start(&cmdline)?;
+    services::start_all(Path::new("/root"), network_up);
+    Ok(())
 }
 
 fn hold_requested(cmdline: &str) -> bool {
@@ -372,14 +418,27 @@ fn power_off() -> ! {
     hold()
 }
 
+/// Reaps orphans forever, leaving the children of the service supervisors to them.
 fn hold() -> ! {
     loop {
-        // SAFETY: reap any child; sleep otherwise.
-        unsafe {
+        loop {
+            // SAFETY: waitid with WNOWAIT only peeks at a waitable child.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let rc = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
+            // SAFETY: si_pid is valid for SIGCHLD-style siginfo filled by waitid.
+            let pid = unsafe { info.si_pid() };
+            if rc != 0 || pid == 0 {
+                break;
+            }
+            let supervised = services::SUPERVISED.lock().map(|s| s.as_ref().is_some_and(|s| s.contains(&pid)));
+            if supervised.unwrap_or(true) {
+                break;
+            }
             let mut status = 0;
-            while libc::waitpid(-1, &mut status, libc::WNOHANG) > 0 {}
-            libc::sleep(60);
+            // SAFETY: reaps that one orphan.
+            unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         }
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }
 

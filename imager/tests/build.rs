@@ -50,14 +50,7 @@ fn scratch(name: &str) -> PathBuf {
 
 /// A lock file pinning the fixture images (upstream names, fixture digests).
 fn fixture_lock(f: &Fixtures, dir: &Path) -> PathBuf {
-    let mut y = String::from("extensions:\n");
-    for n in ["spin", "tailscale"] {
-        let i = &f.images[n];
-        y.push_str(&format!("  - name: {n}\n    image: {}\n    digest: {}\n", i.upstream_reference, i.index_digest));
-    }
-    let p = dir.join("lock.yaml");
-    std::fs::write(&p, y).unwrap();
-    p
+    f.write_extensions_lock(dir).unwrap()
 }
 
 fn imager(f: &Fixtures, lock: &Path, args: &[&str]) -> Output {

@@ -39,15 +39,10 @@ fn standin_init_boots_the_built_initramfs_and_starts_talos_agent() {
     let work = fixtures_dir().join("tmp").join(format!("imager-boot-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let mut lock = String::from("extensions:\n");
-    for n in ["spin", "tailscale"] {
-        let i = &f.images[n];
-        lock.push_str(&format!("  - name: {n}\n    image: {}\n    digest: {}\n", i.upstream_reference, i.index_digest));
-    }
-    std::fs::write(work.join("lock.yaml"), lock).unwrap();
+    let lock = f.write_extensions_lock(&work).unwrap();
     let out = work.join("out");
     let mut c = Command::new(IMAGER);
-    c.env("MOONBOOT_EXTENSIONS_LOCK", work.join("lock.yaml"))
+    c.env("MOONBOOT_EXTENSIONS_LOCK", &lock)
         .args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
         .arg("--output")
         .arg(&out);

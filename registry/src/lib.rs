@@ -93,6 +93,12 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The HTTPS client could not be set up (typically: no CA certificates on this system).
+    #[error("setting up TLS: {reason} (install the ca-certificates package or pass a CA file)")]
+    Tls {
+        /// The reason.
+        reason: String,
+    },
     /// No endpoint could serve the reference; one reason per endpoint tried, in order.
     #[error("{reference}: {}", join_attempts(.attempts))]
     Unavailable {
@@ -298,7 +304,10 @@ impl Registry {
             user_agent: concat!("moonboot/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
-        Ok(Registry { client: oci_client::Client::new(config), options, auth })
+        // `Client::new` would fall back to a default client — which panics — when the TLS set-up
+        // fails, e.g. on a system without CA certificates: fail with the reason instead.
+        let client = oci_client::Client::try_from(config).map_err(|e| Error::Tls { reason: describe(&e) })?;
+        Ok(Registry { client, options, auth })
     }
 
     /// The options this client was built with.

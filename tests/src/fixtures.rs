@@ -176,3 +176,23 @@ pub fn with_registry(test: &str) -> Option<Fixtures> {
         Err(e) => panic!("{e:#}"),
     }
 }
+
+impl Fixtures {
+    /// Writes `dir/extensions-lock.yaml`: the imager's lock file format (`extensions/lock.yaml`)
+    /// pinning the stand-in spin and tailscale of the fixture registry by their index digests,
+    /// under their upstream references. Point `MOONBOOT_EXTENSIONS_LOCK` at it.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn write_extensions_lock(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        let mut y = String::from("# TEST FIXTURE lock: the stand-in extensions in the fixture registry\nextensions:\n");
+        for n in ["spin", "tailscale"] {
+            let i = &self.images[n];
+            y.push_str(&format!("  - name: {n}\n    image: {}\n    digest: {}\n", i.upstream_reference, i.index_digest));
+        }
+        std::fs::create_dir_all(dir)?;
+        let p = dir.join("extensions-lock.yaml");
+        std::fs::write(&p, y)?;
+        Ok(p)
+    }
+}

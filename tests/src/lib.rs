@@ -7,11 +7,13 @@
 //! - [`extensions`]: the stand-in spin and tailscale extension images;
 //! - [`build`]: what `scripts/fixtures` runs (`cargo run -p moonboot-tests --bin fixtures`);
 //! - [`fixtures`]: `target/fixtures/fixtures.json`, read by the tests;
-//! - [`qemu`]: boot a guest and wait for console marker lines.
+//! - [`qemu`]: boot a guest and wait for console marker lines;
+//! - [`stage1`]: the static `talos-agent` and the first-stage initramfs of the kexec tests.
 #![deny(missing_docs)]
 
 pub mod build;
 pub mod cpio;
+pub mod demo;
 pub mod extensions;
 pub mod faulty;
 pub mod fixtures;
@@ -19,4 +21,5 @@ pub mod kmod;
 pub mod oci;
 pub mod qemu;
 pub mod registry;
+pub mod stage1;
 pub mod zboot;

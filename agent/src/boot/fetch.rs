@@ -92,13 +92,16 @@ impl Error {
     /// The exit code `talos-agent boot` documents for this error: 3 unreachable source,
     /// 4 verification failure, 5 invalid content.
     pub fn exit_code(&self) -> u8 {
+        use super::exit;
         use moonboot_registry::Error as R;
         match self {
-            Error::Registry(R::DigestMismatch { .. } | R::SizeMismatch { .. }) | Error::UrlDigest { .. } => 4,
-            Error::Registry(R::Unavailable { .. } | R::AuthFile(_) | R::CaFile { .. } | R::Push { .. }) => 3,
-            Error::Url { .. } => 3,
-            Error::Memfd(_) => 1,
-            _ => 5,
+            Error::Registry(R::DigestMismatch { .. } | R::SizeMismatch { .. }) | Error::UrlDigest { .. } => exit::VERIFY,
+            Error::Registry(R::Unavailable { .. } | R::AuthFile(_) | R::CaFile { .. } | R::Tls { .. } | R::Push { .. }) => {
+                exit::UNAVAILABLE
+            }
+            Error::Url { .. } => exit::UNAVAILABLE,
+            Error::Memfd(_) => exit::INTERNAL,
+            _ => exit::CONTENT,
         }
     }
 }

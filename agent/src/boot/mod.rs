@@ -129,7 +129,7 @@ pub struct Args {
     #[arg(long)]
     pub no_network_carry_over: bool,
     /// Give up after this long (e.g. 90s, 10m); covers resolving and every download.
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::wait::parse_duration)]
     pub timeout: Duration,
     /// Retries per registry endpoint (or URL) for transient failures.
     #[arg(long, value_name = "N", default_value_t = 4)]
@@ -144,21 +144,6 @@ pub struct Args {
     /// Print the result (or the error) as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Parses `90s`, `10m`, `1h`, `500ms` or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 10m or 1h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "ms" => return Ok(Duration::from_millis(n)),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    Ok(Duration::from_secs(secs))
 }
 
 static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -464,19 +449,4 @@ async fn boot(args: &Args) -> Result<Plan, Failure> {
     // Still here: the reboot failed. Unload so that nothing is left behind.
     let _ = kexec::unload();
     Err(Failure::new(exit::KEXEC, format!("reboot(LINUX_REBOOT_CMD_KEXEC): {err}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
-    }
 }

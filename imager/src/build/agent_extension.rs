@@ -60,13 +60,30 @@ pub fn compile(arch: &str) -> Result<PathBuf> {
     }
     let triple = triple(arch)?;
     let target_dir = ws.join("target/cross");
-    let status = std::process::Command::new("/usr/bin/cargo")
+    let mut cmd = std::process::Command::new("/usr/bin/cargo");
+    // What an outer cargo (a test run, `cargo run`) set must not leak into this build.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_MAKEFLAGS",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
         .current_dir(&ws)
         .env("RUSTC", "/usr/bin/rustc")
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "aarch64-linux-gnu-gcc")
-        .args(["build", "--release", "--locked", "-p", "talos-agent", "--target", triple, "--target-dir"])
+        .env("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc")
+        .env("AR_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-ar")
+        .args(["build", "--release", "--quiet", "--locked", "-p", "talos-agent", "--target", triple, "--target-dir"])
         .arg(&target_dir)
+        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .status()
         .context("running /usr/bin/cargo (Debian's cargo; scripts/setup installs it)")?;

@@ -14,6 +14,8 @@
 //! - `initramfs-metal-<arch>.xz`: the initramfs with extensions (a zstd stream despite `.xz`);
 //! - `cmdline-metal-<arch>`, `cmdline-aws-<arch>`: the command lines (no trailing newline);
 //! - `boot-<arch>/`: the boot artifact as an OCI image layout (tag = Talos version);
+//! - `extension-talos-agent-<arch>/`: the talos-agent extension as an OCI image layout (what
+//!   `imager extension build` writes), for `imager publish`; absent with `--no-talos-agent`;
 //! - `build.json`: every input and output by digest, the tool version;
 //! - `SHA256SUMS`: `sha256sum -c` format, every other file, sorted by path.
 //!
@@ -343,11 +345,14 @@ pub fn run(args: &Args) -> Result<()> {
             ext,
         });
     }
+    // The talos-agent extension's own image layer (written as `extension-talos-agent-<arch>/`).
+    let mut agent_layer: Option<(Vec<u8>, String)> = None;
     if let Some(job) = agent_job {
         let bin = job.join().map_err(|_| anyhow::anyhow!("the talos-agent build thread panicked"))??;
         let bin_digest = Sha256Digest::of(&bin).to_string();
         let tree = agent_extension::tree(bin)?;
         let (ext, manifest) = validate(&tree, "built from this repository", &talos_semver)?;
+        agent_layer = Some((agent_extension::layer_tar(&tree, epoch)?, manifest.metadata.version.clone()));
         validated.push(Validated {
             input: ExtensionInput {
                 name: manifest.metadata.name.clone(),
@@ -428,8 +433,22 @@ pub fn run(args: &Args) -> Result<()> {
         },
     )?;
 
+    let agent_image = match &agent_layer {
+        Some((tar, version)) => Some(artifact::write_extension_image(
+            &out.join(format!("extension-talos-agent-{arch}")),
+            arch,
+            tar,
+            epoch,
+            version,
+        )?),
+        None => None,
+    };
+
     let mut outputs = sums(&out)?;
     outputs.insert(format!("boot-{arch}@manifest"), boot.digest.clone());
+    if let Some(desc) = &agent_image {
+        outputs.insert(format!("extension-talos-agent-{arch}@manifest"), desc.digest.clone());
+    }
     let build = BuildJson {
         tool: Tool { name: "imager", version: env!("CARGO_PKG_VERSION") },
         arch: arch.to_string(),
@@ -454,7 +473,7 @@ pub fn run(args: &Args) -> Result<()> {
     json.push(b'\n');
     write("build.json", &json)?;
     let mut all = build.outputs;
-    all.remove(&format!("boot-{arch}@manifest"));
+    all.retain(|k, _| !k.ends_with("@manifest"));
     all.insert("build.json".to_string(), Sha256Digest::of(&json).to_string());
     let mut sums_text = String::new();
     for (path, digest) in all {

@@ -71,6 +71,7 @@ pub struct Node {
 
 impl Node {
     /// The value of property `name`.
+    #[cfg(test)]
     pub fn property(&self, name: &str) -> Option<&[u8]> {
         self.properties.iter().find(|p| p.name == name).map(|p| p.value.as_slice())
     }
@@ -91,6 +92,7 @@ impl Node {
     }
 
     /// The direct child called `name`.
+    #[cfg(test)]
     pub fn child(&self, name: &str) -> Option<&Node> {
         self.children.iter().find(|c| c.name == name)
     }

@@ -126,8 +126,9 @@ pub fn usable_ram(resources: &[Resource]) -> Result<Vec<RangeInclusive<u64>>, Io
 mod tests {
     use super::*;
 
-    /// `/proc/iomem` of Debian's 6.1 arm64 cloud kernel under `qemu-system-aarch64 -M virt -m 1536`
-    /// (direct kernel boot, no UEFI), shape as printed by that kernel.
+    /// Modelled on `/proc/iomem` of an arm64 kernel under `qemu-system-aarch64 -M virt -m 1536`
+    /// (direct kernel boot, no UEFI): devices, one System RAM range with the kernel's code and
+    /// data and memblock `reserved` regions nested in it (addresses illustrative).
     const QEMU_VIRT: &str = "\
 00000000-03ffffff : LNRO0015:00
 04000000-07ffffff : LNRO0015:01

@@ -167,9 +167,6 @@ pub enum KexecError {
     /// The kernel given to the arm64 `kexec_load` path is not a raw arm64 `Image`.
     #[error("kexec_load needs a raw arm64 Image (magic ARM\\x64 at offset 56); this kernel is not one")]
     NotArm64Image,
-    /// `reboot(LINUX_REBOOT_CMD_KEXEC)` returned.
-    #[error("reboot(LINUX_REBOOT_CMD_KEXEC): {0}")]
-    Exec(io::Error),
 }
 
 /// Largest command line buffer, NUL included (`COMMAND_LINE_SIZE` on arm64 and x86).
@@ -435,12 +432,6 @@ pub fn exec() -> io::Error {
         Ok(never) => match never {},
         Err(e) => e.into(),
     }
-}
-
-/// Whether a kernel is loaded for kexec now (`/sys/kernel/kexec_loaded` is `1`); None when the
-/// file is absent (kernel without kexec).
-pub fn loaded() -> Option<bool> {
-    std::fs::read_to_string("/sys/kernel/kexec_loaded").ok().map(|s| s.trim() == "1")
 }
 
 /// Which call [`load`] would use here, from the running kernel's config (`/proc/config.gz`, else

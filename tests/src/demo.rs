@@ -1,0 +1,278 @@
+//! The main job, end to end, on one machine (issue "Readiness for cluster bootstrap", README's
+//! first command): `imager build --arch arm64` against the fixture registry → `imager publish` to
+//! it → `talos-agent wait` on loopback → an arm64 QEMU VM whose first stage runs
+//! `talos-agent boot` against the published boot artifact → kexec → the stand-in Talos init
+//! mounts the extensions and starts `ext-talos-agent` → `talos-agent report` reaches `wait`.
+//!
+//! Everything runs under software emulation (QEMU TCG, no KVM): boot times are those of an
+//! emulated Cortex-A57, many times slower than a Graviton instance. The stand-in Talos init is a
+//! TEST PROGRAM (see `tests/standin-init`), not Talos.
+
+use crate::fixtures::{ArchFixtures, Fixtures};
+use crate::qemu::{BootSpec, Guest};
+use crate::stage1::{self, Stage1};
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What the demo is asked to do.
+pub struct Options {
+    /// Working directory (build output, logs); created.
+    pub work: PathBuf,
+    /// `configured` boots the stand-in with `standin.apid=configured` (apid asks for a client
+    /// certificate) and waits for that phase instead of `maintenance_ready`.
+    pub configured: bool,
+    /// Print progress lines on stderr.
+    pub verbose: bool,
+}
+
+/// What happened.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The published index digest and the arm64 manifest digest.
+    pub published: Value,
+    /// The reference the VM booted.
+    pub boot_reference: String,
+    /// One JSON object per node, as `talos-agent wait --json` printed them.
+    pub nodes: Vec<Value>,
+    /// The table `wait` printed last (stderr), for humans.
+    pub wait_log: String,
+    /// What the VM's console printed.
+    pub console: Vec<String>,
+    /// The SPKI fingerprint the stand-in apid printed.
+    pub served_fingerprint: Option<String>,
+    /// Seconds from QEMU start to `wait` exiting successfully.
+    pub seconds_to_phase: f64,
+    /// Seconds of each step: build, publish, boot.
+    pub step_seconds: Vec<(&'static str, f64)>,
+}
+
+/// The marker the stand-in init prints before each of its lines.
+pub const STANDIN_MARK: &str = "MOONBOOT-STANDIN-INIT:";
+
+fn say(o: &Options, s: &str) {
+    if o.verbose {
+        eprintln!("demo: {s}");
+    }
+}
+
+/// Builds the host's release `imager` and `talos-agent` (cargo's fingerprints make this a no-op
+/// when nothing changed) and returns their paths.
+pub fn host_binaries() -> Result<(PathBuf, PathBuf)> {
+    let root = stage1::workspace();
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "CARGO_MAKEFLAGS"] {
+        cmd.env_remove(var);
+    }
+    let out = cmd
+        .current_dir(&root)
+        .args(["build", "--release", "--quiet", "--locked", "-p", "moonboot-imager", "-p", "talos-agent"])
+        .stdin(Stdio::null())
+        .output()
+        .context("running cargo build")?;
+    if !out.status.success() {
+        bail!("cargo build --release failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let dir = root.join("target/release");
+    Ok((dir.join("imager"), dir.join("talos-agent")))
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("{what}: starting {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out.stdout)
+}
+
+/// A free loopback TCP port (bound and released; good enough for a test machine).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Kills the child on drop.
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the demo.
+///
+/// # Errors
+/// Any step that fails, with its output.
+pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
+    let a: &ArchFixtures = f.arches.get("arm64").context("fixtures have no arm64")?;
+    std::fs::create_dir_all(&o.work)?;
+    let mut steps = Vec::new();
+
+    say(o, "building the host tools (imager, talos-agent) and the static aarch64 talos-agent");
+    let (imager, agent_host) = host_binaries()?;
+    let agent_arm64 = stage1::build_static_agent("arm64")?;
+
+    // 1. imager build --arch arm64
+    let out = o.work.join("_out");
+    let lock = f.write_extensions_lock(&o.work)?;
+    say(o, &format!("imager build --arch arm64 --registry-mirror {} → {}", f.mirror, out.display()));
+    let t = Instant::now();
+    run(
+        Command::new(&imager)
+            .env("MOONBOOT_EXTENSIONS_LOCK", &lock)
+            .args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
+            .arg("--agent-binary")
+            .arg(&agent_arm64)
+            .arg("--output")
+            .arg(&out),
+        "imager build",
+    )?;
+    steps.push(("imager build", t.elapsed().as_secs_f64()));
+
+    // 2. imager publish
+    let target = format!("{}/moonboot/boot:demo", f.registry);
+    say(o, &format!("imager publish --to {target}"));
+    let t = Instant::now();
+    let published = run(
+        Command::new(&imager)
+            .args(["publish", "--to", &target, "--arch", "arm64", "--insecure-registry", &f.registry, "--json"])
+            .arg("--output")
+            .arg(&out),
+        "imager publish",
+    )?;
+    steps.push(("imager publish", t.elapsed().as_secs_f64()));
+    let published: Value = serde_json::from_slice(&published).context("imager publish --json output")?;
+    let index = published["boot"]["index_digest"]
+        .as_str()
+        .with_context(|| format!("no index digest in publish output: {published}"))?
+        .to_string();
+    // The VM reaches the host's loopback registry as 10.0.2.2 (QEMU user networking).
+    let port = f.registry.rsplit(':').next().unwrap_or("5055");
+    let guest_registry = format!("10.0.2.2:{port}");
+    let boot_reference = format!("{guest_registry}/moonboot/boot@{index}");
+
+    // 3. talos-agent wait on loopback
+    let token = format!("demo-{:016x}", rand_u64());
+    let wait_port = free_port()?;
+    let until = if o.configured { "configured" } else { "maintenance_ready" };
+    say(o, &format!("talos-agent wait --listen 127.0.0.1:{wait_port} --nodes 1 --until {until}"));
+    let wait_log = o.work.join("wait.log");
+    let mut wait = Killed(
+        Command::new(&agent_host)
+            .args(["wait", "--listen", &format!("127.0.0.1:{wait_port}"), "--token", &token, "--nodes", "1"])
+            .args(["--until", until, "--timeout", "15m", "--json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&wait_log)?)
+            .spawn()
+            .context("starting talos-agent wait")?,
+    );
+
+    // 4. the arm64 VM: stage 1 runs talos-agent boot
+    let mut extra = format!("--extra-kernel-arg console={}", a.console);
+    if o.configured {
+        extra.push_str(" --extra-kernel-arg standin.apid=configured");
+    }
+    let script = format!(
+        "echo STAGE1: running talos-agent boot\n\
+         talos-agent boot {boot_reference} --insecure-registry {guest_registry} --platform metal \
+         --report http://10.0.2.2:{wait_port}/ --report-token {token} --node demo-node-1 {extra}\n\
+         fail \"talos-agent boot returned $?\""
+    );
+    let stage = stage1::build(
+        &Stage1 { arch: a, script: &script, files: vec![("usr/bin/talos-agent".into(), agent_arm64.clone(), true)] },
+        &o.work,
+    )?;
+    let log = o.work.join("console-arm64.log");
+    say(o, &format!("booting the arm64 VM under QEMU (software emulation); console in {}", log.display()));
+    let append = format!("console={} panic=-1 rdinit=/init", a.console);
+    let extra_args: Vec<String> =
+        ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"].iter().map(|s| s.to_string()).collect();
+    let t = Instant::now();
+    let mut guest = Guest::boot(&BootSpec {
+        qemu: &a.qemu_binary,
+        machine_args: &a.qemu_machine_args,
+        kernel: &a.kernel_image,
+        initrd: &stage,
+        append: &append,
+        extra: &extra_args,
+        log: &log,
+    })?;
+
+    // 5. wait exits when the node reached the phase.
+    let stdout = wait.0.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut nodes = Vec::new();
+    let status = loop {
+        while let Ok(line) = rx.try_recv() {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                nodes.push(v);
+            }
+        }
+        if let Some(status) = wait.0.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            bail!("no readiness report within 10 minutes; console in {}, wait log in {}", log.display(), wait_log.display());
+        }
+        // Watch the console meanwhile: a failed first stage or a dead VM ends the demo at once.
+        match guest.wait_for("a stage-1 error", Instant::now() + Duration::from_millis(100), |l| {
+            l.contains("STAGE1: error")
+        }) {
+            Ok(line) => bail!("the VM's first stage failed: {line}; console in {}", log.display()),
+            Err(e) if e.to_string().starts_with("QEMU exited") => bail!("{e:#}"),
+            Err(_) => {}
+        }
+    };
+    let seconds_to_phase = t.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(100));
+    while let Ok(line) = rx.try_recv() {
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            nodes.push(v);
+        }
+    }
+    steps.push(("VM power-on to phase", seconds_to_phase));
+    let wait_text = std::fs::read_to_string(&wait_log).unwrap_or_default();
+    if !status.success() {
+        bail!("talos-agent wait exited with {status}: {}", wait_text.trim());
+    }
+    // Give the console a moment to flush, then stop the VM.
+    let _ = guest.wait_for("console", Instant::now() + Duration::from_millis(500), |_| false);
+    let console = guest.lines().to_vec();
+    drop(guest);
+    let served_fingerprint = console.iter().find_map(|l| {
+        let i = l.find("apid fingerprint=")?;
+        Some(l[i + "apid fingerprint=".len()..].split_whitespace().next()?.to_string())
+    });
+    Ok(Outcome {
+        published,
+        boot_reference,
+        nodes,
+        wait_log: wait_text,
+        console,
+        served_fingerprint,
+        seconds_to_phase,
+        step_seconds: steps,
+    })
+}
+
+/// A random u64 from the kernel (for tokens).
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    u64::from_le_bytes(b)
+}

@@ -1,0 +1,58 @@
+//! The README's main job as an end-to-end test: imager build → publish → wait → arm64 VM runs
+//! `talos-agent boot` → kexec → stand-in Talos starts `ext-talos-agent` → its report reaches
+//! `wait`. Asserts what `wait` received against what the VM printed: the phase, the apid SPKI
+//! fingerprint the stand-in served, the carried-over address and the extension list. Run twice:
+//! apid in maintenance mode (`maintenance_ready`) and asking for a client certificate
+//! (`configured`). Software emulation; slow (minutes).
+
+use moonboot_tests::demo::{run_demo, Options, Outcome};
+use moonboot_tests::fixtures::with_registry;
+use moonboot_tests::qemu::have;
+use serde_json::Value;
+
+fn demo(test: &str, configured: bool) -> Option<Outcome> {
+    let f = with_registry(test)?;
+    if !have(&f.arches["arm64"].qemu_binary) {
+        moonboot_tests::fixtures::skip(test, "qemu-system-aarch64 is not installed (run scripts/setup)");
+        return None;
+    }
+    let work = std::env::temp_dir().join(format!("moonboot-{test}-{}", std::process::id()));
+    let out = run_demo(&f, &Options { work: work.clone(), configured, verbose: true })
+        .unwrap_or_else(|e| panic!("{test}: {e:#}"));
+    let _ = std::fs::remove_dir_all(&work);
+    Some(out)
+}
+
+fn check(out: &Outcome, phase: &str) -> Value {
+    assert_eq!(out.nodes.len(), 1, "one node reported: {:#?}", out.nodes);
+    let n = out.nodes[0].clone();
+    assert_eq!(n["node"], "demo-node-1", "{n}");
+    assert_eq!(n["phase"], phase, "{n}");
+    let served = out.served_fingerprint.as_deref().expect("the stand-in apid printed its fingerprint");
+    assert_eq!(n["fingerprint"].as_str(), Some(served), "reported fingerprint = served certificate's");
+    let addresses: Vec<&str> = n["addresses"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(addresses.contains(&"10.0.2.15"), "the carried-over address: {n}");
+    let ext: Vec<String> =
+        n["extensions"].as_array().expect("extensions").iter().filter_map(|e| e.as_str().map(String::from)).collect();
+    for name in ["spin@", "tailscale@", "talos-agent@"] {
+        assert!(ext.iter().any(|e| e.starts_with(name)), "{name} in the extension list: {ext:?}");
+    }
+    // The second kernel really booted the published artifact with our command line.
+    let cmdline = out
+        .console
+        .iter()
+        .find(|l| l.contains(&format!("{} cmdline=", moonboot_tests::demo::STANDIN_MARK)))
+        .expect("the stand-in init printed its command line");
+    assert!(cmdline.contains("talos_agent.report=http://10.0.2.2:"), "{cmdline}");
+    assert!(cmdline.contains("ip=10.0.2.15"), "{cmdline}");
+    eprintln!("demo ({phase}): VM power-on to {phase} in {:.1} s (software emulation)", out.seconds_to_phase);
+    n
+}
+
+#[test]
+fn demo_reaches_maintenance_ready_then_configured() {
+    let Some(out) = demo("demo_reaches_maintenance_ready", false) else { return };
+    check(&out, "maintenance_ready");
+    let Some(out) = demo("demo_reaches_configured", true) else { return };
+    check(&out, "configured");
+}

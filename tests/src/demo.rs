@@ -172,7 +172,8 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
     );
 
     // 4. the arm64 VM: stage 1 runs talos-agent boot
-    let mut extra = format!("--extra-kernel-arg console={}", a.console);
+    // `standin.hold`: the stand-in init keeps running (and serving apid) instead of powering off.
+    let mut extra = format!("--extra-kernel-arg console={} --extra-kernel-arg standin.hold", a.console);
     if o.configured {
         extra.push_str(" --extra-kernel-arg standin.apid=configured");
     }

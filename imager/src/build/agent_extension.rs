@@ -79,8 +79,6 @@ pub fn compile(arch: &str) -> Result<PathBuf> {
         .env("RUSTC", "/usr/bin/rustc")
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "aarch64-linux-gnu-gcc")
-        .env("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc")
-        .env("AR_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-ar")
         .args(["build", "--release", "--quiet", "--locked", "-p", "talos-agent", "--target", triple, "--target-dir"])
         .arg(&target_dir)
         .stdin(std::process::Stdio::null())

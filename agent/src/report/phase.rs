@@ -342,8 +342,6 @@ fn subject_public_key_info(cert_der: &[u8]) -> Result<&[u8], &'static str> {
 mod tests {
     use super::*;
     use rustls::pki_types::PrivateKeyDer;
-    use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-    use rustls::DistinguishedName;
     use std::net::TcpListener;
     use std::thread;
 
@@ -357,43 +355,6 @@ mod tests {
         (cert.der().clone(), PrivateKeyDer::try_from(key.serialize_der()).unwrap(), spki)
     }
 
-    /// Requires a client certificate and accepts any (like apid, minus the CA check).
-    #[derive(Debug)]
-    struct AnyClientCert(Arc<CryptoProvider>);
-
-    impl ClientCertVerifier for AnyClientCert {
-        fn root_hint_subjects(&self) -> &[DistinguishedName] {
-            &[]
-        }
-        fn verify_client_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _now: UnixTime,
-        ) -> Result<ClientCertVerified, rustls::Error> {
-            Ok(ClientCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            m: &[u8],
-            c: &CertificateDer<'_>,
-            d: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-        }
-        fn verify_tls13_signature(
-            &self,
-            m: &[u8],
-            c: &CertificateDer<'_>,
-            d: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-        }
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-
     /// Serves `accepts` TLS handshakes on a loopback port with a fresh self-signed certificate;
     /// returns the address and the SPKI DER of the served key.
     fn serve(
@@ -401,16 +362,10 @@ mod tests {
         versions: &'static [&'static rustls::SupportedProtocolVersion],
         accepts: usize,
     ) -> (SocketAddr, Vec<u8>) {
-        let (cert, key, spki) = self_signed();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder =
-            rustls::ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions).unwrap();
-        let builder = if request_client_cert {
-            builder.with_client_cert_verifier(Arc::new(AnyClientCert(provider)))
-        } else {
-            builder.with_no_client_auth()
-        };
-        let config = Arc::new(builder.with_single_cert(vec![cert], key).unwrap());
+        // The stand-in Talos init's apid server (tests/standin-init), so unit tests and the QEMU
+        // tests face the same server.
+        let tls = standin_init::apid_tls(request_client_cert, versions).unwrap();
+        let (config, spki) = (tls.config, tls.spki);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         thread::spawn(move || {

@@ -13,58 +13,8 @@
 //! agent reports. No API is served: after the handshake the connection is closed.
 
 use std::net::TcpListener;
-use std::sync::Arc;
-
-use base64::Engine as _;
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use sha2::{Digest, Sha256};
 
 use crate::{say, Result};
-
-/// Requires a client certificate and accepts any (signatures are still checked).
-#[derive(Debug)]
-struct AnyClientCert(Arc<CryptoProvider>);
-
-impl ClientCertVerifier for AnyClientCert {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
 
 /// `configured` when `standin.apid=configured` is on the command line, else `maintenance`.
 pub fn mode(cmdline: &str) -> &'static str {
@@ -79,26 +29,8 @@ pub fn mode(cmdline: &str) -> &'static str {
 /// in a background thread.
 pub fn start(cmdline: &str) -> Result<()> {
     let mode = mode(cmdline);
-    let key = rcgen::KeyPair::generate().map_err(|e| format!("apid: generating a key: {e}"))?;
-    let mut params = rcgen::CertificateParams::new(vec!["talos-standin".to_string()])
-        .map_err(|e| format!("apid: certificate parameters: {e}"))?;
-    params.subject_alt_names.push(rcgen::SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-    let cert = params.self_signed(&key).map_err(|e| format!("apid: self-signing: {e}"))?;
-    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
-    let fingerprint = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&spki));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(rustls::ALL_VERSIONS)
-        .map_err(|e| format!("apid: {e}"))?;
-    let builder = if mode == "configured" {
-        builder.with_client_cert_verifier(Arc::new(AnyClientCert(provider)))
-    } else {
-        builder.with_no_client_auth()
-    };
-    let key_der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| format!("apid: key: {e}"))?;
-    let mut config = builder.with_single_cert(vec![cert.der().clone()], key_der).map_err(|e| format!("apid: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let config = Arc::new(config);
+    let tls = standin_init::apid_tls(mode == "configured", rustls::ALL_VERSIONS)?;
+    let (config, fingerprint) = (tls.config, tls.fingerprint);
     let listener = TcpListener::bind("0.0.0.0:50000").map_err(|e| format!("apid: listening on :50000: {e}"))?;
     say(&format!("apid fingerprint={fingerprint} mode={mode} listening on :50000"));
     std::thread::spawn(move || {

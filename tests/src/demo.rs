@@ -180,7 +180,7 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
     let script = format!(
         "echo STAGE1: running talos-agent boot\n\
          talos-agent boot {boot_reference} --insecure-registry {guest_registry} --platform metal \
-         --report http://10.0.2.2:{wait_port}/ --report-token {token} --node demo-node-1 {extra}\n\
+         --report http://10.0.2.2:{wait_port}/v1/report --report-token {token} --node demo-node-1 {extra}\n\
          fail \"talos-agent boot returned $?\""
     );
     let stage = stage1::build(

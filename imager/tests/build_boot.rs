@@ -1,7 +1,7 @@
 //! Boots the initramfs `imager build` made (against the fixture registry) under QEMU with the
 //! stand-in Talos init (a TEST PROGRAM, see tests/README.md) and checks what it prints: the three
 //! extension layers mounted in Talos's order with the overlay on top, and the talos-agent
-//! extension service started (`ext-talos-agent: talos-agent report vX.Y.Z starting`).
+//! extension service started (`ext-talos-agent: talos-agent report: talos-agent report vX.Y.Z starting`).
 //!
 //! The talos-agent binary is `$MOONBOOT_AGENT_BINARY` when set, else the imager cross-compiles it.
 //! Skipped with a reason when the fixtures or QEMU are absent (a failure under
@@ -67,10 +67,12 @@ fn standin_init_boots_the_built_initramfs_and_starts_talos_agent() {
         log: &log,
     })
     .unwrap();
-    let want = format!("ext-talos-agent: talos-agent report v{} starting", env!("CARGO_PKG_VERSION"));
+    // The stand-in prefixes the service's output with `ext-talos-agent:` (and the agent its own
+    // `talos-agent report:`).
+    let want = format!("talos-agent report v{} starting", env!("CARGO_PKG_VERSION"));
     let end = guest
         .wait_for("the talos-agent extension service's first line", deadline, |l| {
-            l.contains(&want) || l.contains(&format!("{MARK} error:"))
+            (l.starts_with("ext-talos-agent:") && l.contains(&want)) || l.contains(&format!("{MARK} error:"))
         })
         .unwrap();
     assert!(end.contains(&want), "the stand-in init failed: {end} (console log {})", log.display());

@@ -42,6 +42,9 @@ pub use manifest::{Descriptor, Document, ImageManifest, IndexEntry};
 pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
 /// Largest image config read by [`Registry::resolve`], in bytes.
 pub const MAX_CONFIG_SIZE: u64 = 1 << 20;
+/// Blobs of at least this many bytes (1 MiB) are requested with `Range: bytes=0-` so that only
+/// our own SHA-256 pass runs over them (see `fetch_attempt`).
+const RANGE_FROM_ZERO_MIN: u64 = 1 << 20;
 
 /// How to reach registries.
 #[derive(Debug, Clone)]
@@ -569,7 +572,11 @@ impl Registry {
             size: desc.size as i64,
             ..Default::default()
         };
-        let response = if *offset == 0 {
+        // Large blobs are asked for with `Range: bytes=OFFSET-` even from byte 0: oci-client
+        // hashes a full (200) response itself, which would be a second SHA-256 pass over every
+        // byte on top of `hasher`, the one our caller checks; a partial (206) response it leaves
+        // to us. Small blobs (and empty ones, where a range is unsatisfiable) use a plain GET.
+        let response = if *offset == 0 && desc.size < RANGE_FROM_ZERO_MIN {
             self.client.pull_blob_stream(oref, &layer).await.map(|s| (s, 0u64))
         } else {
             match self.client.pull_blob_stream_partial(oref, &layer, *offset, None).await {

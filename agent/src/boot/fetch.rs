@@ -45,6 +45,9 @@ pub const MAX_LAYER_EXPANSION: u64 = 64;
 /// Chunks in flight between a download and its extractor thread (each ≤ a few hundred KiB).
 const CHANNEL_DEPTH: usize = 32;
 
+/// Read size when copying a file out of a layer into its memfd: 1 MiB.
+const COPY_BUFFER: usize = 1 << 20;
+
 /// Why fetching failed; [`Error::exit_code`] maps each to the documented exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -305,8 +308,9 @@ fn extract_tar<R: Read>(r: R, wanted: &[Wanted], layer: &str) -> Result<Vec<(Str
         }
         let mut file = memfd(&path.replace('/', "_"))?;
         let mut hashing = boot_artifact::digest::HashingWriter::new(&mut file);
-        let copied =
-            io::copy(&mut (&mut entry).take(w.limit), &mut hashing).map_err(|e| refused(format!("{path}: {e}")))?;
+        // 1 MiB reads: io::copy's own 8 KiB buffer would mean one write(2) into the memfd per 8 KiB.
+        let mut reader = io::BufReader::with_capacity(COPY_BUFFER, (&mut entry).take(w.limit));
+        let copied = io::copy(&mut reader, &mut hashing).map_err(|e| refused(format!("{path}: {e}")))?;
         let sha256 = hashing.digest();
         found.push((path, Memfile { file, len: copied, sha256 }));
     }

@@ -244,7 +244,7 @@ pub fn write_boot_artifact(dir: &Path, a: &BootArtifact<'_>) -> Result<Descripto
 /// I/O.
 pub fn write_extension_image(dir: &Path, arch: &str, layer_tar: &[u8], epoch: u64, tag: &str) -> Result<Descriptor> {
     let layout = Layout::create(dir)?;
-    let mut gz = flate2::GzBuilder::new().mtime(0).operating_system(255).write(Vec::new(), flate2::Compression::best());
+    let mut gz = flate2::GzBuilder::new().mtime(0).operating_system(255).write(Vec::new(), flate2::Compression::default());
     gz.write_all(layer_tar)?;
     let blob = gz.finish()?;
     let layer = layout.blob(LAYER_GZIP_MEDIA_TYPE, &blob)?;

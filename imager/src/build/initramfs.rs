@@ -29,8 +29,14 @@ use crate::extension::Metadata;
 
 use super::cpio;
 
-/// zstd level Talos's imager compresses the appended archive with (`zstd -T0 -18`).
+/// zstd level Talos's imager compresses the appended archive with (`zstd -T0 -18`, talos
+/// v1.10.5 `pkg/imager/extensions/rebuild.go`). Used whenever the archive carries files of its
+/// own (firmware, microcode moved out of the extensions), which a strong level does shrink.
 pub const ZSTD_LEVEL: i32 = 18;
+/// zstd level for an appended archive that holds only the squashfs images (already zstd -18
+/// inside) and `extensions.yaml`: recompressing those at 18 gains under 0.1% (1.7 KB of 2.2 MB
+/// on the operator's image, measured) and was a third of the build's time.
+pub const SQUASHFS_ONLY_ZSTD_LEVEL: i32 = 6;
 /// zstd multithreading job size of the appended archive: 1 MiB.
 pub const JOB_SIZE: u32 = 1 << 20;
 
@@ -391,13 +397,14 @@ pub fn assemble(
         }
     }
 
-    progress("compressing the extensions archive (zstd -18)");
+    let level = if extra.is_empty() { SQUASHFS_ONLY_ZSTD_LEVEL } else { ZSTD_LEVEL };
+    progress(&format!("compressing the extensions archive (zstd -{level})"));
     let mut late = cpio::Writer::new(Vec::new(), mtime);
     for (p, item) in late_entries {
         item.write(&mut late, p)?;
     }
     let (late_cpio, _) = late.finish()?;
-    let compressed = compress_zstd(&late_cpio, zstd_workers)?;
+    let compressed = compress_zstd(&late_cpio, level, zstd_workers)?;
 
     let mut initramfs = Vec::with_capacity(base.len() + compressed.len() + 4096);
     if any_early {
@@ -427,14 +434,14 @@ impl ArchiveItem<'_> {
     }
 }
 
-/// One zstd frame at [`ZSTD_LEVEL`] with a content checksum (as the `zstd` command writes by
-/// default), in [`JOB_SIZE`] jobs on `workers` threads; zstd's output depends on the job size but
-/// not on the number of workers ≥ 1.
+/// One zstd frame at `level` with a content checksum (as the `zstd` command writes by default),
+/// in [`JOB_SIZE`] jobs on `workers` threads; zstd's output depends on the job size but not on
+/// the number of workers ≥ 1.
 ///
 /// # Errors
 /// Compression failures.
-pub fn compress_zstd(data: &[u8], workers: u32) -> std::io::Result<Vec<u8>> {
-    let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(data.len() + 1024), ZSTD_LEVEL)?;
+pub fn compress_zstd(data: &[u8], level: i32, workers: u32) -> std::io::Result<Vec<u8>> {
+    let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(data.len() + 1024), level)?;
     enc.multithread(workers.max(1))?;
     // A fixed job size makes the frame independent of the worker count and lets inputs of a few
     // MiB (the appended archive) use more than one core; level 18's default job is 32 MiB.
@@ -503,8 +510,8 @@ mod tests {
                 }
             })
             .collect();
-        let one = compress_zstd(&data, 1).unwrap();
-        assert_eq!(one, compress_zstd(&data, 2).unwrap());
+        let one = compress_zstd(&data, ZSTD_LEVEL, 1).unwrap();
+        assert_eq!(one, compress_zstd(&data, ZSTD_LEVEL, 2).unwrap());
         assert_eq!(zstd::stream::decode_all(&one[..]).unwrap(), data);
     }
 
@@ -512,7 +519,7 @@ mod tests {
     fn detects_zstd_after_a_leading_cpio() {
         let (early, _) = cpio::Writer::new(Vec::new(), 0).finish().unwrap();
         let mut b = early.clone();
-        b.extend_from_slice(&compress_zstd(b"x", 1).unwrap());
+        b.extend_from_slice(&compress_zstd(b"x", ZSTD_LEVEL, 1).unwrap());
         assert_eq!(detect(&b).unwrap(), Compression::Zstd);
         assert!(detect(&[0xfd, b'7', b'z', b'X', b'Z', 0, 1]).unwrap_err().to_string().contains("xz"));
     }

@@ -509,9 +509,19 @@ fn sums(dir: &Path) -> Result<BTreeMap<String, String>> {
                 walk(root, &p, out)?;
             } else {
                 let rel = p.strip_prefix(root).expect("under root").to_string_lossy().into_owned();
-                if rel != "SHA256SUMS" {
-                    out.insert(rel, Sha256Digest::of(&std::fs::read(&p)?).to_string());
+                if rel == "SHA256SUMS" {
+                    continue;
                 }
+                // An OCI layout blob was hashed from these very bytes when this build wrote it
+                // (its name is that digest): no second pass over the kernel and initramfs.
+                let named = rel
+                    .rsplit_once("/blobs/sha256/")
+                    .and_then(|(_, hex)| format!("sha256:{hex}").parse::<Sha256Digest>().ok());
+                let digest = match named {
+                    Some(d) => d,
+                    None => Sha256Digest::of(&std::fs::read(&p)?),
+                };
+                out.insert(rel, digest.to_string());
             }
         }
         Ok(())

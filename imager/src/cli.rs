@@ -98,3 +98,33 @@ pub struct CmdlineArgs {
     #[arg(long = "extra-kernel-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub extra_kernel_args: Vec<String>,
 }
+
+/// How to reach registries, shared by `build`, `inspect` and `extensions update`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RegistryFlags {
+    /// Registry mirror ORIGIN=HOST[:PORT] (e.g. ghcr.io=10.20.13.140:5000), tried before the
+    /// origin; repeatable, tried in the order given.
+    #[arg(long = "registry-mirror", value_name = "ORIGIN=HOST[:PORT]")]
+    pub registry_mirrors: Vec<String>,
+    /// Registry reached over plain HTTP instead of TLS; repeatable. Only the hosts named here.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+}
+
+impl RegistryFlags {
+    /// The registry client options these flags describe (mirrors parsed, insecure hosts as given).
+    ///
+    /// # Errors
+    /// A `--registry-mirror` that is not `ORIGIN=HOST[:PORT]`, named in the message.
+    pub fn options(&self) -> anyhow::Result<moonboot_registry::Options> {
+        let mut options = moonboot_registry::Options::default();
+        for m in &self.registry_mirrors {
+            options.mirrors.push(
+                m.parse::<boot_artifact::reference::Mirror>()
+                    .map_err(|e| anyhow::anyhow!("--registry-mirror {m}: {e}"))?,
+            );
+        }
+        options.insecure = self.insecure_registries.clone();
+        Ok(options)
+    }
+}

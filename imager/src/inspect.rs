@@ -29,8 +29,8 @@ use boot_artifact::artifact::{
 };
 use boot_artifact::digest::Sha256Digest;
 use boot_artifact::kernel::{self, KernelFormat, DETECT_LEN};
-use boot_artifact::reference::{Mirror, Reference};
-use moonboot_registry::{Options, Registry, Resolved};
+use boot_artifact::reference::Reference;
+use moonboot_registry::{Registry, Resolved};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Arch;
@@ -54,12 +54,8 @@ pub struct Args {
     /// Which architecture's image to show; default: the only one in a layout, else arm64.
     #[arg(long, value_enum)]
     pub arch: Option<Arch>,
-    /// Registry mirror ORIGIN=HOST[:PORT], tried before the origin. Repeatable.
-    #[arg(long = "registry-mirror", value_name = "ORIGIN=HOST[:PORT]")]
-    pub registry_mirrors: Vec<String>,
-    /// Registry reached over plain HTTP instead of TLS. Repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
-    pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub registry: crate::cli::RegistryFlags,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -713,9 +709,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .target
             .parse()
             .with_context(|| format!("{} is not a directory, so it must be an image reference", args.target))?;
-        let mirrors = args.registry_mirrors.iter().map(|m| m.parse::<Mirror>()).collect::<Result<Vec<_>, _>>()?;
-        let options = Options { mirrors, insecure: args.insecure_registries.clone(), ..Options::default() };
-        let registry = Registry::new(options)?;
+        let registry = Registry::new(args.registry.options()?)?;
         runtime.block_on(inspect_remote(&registry, &reference, arch.unwrap_or("arm64")))?
     };
     if args.json {

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use boot_artifact::digest::Sha256Digest;
-use boot_artifact::reference::{Mirror, Reference};
-use moonboot_registry::{Options, Registry};
+use boot_artifact::reference::Reference;
+use moonboot_registry::Registry;
 use serde::Serialize;
 
 use crate::build::profile::Lock;
@@ -26,12 +26,8 @@ pub struct Args {
     /// The lock file to update.
     #[arg(long, value_name = "FILE", default_value = "extensions/lock.yaml")]
     pub lock: PathBuf,
-    /// Registry mirror ORIGIN=HOST[:PORT], tried before the origin. Repeatable.
-    #[arg(long = "registry-mirror", value_name = "ORIGIN=HOST[:PORT]")]
-    pub registry_mirrors: Vec<String>,
-    /// Registry reached over plain HTTP instead of TLS. Repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
-    pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub registry: crate::cli::RegistryFlags,
     /// Print what changed as JSON.
     #[arg(long)]
     pub json: bool,
@@ -158,9 +154,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let source = args.lock.display().to_string();
     let text = std::fs::read_to_string(&args.lock).with_context(|| format!("reading {source}"))?;
     let lock = Lock::parse(&text).with_context(|| source.clone())?;
-    let mirrors = args.registry_mirrors.iter().map(|m| m.parse::<Mirror>()).collect::<Result<Vec<_>, _>>()?;
-    let registry =
-        Registry::new(Options { mirrors, insecure: args.insecure_registries.clone(), ..Options::default() })?;
+    let registry = Registry::new(args.registry.options()?)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
     let mut digests = Vec::new();
     let mut report = Vec::new();

@@ -241,22 +241,9 @@ impl LayerBuilder {
     }
 }
 
-/// Formats seconds since the epoch as RFC 3339 UTC (`2025-07-01T00:00:00Z`).
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
+/// Seconds since the epoch as RFC 3339 UTC: the imager's own function, so fixtures and builds
+/// write `created` the same way.
+pub use moonboot_imager::build::artifact::rfc3339;
 
 /// An OCI image layout being written to a directory.
 pub struct Layout {

@@ -10,7 +10,7 @@ use moonboot_tests::cpio;
 use moonboot_tests::extensions::{SPIN, SPIN_CRI_PART, TAILSCALE, TAILSCALE_SERVICE_SPEC};
 use moonboot_tests::fixtures::{Fixtures, PushedImage};
 use moonboot_tests::oci::{Index, Manifest, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
-use moonboot_tests::registry::{self, Repo};
+use moonboot_tests::registry::Repo;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::io::Read;

@@ -36,7 +36,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use boot_artifact::digest::Sha256Digest;
-use boot_artifact::reference::Mirror;
 use clap::Subcommand;
 use kernel_cmdline::preset::{self, TalosVersion};
 use serde::Serialize;
@@ -78,12 +77,8 @@ pub struct Args {
     /// Extra kernel argument (Talos merge rules), repeatable.
     #[arg(long = "extra-kernel-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub extra_kernel_args: Vec<String>,
-    /// Registry mirror ORIGIN=HOST[:PORT], tried before the origin; repeatable.
-    #[arg(long = "registry-mirror", value_name = "ORIGIN=HOST:PORT")]
-    pub registry_mirrors: Vec<String>,
-    /// Registry reached over plain HTTP; repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
-    pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub registry: crate::cli::RegistryFlags,
     /// Use this static talos-agent binary instead of cross-compiling it from the workspace.
     #[arg(long, value_name = "PATH")]
     pub agent_binary: Option<PathBuf>,
@@ -281,11 +276,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
 
-    let mut options = moonboot_registry::Options::default();
-    for m in &args.registry_mirrors {
-        options.mirrors.push(m.parse::<Mirror>().with_context(|| format!("--registry-mirror {m}"))?);
-    }
-    options.insecure = args.insecure_registries.clone();
+    let options = args.registry.options()?;
 
     // The temporary output directory sits next to the final one, so moving it is a rename.
     let parent = match args.output.parent() {

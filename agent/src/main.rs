@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod boot;
+mod error_chain;
 mod report;
 mod wait;
 

@@ -183,23 +183,8 @@ pub async fn detect(flag: Option<Platform>, dmi_dir: &Path, imds_base: &str, tim
     }
     match imds_instance_id(imds_base, timeout).await {
         Ok(instance_id) => Detected { platform: Platform::Aws, detection: Detection::Imds { instance_id } },
-        Err(e) => Detected { platform: Platform::Metal, detection: Detection::NotEc2 { imds: error_chain(&e) } },
+        Err(e) => Detected { platform: Platform::Metal, detection: Detection::NotEc2 { imds: crate::error_chain::chain(&e) } },
     }
-}
-
-/// The error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let next = c.to_string();
-        if !s.contains(&next) {
-            s.push_str(": ");
-            s.push_str(&next);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ impl Collector {
             // and fails where there are none, as in the extension service's container.
             b = b.tls_certs_only(Vec::new());
         }
-        let http = b.build().map_err(|e| format!("building the HTTP client: {}", chain(&e)))?;
+        let http = b.build().map_err(|e| format!("building the HTTP client: {}", crate::error_chain::chain(&e)))?;
         Ok(Self { http, url: url.to_string(), token: token.to_string() })
     }
 
@@ -135,21 +135,6 @@ impl Backoff {
     pub fn failures(&self) -> u32 {
         self.failures
     }
-}
-
-/// Renders an error with its chain of causes on one line (`a: b: c`).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -204,7 +204,7 @@ async fn run_async(args: Args) -> ExitCode {
                         return ExitCode::from(1);
                     }
                     let wait = backoff.fail();
-                    let msg = client::chain(&e);
+                    let msg = crate::error_chain::chain(&e);
                     if msg != last_error {
                         log(&format!("{msg} (retrying; next in {} s)", wait.as_secs()));
                         last_error = msg;
@@ -267,7 +267,7 @@ async fn gather(args: &Args, settings: &Settings, sequence: u64) -> Report {
                 address: addr.to_string(),
                 fingerprint: None,
                 client_cert_requested: None,
-                error: Some(client::chain(e)),
+                error: Some(crate::error_chain::chain(e)),
             },
         ),
     };

@@ -16,29 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use moonboot_imager::extension::tree::{Entry, Kind, Tree};
-use moonboot_tests::fixtures::{fixtures_dir, skip, Fixtures};
+use moonboot_tests::fixtures::{fixtures_dir, with_registry, Fixtures};
 
 const IMAGER: &str = env!("CARGO_BIN_EXE_imager");
-
-fn fixtures(test: &str) -> Option<Fixtures> {
-    let f = match Fixtures::load_default() {
-        Ok(Some(f)) => f,
-        Ok(None) => {
-            skip(test, "target/fixtures/fixtures.json is absent (run scripts/fixtures)");
-            return None;
-        }
-        Err(e) => panic!("{e:#}"),
-    };
-    let up = Command::new("curl")
-        .args(["-fsS", "-o", "/dev/null", "--max-time", "3", &format!("http://{}/v2/", f.registry)])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !up {
-        skip(test, &format!("the fixture registry {} does not answer (run scripts/fixtures)", f.registry));
-        return None;
-    }
-    Some(f)
-}
 
 /// A scratch directory under target/fixtures/tmp, fresh.
 fn scratch(name: &str) -> PathBuf {
@@ -124,7 +104,7 @@ struct Layer {
 #[test]
 fn default_build_holds_base_and_three_extensions_and_is_reproducible() {
     let test = "default_build_holds_base_and_three_extensions_and_is_reproducible";
-    let Some(f) = fixtures(test) else { return };
+    let Some(f) = with_registry(test) else { return };
     let work = scratch("default");
     let lock = fixture_lock(&f, &work);
     let out1 = work.join("out1");
@@ -371,7 +351,7 @@ type Case = (&'static str, Vec<(&'static str, tar::EntryType, u32, String)>, &'s
 #[test]
 fn malformed_extensions_fail_with_a_clear_message_and_no_output() {
     let test = "malformed_extensions_fail_with_a_clear_message_and_no_output";
-    let Some(f) = fixtures(test) else { return };
+    let Some(f) = with_registry(test) else { return };
     let work = scratch("malformed");
     let lock = fixture_lock(&f, &work);
     use tar::EntryType::{Directory as D, Regular as F, Symlink as S};

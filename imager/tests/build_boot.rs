@@ -10,8 +10,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use moonboot_tests::fixtures::{fixtures_dir, skip, Fixtures};
-use moonboot_tests::qemu::{have, BootSpec, Guest};
+use moonboot_tests::fixtures::{fixtures_dir, with_qemu, with_registry};
+use moonboot_tests::qemu::{BootSpec, Guest};
 
 const IMAGER: &str = env!("CARGO_BIN_EXE_imager");
 const MARK: &str = "MOONBOOT-STANDIN-INIT:";
@@ -20,22 +20,8 @@ const DEADLINE: Duration = Duration::from_secs(180);
 #[test]
 fn standin_init_boots_the_built_initramfs_and_starts_talos_agent() {
     let test = "standin_init_boots_the_built_initramfs_and_starts_talos_agent";
-    let f = match Fixtures::load_default() {
-        Ok(Some(f)) => f,
-        Ok(None) => return skip(test, "target/fixtures/fixtures.json is absent (run scripts/fixtures)"),
-        Err(e) => panic!("{e:#}"),
-    };
-    let a = f.arches["arm64"].clone();
-    if !have(&a.qemu_binary) {
-        return skip(test, &format!("{} is not installed (run scripts/setup)", a.qemu_binary));
-    }
-    let up = Command::new("curl")
-        .args(["-fsS", "-o", "/dev/null", "--max-time", "3", &format!("http://{}/v2/", f.registry)])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !up {
-        return skip(test, &format!("the fixture registry {} does not answer (run scripts/fixtures)", f.registry));
-    }
+    let Some(f) = with_registry(test) else { return };
+    let Some(a) = with_qemu(test, &f, "arm64") else { return };
     let work = fixtures_dir().join("tmp").join(format!("imager-boot-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();

@@ -157,24 +157,44 @@ pub fn skip(test: &str, reason: &str) {
 /// # Panics
 /// When `fixtures.json` exists but cannot be read.
 pub fn with_registry(test: &str) -> Option<Fixtures> {
+    let f = loaded(test)?;
+    if let Err(e) = crate::registry::get(&f.registry, "/v2/", &[]) {
+        let reason =
+            format!("the fixture registry {} does not answer ({e:#}): run scripts/fixtures (it restarts it)", f.registry);
+        skip(test, &reason);
+        return None;
+    }
+    Some(f)
+}
+
+/// The fixtures for a test: `None` (after [`skip`] printed why) when `fixtures.json` is absent —
+/// a failure under `MOONBOOT_REQUIRE_FIXTURES=1`.
+///
+/// # Panics
+/// When `fixtures.json` exists but cannot be read.
+pub fn loaded(test: &str) -> Option<Fixtures> {
     match Fixtures::load_default() {
-        Ok(Some(f)) => {
-            if let Err(e) = crate::registry::get(&f.registry, "/v2/", &[]) {
-                let reason = format!(
-                    "the fixture registry {} does not answer ({e:#}): run scripts/fixtures (it restarts it)",
-                    f.registry
-                );
-                skip(test, &reason);
-                return None;
-            }
-            Some(f)
-        }
+        Ok(Some(f)) => Some(f),
         Ok(None) => {
             skip(test, "target/fixtures/fixtures.json is absent (run scripts/fixtures to build the fixtures)");
             None
         }
         Err(e) => panic!("{e:#}"),
     }
+}
+
+/// `arch`'s fixtures for a test that boots QEMU: `None` (after [`skip`] printed why) when the
+/// architecture's QEMU binary is not installed.
+///
+/// # Panics
+/// When `f` has no fixtures for `arch`.
+pub fn with_qemu(test: &str, f: &Fixtures, arch: &str) -> Option<ArchFixtures> {
+    let a = f.arches[arch].clone();
+    if !crate::qemu::have(&a.qemu_binary) {
+        skip(test, &format!("{} is not installed (run scripts/setup)", a.qemu_binary));
+        return None;
+    }
+    Some(a)
 }
 
 impl Fixtures {

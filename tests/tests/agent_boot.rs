@@ -15,7 +15,7 @@
 //! agent is built first, a no-op when unchanged); QEMU is always killed. Console logs go to
 //! `target/fixtures/logs/agent-boot-<arch>.log`.
 
-use moonboot_tests::fixtures::{fixtures_dir, skip, ArchFixtures, Fixtures};
+use moonboot_tests::fixtures::{fixtures_dir, loaded, skip, ArchFixtures, Fixtures};
 use moonboot_tests::qemu::{have, BootSpec, Guest};
 use moonboot_tests::stage1::{self, Stage1};
 use std::path::PathBuf;
@@ -27,14 +27,7 @@ const MARK: &str = "MOONBOOT-STANDIN-INIT:";
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 fn fixtures(test: &str, arch: &str) -> Option<(Fixtures, ArchFixtures)> {
-    let f = match Fixtures::load_default() {
-        Ok(Some(f)) => f,
-        Ok(None) => {
-            skip(test, "target/fixtures/fixtures.json is absent (run scripts/fixtures to build the fixtures)");
-            return None;
-        }
-        Err(e) => panic!("{e:#}"),
-    };
+    let f = loaded(test)?;
     let a = f.arches[arch].clone();
     if !std::path::Path::new(CA_BUNDLE).exists() {
         skip(test, &format!("{CA_BUNDLE} is absent (install ca-certificates: run scripts/setup)"));

@@ -8,8 +8,8 @@
 //! `target/fixtures/logs/`.
 
 use moonboot_tests::build::initramfs_with_extensions;
-use moonboot_tests::fixtures::{fixtures_dir, skip, ArchFixtures, Fixtures};
-use moonboot_tests::qemu::{have, BootSpec, Guest};
+use moonboot_tests::fixtures::{fixtures_dir, loaded, with_qemu, ArchFixtures, Fixtures};
+use moonboot_tests::qemu::{BootSpec, Guest};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,19 +17,8 @@ const DEADLINE: Duration = Duration::from_secs(120);
 const MARK: &str = "MOONBOOT-STANDIN-INIT:";
 
 fn fixtures(test: &str, arch: &str) -> Option<(Fixtures, ArchFixtures)> {
-    let f = match Fixtures::load_default() {
-        Ok(Some(f)) => f,
-        Ok(None) => {
-            skip(test, "target/fixtures/fixtures.json is absent (run scripts/fixtures to build the fixtures)");
-            return None;
-        }
-        Err(e) => panic!("{e:#}"),
-    };
-    let a = f.arches[arch].clone();
-    if !have(&a.qemu_binary) {
-        skip(test, &format!("{} is not installed (run scripts/setup)", a.qemu_binary));
-        return None;
-    }
+    let f = loaded(test)?;
+    let a = with_qemu(test, &f, arch)?;
     Some((f, a))
 }
 

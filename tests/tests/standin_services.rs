@@ -17,9 +17,9 @@
 //! that toolchain are absent. Console logs: `target/fixtures/logs/standin-services-*.log`.
 
 use moonboot_tests::build::initramfs_with_extensions;
-use moonboot_tests::fixtures::{fixtures_dir, skip, ArchFixtures, Fixtures};
+use moonboot_tests::fixtures::{fixtures_dir, loaded, skip, with_qemu, ArchFixtures};
 use moonboot_tests::oci::{LayerBuilder, Layout, Platform};
-use moonboot_tests::qemu::{have, BootSpec, Guest};
+use moonboot_tests::qemu::{BootSpec, Guest};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -150,19 +150,8 @@ struct Setup {
 }
 
 fn setup(test: &str, arch: &str) -> Option<Setup> {
-    let f = match Fixtures::load_default() {
-        Ok(Some(f)) => f,
-        Ok(None) => {
-            skip(test, "target/fixtures/fixtures.json is absent (run scripts/fixtures to build the fixtures)");
-            return None;
-        }
-        Err(e) => panic!("{e:#}"),
-    };
-    let a = f.arches[arch].clone();
-    if !have(&a.qemu_binary) {
-        skip(test, &format!("{} is not installed (run scripts/setup)", a.qemu_binary));
-        return None;
-    }
+    let f = loaded(test)?;
+    let a = with_qemu(test, &f, arch)?;
     let (guest_agent, host_agent) = match cross_agent(arch) {
         Ok(x) => x,
         Err(why) => {

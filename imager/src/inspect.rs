@@ -302,14 +302,7 @@ fn normalise(raw: &str) -> Option<String> {
 }
 
 fn remove_under(map: &mut BTreeMap<String, Seen>, path: &str, keep_self: bool) {
-    let prefix = format!("{path}/");
-    let doomed: Vec<String> = map
-        .range(path.to_string()..)
-        .take_while(|(k, _)| *k == path || k.starts_with(&prefix))
-        .filter(|(k, _)| !(keep_self && *k == path))
-        .map(|(k, _)| k.clone())
-        .collect();
-    for k in doomed {
+    for k in crate::extension::tree::subtree_keys(map, path, keep_self) {
         map.remove(&k);
     }
 }

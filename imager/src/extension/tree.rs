@@ -163,15 +163,7 @@ impl Tree {
     }
 
     fn remove_subtree(&mut self, path: &str, keep_self: bool) {
-        let prefix = format!("{path}/");
-        let doomed: Vec<String> = self
-            .entries
-            .range(path.to_string()..)
-            .take_while(|(k, _)| *k == path || k.starts_with(&prefix))
-            .filter(|(k, _)| !(keep_self && *k == path))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in doomed {
+        for k in subtree_keys(&self.entries, path, keep_self) {
             if let Some(Entry { kind: Kind::File(old), .. }) = self.entries.remove(&k) {
                 self.bytes -= old.len() as u64;
             }
@@ -298,6 +290,18 @@ impl Tree {
 
 /// True when `target`, resolved lexically from the directory of `link` (an absolute path inside
 /// the rootfs), climbs above the rootfs root. Absolute targets resolve from the root and cannot.
+/// The keys of `map` (rootfs-relative paths, `/`-separated) at or under `path`, without `path`
+/// itself when `keep_self`: what a whiteout (`.wh.NAME`), an opaque directory (`.wh..wh..opq`,
+/// `keep_self`) or a non-directory replacing a directory removes (OCI image-spec `layer.md`).
+pub fn subtree_keys<V>(map: &BTreeMap<String, V>, path: &str, keep_self: bool) -> Vec<String> {
+    let prefix = format!("{path}/");
+    map.range(path.to_string()..)
+        .take_while(|(k, _)| *k == path || k.starts_with(&prefix))
+        .filter(|(k, _)| !(keep_self && *k == path))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 fn escapes(link: &str, target: &str) -> bool {
     let mut depth: Vec<&str> = if target.starts_with('/') {
         Vec::new()

@@ -23,16 +23,22 @@ use std::str::FromStr;
 
 use crate::{Cmdline, Error, Param};
 
-/// CPU architecture, as Talos names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// CPU architecture, as Talos (and Go's `GOARCH`, and OCI platforms) name it.
+///
+/// With the `clap` feature it is a `clap::ValueEnum` whose values are `amd64` and `arm64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Arch {
+    /// `arm64` (AArch64: Graviton, Raspberry Pi 3/CM3 and later).
+    Arm64,
     /// `amd64` (x86-64).
     Amd64,
-    /// `arm64` (AArch64).
-    Arm64,
 }
 
 impl Arch {
+    /// Both architectures, arm64 first.
+    pub const ALL: [Arch; 2] = [Arch::Arm64, Arch::Amd64];
+
     /// Talos's spelling: `amd64` or `arm64`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -40,10 +46,39 @@ impl Arch {
             Arch::Arm64 => "arm64",
         }
     }
+
+    /// The architecture this program was compiled for, if it is one of the two.
+    pub fn native() -> Option<Arch> {
+        match std::env::consts::ARCH {
+            "x86_64" => Some(Arch::Amd64),
+            "aarch64" => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Arch {
+    type Err = String;
+
+    /// `amd64` or `arm64`; Rust's and the kernel's names (`x86_64`, `aarch64`) are accepted too.
+    fn from_str(s: &str) -> Result<Arch, String> {
+        match s {
+            "amd64" | "x86_64" => Ok(Arch::Amd64),
+            "arm64" | "aarch64" => Ok(Arch::Arm64),
+            other => Err(format!("unknown architecture {other:?} (expected arm64 or amd64)")),
+        }
+    }
 }
 
 /// A Talos platform (`talos.platform=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Platform {
     /// `metal`: bare metal, netboot, single-board computers.
     Metal,
@@ -75,8 +110,10 @@ impl Platform {
 
 /// A board overlay whose installer contributes kernel arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Overlay {
     /// siderolabs/sbc-raspberrypi `rpi_generic` (Raspberry Pi 3/CM3/4/CM4), arm64 only.
+    #[cfg_attr(feature = "clap", value(name = "rpi_generic"))]
     RpiGeneric,
 }
 

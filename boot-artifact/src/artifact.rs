@@ -30,17 +30,20 @@
 //! caches and `skopeo copy` are only exercised with standard ones. A one-file uncompressed tar
 //! costs 1 KiB of framing per layer and lets the reader stream the file into a memfd.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Sha256Digest;
+use crate::oci::{media_type, Descriptor, ImageManifest};
+
 /// The prefix of every moonboot-specific annotation key.
 pub const VENDOR_PREFIX: &str = "dev.moonboot.";
 
 /// Media type of each boot artifact layer: an uncompressed tar holding one file.
-pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const LAYER_MEDIA_TYPE: &str = media_type::OCI_LAYER_TAR;
 /// Media type of the boot artifact's image config.
-pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
-/// Media type of an OCI image manifest.
-pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-/// Media type of an OCI image index.
-pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+pub const CONFIG_MEDIA_TYPE: &str = media_type::OCI_CONFIG;
 
 /// Manifest annotation that marks a boot artifact; its value is [`FORMAT_VERSION`].
 pub const ANNOTATION_FORMAT: &str = "dev.moonboot.boot.format";
@@ -56,6 +59,76 @@ pub const ANNOTATION_SCHEMATIC_ID: &str = "dev.moonboot.talos.schematic";
 /// `{"name": …, "version": …, "digest": "sha256:…"}` objects (`digest` absent for extensions
 /// built from this repository without a published image).
 pub const ANNOTATION_EXTENSIONS: &str = "dev.moonboot.talos.extensions";
+
+/// The kernel argument keys `talos-agent boot` writes for the next kernel and `talos-agent report`
+/// reads back inside Talos (`/proc/cmdline`): one `talos_agent.` namespace.
+pub mod kernel_args {
+    /// URL readiness reports are POSTed to (`talos-agent wait`'s `/v1/report`).
+    pub const REPORT: &str = "talos_agent.report";
+    /// Shared bearer token for readiness reports.
+    pub const TOKEN: &str = "talos_agent.token";
+    /// Node name in readiness reports.
+    pub const NODE: &str = "talos_agent.node";
+    /// Node role (`controlplane` or `worker`), which decides whether bootstrap readiness is judged.
+    pub const ROLE: &str = "talos_agent.role";
+}
+
+/// One system extension listed in [`ANNOTATION_EXTENSIONS`], in layer order. JSON:
+/// `{"name":"spin","version":"v0.19.0","digest":"sha256:…"}`, `digest` absent for an extension
+/// built from this repository without a published image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionAnnotation {
+    /// The extension's `metadata.name`.
+    pub name: String,
+    /// The extension's `metadata.version`.
+    pub version: String,
+    /// The digest of the image index (or manifest) it was pulled by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Sha256Digest>,
+}
+
+impl ExtensionAnnotation {
+    /// The [`ANNOTATION_EXTENSIONS`] value for `extensions`: a compact JSON array.
+    pub fn encode(extensions: &[ExtensionAnnotation]) -> String {
+        serde_json::to_string(extensions).expect("extension annotations always serialise")
+    }
+
+    /// Parses an [`ANNOTATION_EXTENSIONS`] value.
+    ///
+    /// # Errors
+    /// The JSON error, when the value is not an array of such objects or a digest is not sha256.
+    pub fn decode(value: &str) -> Result<Vec<ExtensionAnnotation>, serde_json::Error> {
+        serde_json::from_str(value)
+    }
+}
+
+/// Whether `manifest` is a boot artifact this crate can read: [`ANNOTATION_FORMAT`] is
+/// [`FORMAT_VERSION`]. A manifest with another format version is not one (a newer imager's).
+pub fn is_boot_artifact(manifest: &ImageManifest) -> bool {
+    manifest.annotation(ANNOTATION_FORMAT) == Some(FORMAT_VERSION)
+}
+
+/// The layer that holds `role`, found by its [`ANNOTATION_ROLE`] annotation.
+pub fn layer_for(manifest: &ImageManifest, role: Role) -> Option<&Descriptor> {
+    manifest.layers.iter().find(|l| l.annotation(ANNOTATION_ROLE) == Some(role.as_str()))
+}
+
+/// The manifest annotations of a boot artifact, keys sorted: format, Talos version, schematic ID,
+/// extensions and the standard `org.opencontainers.image.created` (`created`, RFC 3339).
+pub fn manifest_annotations(
+    talos_version: &str,
+    schematic_id: &str,
+    extensions: &[ExtensionAnnotation],
+    created: &str,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (ANNOTATION_FORMAT.to_string(), FORMAT_VERSION.to_string()),
+        (ANNOTATION_TALOS_VERSION.to_string(), talos_version.to_string()),
+        (ANNOTATION_SCHEMATIC_ID.to_string(), schematic_id.to_string()),
+        (ANNOTATION_EXTENSIONS.to_string(), ExtensionAnnotation::encode(extensions)),
+        (crate::oci::ANNOTATION_CREATED.to_string(), created.to_string()),
+    ])
+}
 
 /// What a boot artifact layer holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -123,5 +196,39 @@ mod tests {
         assert!(ANNOTATION_ROLE.starts_with(VENDOR_PREFIX));
         assert!(ANNOTATION_FORMAT.starts_with(VENDOR_PREFIX));
         assert_eq!(imager_paths("arm64").1, "usr/install/arm64/initramfs.xz");
+    }
+
+    #[test]
+    fn boot_artifact_facts() {
+        let d = Sha256Digest::of(b"x");
+        let ext = vec![
+            ExtensionAnnotation { name: "spin".into(), version: "v0.19.0".into(), digest: Some(d) },
+            ExtensionAnnotation { name: "talos-agent".into(), version: "v0.1.0".into(), digest: None },
+        ];
+        let text = ExtensionAnnotation::encode(&ext);
+        assert_eq!(
+            text,
+            format!(
+                r#"[{{"name":"spin","version":"v0.19.0","digest":"{d}"}},{{"name":"talos-agent","version":"v0.1.0"}}]"#
+            )
+        );
+        assert_eq!(ExtensionAnnotation::decode(&text).unwrap(), ext);
+        assert!(ExtensionAnnotation::decode(r#"[{"name":"a","version":"b","digest":"md5:00"}]"#).is_err());
+
+        let mut layers = Vec::new();
+        for r in Role::ALL {
+            let mut l = Descriptor::of(LAYER_MEDIA_TYPE, r.path().as_bytes());
+            l.annotations.insert(ANNOTATION_ROLE.into(), r.as_str().into());
+            layers.push(l);
+        }
+        layers.reverse(); // found by annotation, not by position
+        let annotations = manifest_annotations("v1.10.5", "abc", &ext, "2025-07-01T00:00:00Z");
+        let mut m = ImageManifest::new(Descriptor::of(CONFIG_MEDIA_TYPE, b"{}"), layers, annotations);
+        assert!(is_boot_artifact(&m));
+        assert_eq!(layer_for(&m, Role::Kernel).unwrap().digest, Sha256Digest::of(b"boot/kernel"));
+        m.annotations.insert(ANNOTATION_FORMAT.into(), "2".into());
+        assert!(!is_boot_artifact(&m), "another format version is not ours to read");
+        m.annotations.remove(ANNOTATION_FORMAT);
+        assert!(!is_boot_artifact(&m));
     }
 }

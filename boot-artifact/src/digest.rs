@@ -68,6 +68,21 @@ impl FromStr for Sha256Digest {
     }
 }
 
+impl serde::Serialize for Sha256Digest {
+    /// As the string `sha256:<hex>`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sha256Digest {
+    /// From the string `sha256:<hex>`; other algorithms and malformed hex are refused.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(|e: DigestParseError| serde::de::Error::custom(format!("{}: not a sha256 digest", e.0)))
+    }
+}
+
 impl fmt::Display for Sha256Digest {
     /// `sha256:<hex>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -2,6 +2,9 @@
 //!
 //! - [`artifact`]: the boot artifact contract (layers, roles, annotations) between imager and agent.
 //! - [`digest`]: `sha256:` digests and a writer that verifies size and digest while streaming.
+//! - [`oci`]: the one OCI data model (media types, descriptor, manifest, index, platform).
+//! - [`layer`]: the one reader of OCI tar layers (compression from magic bytes, bounds, path
+//!   cleaning, whiteouts, hostile entries).
 //! - [`kernel`]: recognise and unpack what Talos ships as a kernel — an arm64 EFI zboot PE
 //!   (Talos ≥ 1.8), a gzip'd or raw arm64 `Image`, an x86 bzImage — with bounded decompression.
 //! - [`pe`]: the PE/COFF section table, enough to take `.linux`, `.initrd` and `.cmdline` out of
@@ -16,5 +19,7 @@
 pub mod artifact;
 pub mod digest;
 pub mod kernel;
+pub mod layer;
+pub mod oci;
 pub mod pe;
 pub mod reference;

@@ -21,12 +21,12 @@
 #![deny(missing_docs)]
 
 pub mod auth;
-pub mod manifest;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use boot_artifact::digest::Sha256Digest;
+use boot_artifact::oci::{media_type, Document, ImageConfig, ParseError};
 use boot_artifact::reference::{Endpoint, Mirror, Reference};
 use futures_util::StreamExt;
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
@@ -36,7 +36,7 @@ use oci_client::RegistryOperation;
 use sha2::Digest as _;
 
 pub use auth::{AuthFile, Credentials};
-pub use manifest::{Descriptor, Document, ImageManifest, IndexEntry};
+pub use boot_artifact::oci::{Descriptor, ImageManifest};
 
 /// Largest manifest or index accepted, in bytes (distribution caps manifests at 4 MiB).
 pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
@@ -136,7 +136,7 @@ pub enum Error {
         /// Which document (`manifest of ghcr.io/…@sha256:…`).
         what: String,
         /// The field and reason.
-        source: manifest::ParseError,
+        source: ParseError,
     },
     /// Bytes did not hash to the digest they were fetched by.
     #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
@@ -355,7 +355,7 @@ impl Registry {
         let auth = self.credentials(host);
         let mut attempt = 0;
         loop {
-            match self.client.pull_manifest_raw(&oref, &auth, &manifest::ACCEPTED_MANIFESTS).await {
+            match self.client.pull_manifest_raw(&oref, &auth, &media_type::ACCEPTED_MANIFESTS).await {
                 Ok((bytes, _)) => {
                     if bytes.len() > MAX_MANIFEST_SIZE {
                         return Err(format!("manifest larger than {MAX_MANIFEST_SIZE} bytes"));
@@ -418,29 +418,15 @@ impl Registry {
         };
         let (index_digest, manifest_digest, manifest_bytes, manifest) = match doc {
             Document::Manifest(m) => (None, digest, bytes, m),
-            Document::Index(entries) => {
-                let chosen = entries.iter().find(|e| {
-                    e.os.as_deref() == Some("linux")
-                        && e.architecture.as_deref() == Some(arch)
-                        && matches!(
-                            e.descriptor.media_type.as_str(),
-                            manifest::OCI_MANIFEST | manifest::DOCKER_MANIFEST
-                        )
+            Document::Index(index) => {
+                let chosen = index.manifests.iter().find(|e| {
+                    e.platform.as_ref().is_some_and(|p| p.is_linux(arch)) && media_type::is_manifest(&e.media_type)
                 });
                 let Some(chosen) = chosen else {
-                    let available = entries
+                    let available = index
+                        .manifests
                         .iter()
-                        .map(|e| {
-                            let mut p = format!(
-                                "{}/{}",
-                                e.os.as_deref().unwrap_or("?"),
-                                e.architecture.as_deref().unwrap_or("?")
-                            );
-                            if let Some(v) = &e.variant {
-                                p = format!("{p}/{v}");
-                            }
-                            p
-                        })
+                        .map(|e| e.platform.as_ref().map_or_else(|| "?/?".to_string(), |p| p.to_string()))
                         .collect();
                     return Ok(Err(Error::NoPlatform {
                         reference: reference.to_string(),
@@ -448,14 +434,14 @@ impl Registry {
                         available,
                     }));
                 };
-                let child = chosen.descriptor.digest;
+                let child = chosen.digest;
                 let (mbytes, mdigest) = self.fetch_document(host, reference, Some(&child)).await?;
-                match Document::parse(&mbytes, Some(&chosen.descriptor.media_type)) {
+                match Document::parse(&mbytes, Some(&chosen.media_type)) {
                     Ok(Document::Manifest(m)) => (Some(digest), mdigest, mbytes, m),
                     Ok(Document::Index(_)) => {
                         return Ok(Err(Error::Malformed {
                             what: what(&child),
-                            source: manifest::ParseError {
+                            source: ParseError {
                                 field: "mediaType".into(),
                                 reason: "a nested index where an image manifest was expected".into(),
                             },
@@ -484,16 +470,15 @@ impl Registry {
             Err(Error::Unavailable { attempts, .. }) => return Err(join_attempts(&attempts)),
             Err(e) => return Ok(Err(e)),
         }
-        match manifest::ConfigPlatform::parse(&bytes) {
+        match ImageConfig::parse(&bytes) {
             Ok(p) => {
-                if let Some(a) = p.architecture.as_deref() {
-                    if a != arch || p.os.as_deref().is_some_and(|o| o != "linux") {
-                        return Ok(Err(Error::WrongArchitecture {
-                            reference: reference.to_string(),
-                            arch: arch.into(),
-                            found: format!("{}/{a}", p.os.as_deref().unwrap_or("?")),
-                        }));
-                    }
+                // An empty `architecture` (an artifact config) says nothing; any other must match.
+                if !p.architecture.is_empty() && (p.architecture != arch || (!p.os.is_empty() && p.os != "linux")) {
+                    return Ok(Err(Error::WrongArchitecture {
+                        reference: reference.to_string(),
+                        arch: arch.into(),
+                        found: format!("{}/{}", if p.os.is_empty() { "?" } else { &p.os }, p.architecture),
+                    }));
                 }
             }
             Err(source) => return Ok(Err(Error::Malformed { what: format!("config of {reference}"), source })),
@@ -627,16 +612,6 @@ impl Registry {
             return Attempt::Retry(format!("connection closed after {} of {} bytes", offset, desc.size));
         }
         Attempt::Done
-    }
-
-    /// Fetches a whole blob into memory, refusing blobs over `max_size` bytes before fetching.
-    pub async fn fetch_blob_vec(&self, from: &Resolved, desc: &Descriptor, max_size: u64) -> Result<Vec<u8>, Error> {
-        if desc.size > max_size {
-            return Err(Error::TooLarge { what: format!("blob {}", desc.digest), limit: max_size });
-        }
-        let mut v = Vec::with_capacity(desc.size as usize);
-        self.fetch_blob(from, desc, &mut v).await?;
-        Ok(v)
     }
 
     async fn push_auth(&self, target: &Reference) -> Result<oci_client::Reference, Error> {

@@ -1,14 +1,16 @@
 //! The `imager` library: everything `imager` does, callable from its binary and its tests.
 //!
-//! One module per concern: [`cli`] holds only the command-line definitions; the work lives in
-//! [`cmdline`] (kernel command lines), [`extension`] (Talos system extensions) and
-//! [`schematic`] (Image Factory schematics and their IDs).
+//! One module per concern: [`cli`] holds only the command-line definitions (and imports nothing
+//! from the rest); the work lives in [`kernel_args`] (the Talos kernel command line for given
+//! arguments), [`build`], [`publish`], [`inspect`], [`lock_update`], [`extension`] (Talos system
+//! extensions) and [`schematic`] (Image Factory schematics and their IDs), which take their
+//! arguments from [`cli`].
 
 pub mod build;
 pub mod cli;
-pub mod cmdline;
 pub mod extension;
 pub mod inspect;
+pub mod kernel_args;
 pub mod lock_update;
 pub mod oci_layout;
 pub mod publish;

@@ -10,7 +10,7 @@
 //! The digest pinned is the index's (what `ghcr.io/siderolabs/<name>:<tag>` names, and what the
 //! Image Factory pins); for a tag that names a single image manifest, that manifest's digest.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use boot_artifact::digest::Sha256Digest;
@@ -19,19 +19,7 @@ use moonboot_registry::Registry;
 use serde::Serialize;
 
 use crate::build::profile::Lock;
-
-/// `imager extensions update` arguments.
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    /// The lock file to update.
-    #[arg(long, value_name = "FILE", default_value = "extensions/lock.yaml")]
-    pub lock: PathBuf,
-    #[command(flatten)]
-    pub registry: crate::cli::RegistryFlags,
-    /// Print what changed as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
+use crate::cli::extensions::UpdateArgs;
 
 /// One lock entry after the update.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -150,7 +138,7 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// Reading, resolving, rewriting; the lock file is left as it was on any error.
-pub fn run(args: &Args) -> anyhow::Result<()> {
+pub fn run(args: &UpdateArgs) -> anyhow::Result<()> {
     let source = args.lock.display().to_string();
     let text = std::fs::read_to_string(&args.lock).with_context(|| format!("reading {source}"))?;
     let lock = Lock::parse(&text).with_context(|| source.clone())?;

@@ -5,18 +5,19 @@
 
 use anyhow::Context;
 use clap::Parser;
-use moonboot_imager::{cli, cmdline, schematic::Schematic};
+use moonboot_imager::cli::{extensions::ExtensionsCommand, schematic::SchematicCommand, Cli, Command};
+use moonboot_imager::{build, inspect, kernel_args, lock_update, publish, schematic::Schematic};
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let cli = Cli::parse();
     let result = match cli.command {
-        cli::Command::Cmdline(args) => cmdline::run(&args),
-        cli::Command::Schematic(cli::SchematicCommand::Id { file, json }) => schematic_id(&file, json),
-        cli::Command::Publish(args) => moonboot_imager::publish::run(&args),
-        cli::Command::Inspect(args) => moonboot_imager::inspect::run(&args),
-        cli::Command::Extensions(cli::ExtensionsCommand::Update(args)) => moonboot_imager::lock_update::run(&args),
-        cli::Command::Build(args) => moonboot_imager::build::run(&args),
-        cli::Command::Extension(cmd) => moonboot_imager::build::run_extension(&cmd),
+        Command::Cmdline(args) => kernel_args::run(&args),
+        Command::Schematic(SchematicCommand::Id { file, json }) => schematic_id(&file, json),
+        Command::Publish(args) => publish::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
+        Command::Extensions(ExtensionsCommand::Update(args)) => lock_update::run(&args),
+        Command::Build(args) => build::run(&args),
+        Command::Extension(cmd) => build::run_extension(&cmd),
     };
     if let Err(err) = result {
         eprintln!("imager: {err:#}");

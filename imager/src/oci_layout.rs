@@ -22,16 +22,13 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use boot_artifact::artifact::{INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
+use anyhow::Context;
 use boot_artifact::digest::{Sha256Digest, VerifyError, VerifyingWriter};
-use serde::{Deserialize, Serialize};
+use boot_artifact::oci::{
+    media_type, Descriptor, ImageConfig, ImageIndex, ImageManifest, ParseError, Platform, ANNOTATION_REF_NAME,
+};
+use serde::Serialize;
 
-/// Docker's image manifest media type (same shape as an OCI image manifest).
-pub const DOCKER_MANIFEST_MEDIA_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// Docker's manifest list media type (same shape as an OCI image index).
-pub const DOCKER_MANIFEST_LIST_MEDIA_TYPE: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-/// The index annotation that names a tag (image-spec `annotations.md`).
-pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The only `imageLayoutVersion` image-spec defines.
 pub const LAYOUT_VERSION: &str = "1.0.0";
 /// Bound on `index.json`, manifests, indexes and configs read from a layout: 4 MiB (the
@@ -39,141 +36,6 @@ pub const LAYOUT_VERSION: &str = "1.0.0";
 pub const MAX_DOCUMENT_SIZE: u64 = 4 << 20;
 /// How deep indexes may nest inside `index.json` before the layout is refused.
 const MAX_INDEX_DEPTH: usize = 4;
-
-/// A content descriptor (image-spec `descriptor.md`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Descriptor {
-    /// Media type of the content.
-    #[serde(rename = "mediaType")]
-    pub media_type: String,
-    /// `sha256:<hex>` of the content.
-    #[serde(with = "digest_string")]
-    pub digest: Sha256Digest,
-    /// Size of the content in bytes.
-    pub size: u64,
-    /// Platform of a manifest listed in an index.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
-    /// Annotations.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-}
-
-impl Descriptor {
-    /// A descriptor of `bytes` with `media_type`, no platform and no annotations.
-    pub fn of(media_type: &str, bytes: &[u8]) -> Descriptor {
-        Descriptor {
-            media_type: media_type.to_string(),
-            digest: Sha256Digest::of(bytes),
-            size: bytes.len() as u64,
-            platform: None,
-            annotations: BTreeMap::new(),
-        }
-    }
-}
-
-/// An OCI platform (image-spec `image-index.md`); `architecture` and `os` use Go's
-/// `GOARCH`/`GOOS` spelling (`arm64`, `amd64`, `linux`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Platform {
-    /// `arm64`, `amd64`, …
-    pub architecture: String,
-    /// `linux`, …
-    pub os: String,
-    /// CPU variant (`v8`), when given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// `linux/<arch>` without variant.
-    pub fn linux(arch: &str) -> Platform {
-        Platform { architecture: arch.to_string(), os: "linux".to_string(), variant: None }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    /// `os/architecture[/variant]`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-/// An image manifest (image-spec `manifest.md`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageManifest {
-    /// Always 2.
-    #[serde(rename = "schemaVersion")]
-    pub schema_version: u32,
-    /// The manifest's media type, when written (it should be).
-    #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
-    pub media_type: Option<String>,
-    /// The config blob.
-    pub config: Descriptor,
-    /// The layers, base first.
-    pub layers: Vec<Descriptor>,
-    /// Annotations.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-}
-
-/// An image index (image-spec `image-index.md`), also the shape of a layout's `index.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageIndex {
-    /// Always 2.
-    #[serde(rename = "schemaVersion")]
-    pub schema_version: u32,
-    /// [`INDEX_MEDIA_TYPE`], when written.
-    #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
-    pub media_type: Option<String>,
-    /// The manifests (or nested indexes).
-    pub manifests: Vec<Descriptor>,
-    /// Annotations.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-}
-
-/// The fields of an image config (image-spec `config.md`) that say what platform it is for.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ImageConfig {
-    /// `arm64`, `amd64`, …
-    #[serde(default)]
-    pub architecture: String,
-    /// `linux`, …
-    #[serde(default)]
-    pub os: String,
-    /// CPU variant, when given.
-    #[serde(default)]
-    pub variant: Option<String>,
-}
-
-/// Whether `media_type` is an image manifest (OCI or Docker v2 schema 2).
-pub fn is_manifest(media_type: &str) -> bool {
-    media_type == MANIFEST_MEDIA_TYPE || media_type == DOCKER_MANIFEST_MEDIA_TYPE
-}
-
-/// Whether `media_type` is an image index (OCI index or Docker manifest list).
-pub fn is_index(media_type: &str) -> bool {
-    media_type == INDEX_MEDIA_TYPE || media_type == DOCKER_MANIFEST_LIST_MEDIA_TYPE
-}
-
-mod digest_string {
-    use boot_artifact::digest::Sha256Digest;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Sha256Digest, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(d)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Sha256Digest, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
 
 /// Why a layout or one of its blobs was not read.
 #[derive(Debug, thiserror::Error)]
@@ -197,15 +59,15 @@ pub enum LayoutError {
         /// The version it names.
         version: String,
     },
-    /// A JSON document does not parse as what it should be.
+    /// A JSON document does not parse as what it should be; names the field.
     #[error("{what} {path}: {error}")]
     Json {
         /// What was expected (`index.json`, `image manifest`, …).
         what: &'static str,
         /// Where it was read from.
         path: PathBuf,
-        /// The parser's message.
-        error: serde_json::Error,
+        /// The field and what is wrong with it.
+        error: ParseError,
     },
     /// A blob is larger than the bound for what it is.
     #[error("{what} {digest} is {size} bytes, more than the {limit}-byte bound")]
@@ -364,23 +226,23 @@ impl OciLayout {
         if !marker.is_file() {
             return Err(LayoutError::NotALayout(dir.to_path_buf()));
         }
-        #[derive(Deserialize)]
+        #[derive(serde::Deserialize)]
         struct Marker {
             #[serde(rename = "imageLayoutVersion")]
             version: String,
         }
         let bytes = read_file_bounded(&marker, 64 << 10)?;
-        let m: Marker = serde_json::from_slice(&bytes).map_err(|error| LayoutError::Json {
+        let m: Marker = serde_json::from_slice(&bytes).map_err(|e| LayoutError::Json {
             what: "oci-layout",
             path: marker.clone(),
-            error,
+            error: ParseError { field: "imageLayoutVersion".into(), reason: e.to_string() },
         })?;
         if m.version != LAYOUT_VERSION {
             return Err(LayoutError::UnsupportedVersion { path: marker, version: m.version });
         }
         let index_path = dir.join("index.json");
         let bytes = read_file_bounded(&index_path, MAX_DOCUMENT_SIZE)?;
-        let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|error| LayoutError::Json {
+        let index = ImageIndex::parse(&bytes, Some(media_type::OCI_INDEX)).map_err(|error| LayoutError::Json {
             what: "index.json",
             path: index_path,
             error,
@@ -429,17 +291,15 @@ impl OciLayout {
         Ok(bytes)
     }
 
-    fn read_json<T: serde::de::DeserializeOwned>(
+    fn read_json<T>(
         &self,
         desc: &Descriptor,
         what: &'static str,
+        parse: impl FnOnce(&[u8]) -> Result<T, ParseError>,
     ) -> Result<(T, Vec<u8>), LayoutError> {
         let bytes = self.read_blob(desc, what, MAX_DOCUMENT_SIZE)?;
-        let value = serde_json::from_slice(&bytes).map_err(|error| LayoutError::Json {
-            what,
-            path: self.blob_path(&desc.digest),
-            error,
-        })?;
+        let value =
+            parse(&bytes).map_err(|error| LayoutError::Json { what, path: self.blob_path(&desc.digest), error })?;
         Ok((value, bytes))
     }
 
@@ -448,7 +308,7 @@ impl OciLayout {
     /// # Errors
     /// As [`OciLayout::read_blob`], and [`LayoutError::Json`].
     pub fn read_manifest(&self, desc: &Descriptor) -> Result<(ImageManifest, Vec<u8>), LayoutError> {
-        self.read_json(desc, "image manifest")
+        self.read_json(desc, "image manifest", |b| ImageManifest::parse(b, Some(&desc.media_type)))
     }
 
     /// Reads the platform fields of the image config `desc` names.
@@ -456,7 +316,7 @@ impl OciLayout {
     /// # Errors
     /// As [`OciLayout::read_blob`], and [`LayoutError::Json`].
     pub fn read_config(&self, desc: &Descriptor) -> Result<ImageConfig, LayoutError> {
-        self.read_json(desc, "image config").map(|(c, _)| c)
+        self.read_json(desc, "image config", ImageConfig::parse).map(|(c, _)| c)
     }
 
     /// Every image manifest the layout holds, reached from `index.json` through nested indexes, in
@@ -485,12 +345,12 @@ impl OciLayout {
         if depth > MAX_INDEX_DEPTH {
             return Err(LayoutError::TooDeep(self.dir.clone()));
         }
-        if is_index(&desc.media_type) {
-            let (index, _): (ImageIndex, _) = self.read_json(desc, "image index")?;
+        if media_type::is_index(&desc.media_type) {
+            let (index, _) = self.read_json(desc, "image index", |b| ImageIndex::parse(b, Some(&desc.media_type)))?;
             for child in &index.manifests {
                 self.walk(child, Some(desc.digest), tag, depth + 1, out)?;
             }
-        } else if is_manifest(&desc.media_type) {
+        } else if media_type::is_manifest(&desc.media_type) {
             if out.iter().any(|i| i.descriptor.digest == desc.digest) {
                 return Ok(());
             }
@@ -498,8 +358,7 @@ impl OciLayout {
             let mut descriptor = desc.clone();
             if descriptor.platform.is_none() {
                 let config = self.read_config(&manifest.config)?;
-                descriptor.platform =
-                    Some(Platform { architecture: config.architecture, os: config.os, variant: config.variant });
+                descriptor.platform = Some(config.platform());
             }
             out.push(LayoutImage { descriptor, index_digest: parent, tag: tag.clone(), manifest, manifest_bytes });
         }
@@ -521,18 +380,9 @@ impl OciLayout {
             }
         };
         match arch {
-            Some(arch) => images
-                .iter()
-                .find(|i| {
-                    let p = i.platform();
-                    p.os == "linux" && p.architecture == arch
-                })
-                .cloned()
-                .ok_or_else(|| LayoutError::NoImage {
-                    dir: self.dir.clone(),
-                    wanted: format!("linux/{arch}"),
-                    available: available(),
-                }),
+            Some(arch) => images.iter().find(|i| i.platform().is_linux(arch)).cloned().ok_or_else(|| {
+                LayoutError::NoImage { dir: self.dir.clone(), wanted: format!("linux/{arch}"), available: available() }
+            }),
             None => match images.len() {
                 1 => Ok(images[0].clone()),
                 0 => Err(LayoutError::NoImage {
@@ -546,10 +396,95 @@ impl OciLayout {
     }
 }
 
+/// The image config `imager` writes (image-spec `config.md`): `created`, `architecture`, `os`, an
+/// empty `config` and `rootfs.diff_ids` (the digests of the uncompressed layers), in this order.
+#[derive(Serialize)]
+struct ConfigDocument<'a> {
+    created: &'a str,
+    architecture: &'a str,
+    os: &'a str,
+    config: BTreeMap<String, String>,
+    rootfs: RootFs,
+}
+
+#[derive(Serialize)]
+struct RootFs {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    diff_ids: Vec<Sha256Digest>,
+}
+
+/// An OCI image layout being written (image-spec `image-layout.md`): `oci-layout`,
+/// `blobs/sha256/<hex>` and, by [`LayoutWriter::finish_image`], `index.json` listing one image.
+/// Documents are compact JSON with a fixed key order, so equal inputs give equal digests.
+pub struct LayoutWriter<'p> {
+    dir: &'p Path,
+}
+
+impl<'p> LayoutWriter<'p> {
+    /// Creates `dir` with `oci-layout` and `blobs/sha256/`.
+    ///
+    /// # Errors
+    /// I/O, with the path.
+    pub fn create(dir: &'p Path) -> anyhow::Result<LayoutWriter<'p>> {
+        std::fs::create_dir_all(dir.join("blobs/sha256")).with_context(|| format!("creating {}", dir.display()))?;
+        let marker = dir.join("oci-layout");
+        std::fs::write(&marker, format!("{{\"imageLayoutVersion\":\"{LAYOUT_VERSION}\"}}"))
+            .with_context(|| format!("writing {}", marker.display()))?;
+        Ok(LayoutWriter { dir })
+    }
+
+    /// Stores `bytes` as a blob; returns its descriptor (no platform, no annotations).
+    ///
+    /// # Errors
+    /// I/O, with the path.
+    pub fn blob(&self, media_type: &str, bytes: &[u8]) -> anyhow::Result<Descriptor> {
+        let d = Descriptor::of(media_type, bytes);
+        let path = self.dir.join("blobs/sha256").join(d.digest.hex());
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        Ok(d)
+    }
+
+    /// Writes the image config (`linux/<arch>`, `created`, `diff_ids`), the image manifest over
+    /// `layers` with `annotations`, and `index.json` listing the manifest with its platform and
+    /// the tag `tag` (`org.opencontainers.image.ref.name`). Returns the manifest's descriptor with
+    /// its platform.
+    ///
+    /// # Errors
+    /// I/O, with the path.
+    pub fn finish_image(
+        self,
+        arch: &str,
+        created: &str,
+        layers: Vec<Descriptor>,
+        diff_ids: Vec<Sha256Digest>,
+        annotations: BTreeMap<String, String>,
+        tag: &str,
+    ) -> anyhow::Result<Descriptor> {
+        let config = ConfigDocument {
+            created,
+            architecture: arch,
+            os: "linux",
+            config: BTreeMap::new(),
+            rootfs: RootFs { kind: "layers", diff_ids },
+        };
+        let config = self.blob(media_type::OCI_CONFIG, &serde_json::to_vec(&config)?)?;
+        let manifest = ImageManifest::new(config, layers, annotations);
+        let mut desc = self.blob(media_type::OCI_MANIFEST, &manifest.to_json())?;
+        desc.platform = Some(Platform::linux(arch));
+        let mut entry = desc.clone();
+        entry.annotations.insert(ANNOTATION_REF_NAME.into(), tag.into());
+        let path = self.dir.join("index.json");
+        std::fs::write(&path, ImageIndex::new(vec![entry]).to_json())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(desc)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use boot_artifact::artifact::CONFIG_MEDIA_TYPE;
+    use boot_artifact::oci::media_type::{OCI_CONFIG as CONFIG_MEDIA_TYPE, OCI_INDEX as INDEX_MEDIA_TYPE};
 
     struct Writer {
         dir: tempfile::TempDir,
@@ -572,24 +507,12 @@ mod tests {
         fn image(&self, arch: &str, layer: &[u8]) -> Descriptor {
             let config = self.put(CONFIG_MEDIA_TYPE, format!(r#"{{"architecture":"{arch}","os":"linux"}}"#).as_bytes());
             let layer = self.put("application/vnd.oci.image.layer.v1.tar", layer);
-            let m = ImageManifest {
-                schema_version: 2,
-                media_type: Some(MANIFEST_MEDIA_TYPE.into()),
-                config,
-                layers: vec![layer],
-                annotations: BTreeMap::new(),
-            };
-            self.put(MANIFEST_MEDIA_TYPE, &serde_json::to_vec(&m).unwrap())
+            let m = ImageManifest::new(config, vec![layer], BTreeMap::new());
+            self.put(media_type::OCI_MANIFEST, &m.to_json())
         }
 
         fn index_json(&self, manifests: Vec<Descriptor>) {
-            let i = ImageIndex {
-                schema_version: 2,
-                media_type: Some(INDEX_MEDIA_TYPE.into()),
-                manifests,
-                annotations: BTreeMap::new(),
-            };
-            std::fs::write(self.dir.path().join("index.json"), serde_json::to_vec(&i).unwrap()).unwrap();
+            std::fs::write(self.dir.path().join("index.json"), ImageIndex::new(manifests).to_json()).unwrap();
         }
     }
 
@@ -603,13 +526,8 @@ mod tests {
         arm_p.platform = Some(Platform::linux("arm64"));
         let mut amd_p = amd.clone();
         amd_p.platform = Some(Platform::linux("amd64"));
-        let nested = ImageIndex {
-            schema_version: 2,
-            media_type: Some(INDEX_MEDIA_TYPE.into()),
-            manifests: vec![arm_p, amd_p],
-            annotations: BTreeMap::new(),
-        };
-        let mut nested_d = w.put(INDEX_MEDIA_TYPE, &serde_json::to_vec(&nested).unwrap());
+        let nested = ImageIndex::new(vec![arm_p, amd_p]);
+        let mut nested_d = w.put(INDEX_MEDIA_TYPE, &nested.to_json());
         nested_d.annotations.insert(ANNOTATION_REF_NAME.into(), "v1".into());
         w.index_json(vec![nested_d.clone(), arm.clone()]);
 

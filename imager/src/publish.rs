@@ -21,50 +21,20 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use boot_artifact::artifact::{ANNOTATION_FORMAT, INDEX_MEDIA_TYPE};
+use boot_artifact::artifact::{self, ANNOTATION_FORMAT, FORMAT_VERSION};
 use boot_artifact::digest::Sha256Digest;
 use boot_artifact::reference::Reference;
 use moonboot_registry::{Options, Registry};
 use serde::Serialize;
 
-use crate::cli::Arch;
-use crate::oci_layout::{ImageIndex, LayoutError, LayoutImage, OciLayout, Platform};
+use crate::cli::publish::Args;
+use boot_artifact::oci::{media_type, ImageIndex, Platform};
+
+use crate::oci_layout::{LayoutError, LayoutImage, OciLayout};
 
 /// Largest blob read into memory for an upload: 2 GiB (a Talos initramfs with extensions is
 /// about 100 MiB).
 pub const MAX_BLOB_SIZE: u64 = 2 << 30;
-
-/// `imager publish` arguments.
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    /// Where to push: REGISTRY/REPO:TAG. The multi-arch index of the boot artifacts gets TAG.
-    #[arg(long, value_name = "REGISTRY/REPO:TAG")]
-    pub to: String,
-    /// Architectures to publish, comma-separated; default: every `boot-<arch>/` in the output
-    /// directory.
-    #[arg(long, value_enum, value_delimiter = ',')]
-    pub arch: Vec<Arch>,
-    /// The directory `imager build` wrote.
-    #[arg(long, value_name = "DIR", default_value = "_out")]
-    pub output: PathBuf,
-    /// Where to push the talos-agent extension image; default: REGISTRY/REPO-extension:TAG.
-    #[arg(long, value_name = "REGISTRY/REPO:TAG")]
-    pub extension_to: Option<String>,
-    /// Registry reached over plain HTTP instead of TLS. Repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
-    pub insecure_registries: Vec<String>,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// The name of an [`Arch`] in OCI platforms and output directory names.
-pub fn arch_name(arch: Arch) -> &'static str {
-    match arch {
-        Arch::Arm64 => "arm64",
-        Arch::Amd64 => "amd64",
-    }
-}
 
 /// Where `imager build` writes the boot artifact of `arch`: `<output>/boot-<arch>/`.
 pub fn boot_layout_dir(output: &Path, arch: &str) -> PathBuf {
@@ -87,7 +57,9 @@ pub enum PublishError {
     #[error(transparent)]
     Registry(#[from] moonboot_registry::Error),
     /// A `boot-<arch>/` layout holds something other than a boot artifact.
-    #[error("{dir}: the linux/{arch} image is not a boot artifact (no {ANNOTATION_FORMAT} annotation)")]
+    #[error(
+        "{dir}: the linux/{arch} image is not a boot artifact (no {ANNOTATION_FORMAT}={FORMAT_VERSION} annotation)"
+    )]
     NotBootArtifact {
         /// The layout.
         dir: PathBuf,
@@ -233,13 +205,7 @@ pub fn index_bytes(sources: &[Source]) -> Vec<u8> {
             d
         })
         .collect();
-    let index = ImageIndex {
-        schema_version: 2,
-        media_type: Some(INDEX_MEDIA_TYPE.to_string()),
-        manifests,
-        annotations: Default::default(),
-    };
-    serde_json::to_vec(&index).expect("an index always serialises")
+    ImageIndex::new(manifests).to_json()
 }
 
 /// Pushes every source's image to `target`'s repository, then the index over them under
@@ -267,7 +233,7 @@ pub async fn push_multi_arch(
     let bytes = index_bytes(sources);
     let expected = Sha256Digest::of(&bytes);
     let tagged = Reference { digest: None, ..target.clone() };
-    let got = registry.push_manifest(&tagged, INDEX_MEDIA_TYPE, bytes).await?;
+    let got = registry.push_manifest(&tagged, media_type::OCI_INDEX, bytes).await?;
     if got != expected {
         return Err(PublishError::DigestChanged { target: tagged.to_string(), expected, got });
     }
@@ -289,7 +255,7 @@ pub fn boot_sources(output: &Path, arches: &[&str]) -> Result<Vec<Source>, Publi
     for arch in arches {
         let dir = boot_layout_dir(output, arch);
         let source = Source::open(&dir, arch)?;
-        if !source.image.manifest.annotations.contains_key(ANNOTATION_FORMAT) {
+        if !artifact::is_boot_artifact(&source.image.manifest) {
             return Err(PublishError::NotBootArtifact { dir, arch: arch.to_string() });
         }
         out.push(source);
@@ -329,7 +295,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let arches: Vec<&str> = if args.arch.is_empty() {
         ["arm64", "amd64"].into_iter().filter(|a| boot_layout_dir(&args.output, a).is_dir()).collect()
     } else {
-        args.arch.iter().map(|a| arch_name(*a)).collect()
+        args.arch.iter().map(|a| a.as_str()).collect()
     };
     anyhow::ensure!(
         !arches.is_empty(),

@@ -13,8 +13,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use boot_artifact::artifact::{ANNOTATION_FORMAT, FORMAT_VERSION, INDEX_MEDIA_TYPE, LAYER_MEDIA_TYPE};
+use boot_artifact::artifact::{ANNOTATION_FORMAT, FORMAT_VERSION, LAYER_MEDIA_TYPE};
 use boot_artifact::digest::Sha256Digest;
+use boot_artifact::oci::media_type::OCI_INDEX as INDEX_MEDIA_TYPE;
 use serde_json::{json, Value};
 use support::{imager, run, tar_of, unique, write_build_output, write_layout};
 

@@ -36,11 +36,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use boot_artifact::digest::Sha256Digest;
-use clap::Subcommand;
-use kernel_cmdline::preset::{self, TalosVersion};
+use kernel_cmdline::preset::{self, Arch, TalosVersion};
 use serde::Serialize;
 
-use crate::cli::Arch;
+use crate::cli::build::{Args, ExtensionCommand};
 use crate::extension::tree::{Entry, Kind, Tree};
 use crate::extension::Manifest;
 
@@ -48,73 +47,6 @@ use progress::{line, Progress};
 
 /// Default `SOURCE_DATE_EPOCH`: 2025-07-01T00:00:00Z (the fixtures use the same).
 pub const DEFAULT_EPOCH: u64 = 1_751_328_000;
-
-/// `imager build` arguments.
-#[derive(clap::Args, Debug, Clone)]
-pub struct Args {
-    /// Target architecture.
-    #[arg(long, value_enum)]
-    pub arch: Arch,
-    /// Profile file (YAML; see imager/src/build/profile.rs). Flags override it.
-    #[arg(long, value_name = "FILE")]
-    pub profile: Option<PathBuf>,
-    /// Image Factory schematic: its officialExtensions (from the lock file) and extraKernelArgs.
-    #[arg(long, value_name = "FILE")]
-    pub schematic: Option<PathBuf>,
-    /// Output directory (created; our files in it are replaced).
-    #[arg(long, value_name = "DIR", default_value = "_out")]
-    pub output: PathBuf,
-    /// Talos version (default v1.10.5, or the profile's).
-    #[arg(long, value_name = "VERSION")]
-    pub talos_version: Option<String>,
-    /// Talos imager image to take vmlinuz and initramfs.xz from (default
-    /// ghcr.io/siderolabs/imager:<talos-version>).
-    #[arg(long, value_name = "REF")]
-    pub base: Option<String>,
-    /// Extension image (REF or REF@sha256:…), repeatable; replaces the default/profile list.
-    #[arg(long = "system-extension-image", value_name = "REF")]
-    pub system_extension_images: Vec<String>,
-    /// Extra kernel argument (Talos merge rules), repeatable.
-    #[arg(long = "extra-kernel-arg", value_name = "ARG", allow_hyphen_values = true)]
-    pub extra_kernel_args: Vec<String>,
-    #[command(flatten)]
-    pub registry: crate::cli::RegistryFlags,
-    /// Use this static talos-agent binary instead of cross-compiling it from the workspace.
-    #[arg(long, value_name = "PATH")]
-    pub agent_binary: Option<PathBuf>,
-    /// Leave the talos-agent extension out.
-    #[arg(long)]
-    pub no_talos_agent: bool,
-}
-
-/// `imager extension …`.
-#[derive(Subcommand, Debug, Clone)]
-pub enum ExtensionCommand {
-    /// Build the talos-agent extension image as an OCI image layout (for `imager publish`).
-    Build(ExtensionArgs),
-}
-
-/// `imager extension build` arguments.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ExtensionArgs {
-    /// Target architecture.
-    #[arg(long, value_enum)]
-    pub arch: Arch,
-    /// Output directory of the OCI image layout (replaced).
-    #[arg(long, value_name = "DIR")]
-    pub output: PathBuf,
-    /// Use this static talos-agent binary instead of cross-compiling it.
-    #[arg(long, value_name = "PATH")]
-    pub agent_binary: Option<PathBuf>,
-}
-
-/// The Talos name of an architecture.
-pub fn arch_name(a: Arch) -> &'static str {
-    match a {
-        Arch::Arm64 => "arm64",
-        Arch::Amd64 => "amd64",
-    }
-}
 
 /// `SOURCE_DATE_EPOCH` or [`DEFAULT_EPOCH`].
 ///
@@ -248,35 +180,13 @@ fn image_input(r: &moonboot_registry::Resolved, files: BTreeMap<String, String>)
     }
 }
 
-/// Runs `imager build`.
+/// Runs `imager build`: `plan` → `pull_inputs` → `assemble` → `write_outputs` (each below), then
+/// moves the outputs into `--output`.
 ///
 /// # Errors
 /// Any failure, with context; nothing is written to `--output` then.
 pub fn run(args: &Args) -> Result<()> {
-    let arch = arch_name(args.arch);
-    let epoch = source_date_epoch()?;
-    let plan = profile::plan(&profile::Flags {
-        profile: args.profile.as_deref(),
-        schematic: args.schematic.as_deref(),
-        talos_version: args.talos_version.as_deref(),
-        base: args.base.as_deref(),
-        system_extension_images: &args.system_extension_images,
-        extra_kernel_args: &args.extra_kernel_args,
-        no_talos_agent: args.no_talos_agent,
-    })?;
-    let talos_semver = semver::Version::parse(plan.talos_version.trim_start_matches('v'))
-        .with_context(|| format!("Talos version {:?}", plan.talos_version))?;
-    let talos_preset: TalosVersion = plan.talos_version.parse().context("Talos version")?;
-    let extra = crate::cmdline::parse_extra(&plan.extra_kernel_args)?;
-    let cmdline_metal = preset::talos(talos_preset, preset::Platform::Metal, args.arch.into(), None, &extra)?;
-    let cmdline_aws = preset::talos(talos_preset, preset::Platform::Aws, args.arch.into(), None, &extra)?;
-    for e in &plan.extensions {
-        if e.reference.digest.is_none() {
-            line(&format!("warning: {} is not pinned by digest; build.json records what it resolved to", e.reference));
-        }
-    }
-
-    let options = args.registry.options()?;
+    let plan = plan(args)?;
 
     // The temporary output directory sits next to the final one, so moving it is a rename.
     let parent = match args.output.parent() {
@@ -289,17 +199,116 @@ pub fn run(args: &Args) -> Result<()> {
         .tempdir_in(&parent)
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
 
-    // Compile (or read) talos-agent while pulling.
-    let agent_arch = arch.to_string();
-    let agent_given = args.agent_binary.clone();
-    let agent_job = plan
-        .talos_agent
-        .then(|| std::thread::spawn(move || agent_extension::binary(&agent_arch, agent_given.as_deref())));
+    let pulled = pull_inputs(&plan, args.agent_binary.as_deref(), tmp.path())?;
+    let assembled = assemble(&plan, &pulled)?;
+    let out = tmp.path().join("out");
+    let boot_digest = write_outputs(&plan, &pulled, &assembled, &out)?;
 
-    let puller = pull::Puller::new(options)?;
-    let bar = Progress::bytes(&format!("pulling {} for linux/{arch}", plan.base));
-    let base = puller.resolve(&plan.base, arch).context("Talos imager image")?;
-    let (vmlinuz, base_initramfs) = puller.boot_files(&base, arch, tmp.path(), &bar)?;
+    install(&out, &args.output)?;
+    drop(tmp);
+    line(&format!(
+        "built {} (Talos {}, schematic {}, extensions: {}; boot artifact {boot_digest})",
+        args.output.display(),
+        plan.profile.talos_version,
+        assembled.schematic_id,
+        assembled.notes.iter().map(|n| format!("{} {}", n.name, n.version)).collect::<Vec<_>>().join(", "),
+    ));
+    Ok(())
+}
+
+/// What one `imager build` makes, decided before anything is pulled.
+struct Plan {
+    /// Target architecture.
+    arch: Arch,
+    /// `SOURCE_DATE_EPOCH`: every time in the outputs.
+    epoch: u64,
+    /// Lock file, profile, schematic and flags merged: Talos version, base image, extensions,
+    /// extra kernel arguments, whether talos-agent is added.
+    profile: profile::Plan,
+    /// The Talos version as semver, for the extensions' compatibility checks.
+    talos: semver::Version,
+    /// The `metal` command line (also the boot artifact's).
+    cmdline_metal: String,
+    /// The `aws` command line.
+    cmdline_aws: String,
+    /// How to reach registries.
+    registry: moonboot_registry::Options,
+}
+
+/// Step 1, plan: reads `SOURCE_DATE_EPOCH`, merges lock file, profile, schematic and flags
+/// ([`profile::plan`]), computes both kernel command lines and the registry options, and warns
+/// about extensions not pinned by digest. Touches no registry and writes nothing.
+///
+/// # Errors
+/// An invalid epoch, profile, schematic, Talos version, kernel argument or registry flag.
+fn plan(args: &Args) -> Result<Plan> {
+    let epoch = source_date_epoch()?;
+    let profile = profile::plan(&profile::Flags {
+        profile: args.profile.as_deref(),
+        schematic: args.schematic.as_deref(),
+        talos_version: args.talos_version.as_deref(),
+        base: args.base.as_deref(),
+        system_extension_images: &args.system_extension_images,
+        extra_kernel_args: &args.extra_kernel_args,
+        no_talos_agent: args.no_talos_agent,
+    })?;
+    let talos = semver::Version::parse(profile.talos_version.trim_start_matches('v'))
+        .with_context(|| format!("Talos version {:?}", profile.talos_version))?;
+    let talos_preset: TalosVersion = profile.talos_version.parse().context("Talos version")?;
+    let extra = crate::kernel_args::parse_extra(&profile.extra_kernel_args)?;
+    let cmdline_metal = preset::talos(talos_preset, preset::Platform::Metal, args.arch, None, &extra)?;
+    let cmdline_aws = preset::talos(talos_preset, preset::Platform::Aws, args.arch, None, &extra)?;
+    for e in &profile.extensions {
+        if e.reference.digest.is_none() {
+            line(&format!("warning: {} is not pinned by digest; build.json records what it resolved to", e.reference));
+        }
+    }
+    let registry = args.registry.options()?;
+    Ok(Plan {
+        arch: args.arch,
+        epoch,
+        profile,
+        talos,
+        cmdline_metal: cmdline_metal.to_string(),
+        cmdline_aws: cmdline_aws.to_string(),
+        registry,
+    })
+}
+
+/// Everything a build is made from, pulled or compiled and validated.
+struct Pulled {
+    /// Talos's `vmlinuz` for the architecture, as shipped (arm64: EFI zboot).
+    vmlinuz: Vec<u8>,
+    /// Talos's `initramfs.xz`, before extensions.
+    base_initramfs: Vec<u8>,
+    /// What build.json records of the Talos imager image.
+    base_input: ImageInput,
+    /// Every extension, validated: the pulled ones in plan order, then talos-agent.
+    extensions: Vec<Validated>,
+    /// The talos-agent extension's image layer (a tar) and its version; `None` without it.
+    agent_layer: Option<(Vec<u8>, String)>,
+}
+
+/// Step 2, pull: compiles (or reads) talos-agent on another thread while it pulls the Talos
+/// imager image's `vmlinuz` and `initramfs.xz` and every extension image for the architecture
+/// (blobs spooled in `tmp`), flattening and validating each extension as Talos does. Returns
+/// them with what build.json records of them.
+///
+/// # Errors
+/// A registry or layer failure, an invalid or incompatible extension, a manifest name that is
+/// not the lock file's, an extension listed twice, a failed talos-agent build.
+fn pull_inputs(plan: &Plan, agent_binary: Option<&Path>, tmp: &Path) -> Result<Pulled> {
+    let arch = plan.arch.as_str();
+    let agent_given = agent_binary.map(Path::to_path_buf);
+    let agent_job = plan
+        .profile
+        .talos_agent
+        .then(|| std::thread::spawn(move || agent_extension::binary(arch, agent_given.as_deref())));
+
+    let puller = pull::Puller::new(plan.registry.clone())?;
+    let bar = Progress::bytes(&format!("pulling {} for linux/{arch}", plan.profile.base));
+    let base = puller.resolve(&plan.profile.base, arch).context("Talos imager image")?;
+    let (vmlinuz, base_initramfs) = puller.boot_files(&base, arch, tmp, &bar)?;
     bar.finish();
     let (kpath, ipath) = boot_artifact::artifact::imager_paths(arch);
     let base_input = image_input(
@@ -311,12 +320,12 @@ pub fn run(args: &Args) -> Result<()> {
     );
 
     let mut validated: Vec<Validated> = Vec::new();
-    for src in &plan.extensions {
+    for src in &plan.profile.extensions {
         let bar = Progress::bytes(&format!("pulling extension {} for linux/{arch}", src.reference));
         let resolved = puller.resolve(&src.reference, arch).with_context(|| format!("extension {}", src.reference))?;
         let tree = puller.extension_tree(&resolved, &bar).with_context(|| format!("extension {}", src.reference))?;
         bar.finish();
-        let (ext, manifest) = validate(&tree, &src.reference.to_string(), &talos_semver)?;
+        let (ext, manifest) = validate(&tree, &src.reference.to_string(), &plan.talos)?;
         if let Some(official) = &src.official {
             if &manifest.metadata.name != official {
                 bail!(
@@ -342,8 +351,8 @@ pub fn run(args: &Args) -> Result<()> {
         let bin = job.join().map_err(|_| anyhow::anyhow!("the talos-agent build thread panicked"))??;
         let bin_digest = Sha256Digest::of(&bin).to_string();
         let tree = agent_extension::tree(bin)?;
-        let (ext, manifest) = validate(&tree, "built from this repository", &talos_semver)?;
-        agent_layer = Some((agent_extension::layer_tar(&tree, epoch)?, manifest.metadata.version.clone()));
+        let (ext, manifest) = validate(&tree, "built from this repository", &plan.talos)?;
+        agent_layer = Some((agent_extension::layer_tar(&tree, plan.epoch)?, manifest.metadata.version.clone()));
         validated.push(Validated {
             input: ExtensionInput {
                 name: manifest.metadata.name.clone(),
@@ -367,64 +376,101 @@ pub fn run(args: &Args) -> Result<()> {
             bail!("extension {} is listed twice", v.ext.metadata.name);
         }
     }
+    Ok(Pulled { vmlinuz, base_initramfs, base_input, extensions: validated, agent_layer })
+}
 
+/// What a build assembled from its inputs, ready to be written.
+struct Assembled {
+    /// The initramfs with the extensions, and its squashfs layers.
+    initramfs: initramfs::Assembled,
+    /// The kernel the boot artifact carries: arm64 Image unpacked from zboot, x86 bzImage as is.
+    kernel_image: Vec<u8>,
+    /// The schematic's canonical YAML.
+    schematic_yaml: String,
+    /// The schematic's ID.
+    schematic_id: String,
+    /// The extensions as the boot artifact names them, in layer order.
+    notes: Vec<boot_artifact::artifact::ExtensionAnnotation>,
+}
+
+/// Step 3, assemble: builds the initramfs with the extensions on every core, unpacks the arm64
+/// kernel from EFI zboot for the boot artifact, and computes the schematic (YAML and ID) and the
+/// boot artifact's extension notes. Returns them; writes nothing.
+///
+/// # Errors
+/// An initramfs Talos would not boot, a kernel that does not unpack, a schematic that cannot be
+/// encoded reproducibly.
+fn assemble(plan: &Plan, pulled: &Pulled) -> Result<Assembled> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let exts: Vec<initramfs::Extension> = validated.iter().map(|v| v.ext.clone()).collect();
-    let mtime = u32::try_from(epoch).expect("checked in source_date_epoch");
-    let assembled = initramfs::assemble(&base_initramfs, exts, mtime, threads, threads as u32, &|m| line(m))?;
+    let exts: Vec<initramfs::Extension> = pulled.extensions.iter().map(|v| v.ext.clone()).collect();
+    let mtime = u32::try_from(plan.epoch).expect("checked in source_date_epoch");
+    let assembled = initramfs::assemble(&pulled.base_initramfs, exts, mtime, threads, threads as u32, &|m| line(m))?;
 
     // The kernel the boot artifact carries: arm64 Image unpacked from zboot, x86 bzImage as is.
-    let kernel_image = match args.args_arch() {
+    let kernel_image = match plan.arch {
         Arch::Arm64 => {
             let mut out = Vec::new();
-            boot_artifact::kernel::unpack_arm64(&mut std::io::Cursor::new(&vmlinuz), &mut out, pull::MAX_KERNEL)
+            boot_artifact::kernel::unpack_arm64(&mut std::io::Cursor::new(&pulled.vmlinuz), &mut out, pull::MAX_KERNEL)
                 .context("unpacking the arm64 kernel")?;
             out
         }
-        Arch::Amd64 => vmlinuz.clone(),
+        Arch::Amd64 => pulled.vmlinuz.clone(),
     };
 
-    let schematic = profile::schematic(&plan);
+    let schematic = profile::schematic(&plan.profile);
     let schematic_yaml = schematic.marshal()?;
     let schematic_id = schematic.id()?;
-    let notes: Vec<artifact::ExtensionNote> = validated
+    let notes = pulled
+        .extensions
         .iter()
-        .map(|v| artifact::ExtensionNote {
-            name: v.input.name.clone(),
-            version: v.input.version.clone(),
-            digest: v.input.image.as_ref().map(|i| i.index_digest.clone().unwrap_or_else(|| i.manifest_digest.clone())),
+        .map(|v| {
+            let digest = v.input.image.as_ref().map(|i| i.index_digest.as_ref().unwrap_or(&i.manifest_digest));
+            Ok(boot_artifact::artifact::ExtensionAnnotation {
+                name: v.input.name.clone(),
+                version: v.input.version.clone(),
+                digest: digest.map(|d| d.parse()).transpose().context("an extension's digest")?,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     // Notes in layer order.
     let order = initramfs::layer_order(notes.len());
-    let notes: Vec<artifact::ExtensionNote> = order.iter().map(|&i| notes[i].clone()).collect();
+    let notes: Vec<_> = order.iter().map(|&i| notes[i].clone()).collect();
+    Ok(Assembled { initramfs: assembled, kernel_image, schematic_yaml, schematic_id, notes })
+}
 
-    let out = tmp.path().join("out");
-    std::fs::create_dir(&out)?;
+/// Step 4, outputs: writes every output into the new directory `out` (the names in the module
+/// docs): kernel, initramfs, both command lines, the boot artifact and talos-agent extension
+/// layouts, `build.json` and `SHA256SUMS`. Returns the boot artifact's manifest digest.
+///
+/// # Errors
+/// Any failure to write.
+fn write_outputs(plan: &Plan, pulled: &Pulled, assembled: &Assembled, out: &Path) -> Result<String> {
+    let arch = plan.arch.as_str();
+    let epoch = plan.epoch;
+    std::fs::create_dir(out)?;
     let write = |name: &str, data: &[u8]| -> Result<()> {
         std::fs::write(out.join(name), data).with_context(|| format!("writing {name}"))
     };
     line("writing outputs");
-    write(&format!("kernel-{arch}"), &vmlinuz)?;
-    write(&format!("initramfs-metal-{arch}.xz"), &assembled.initramfs)?;
-    let metal = cmdline_metal.to_string();
-    write(&format!("cmdline-metal-{arch}"), metal.as_bytes())?;
-    write(&format!("cmdline-aws-{arch}"), cmdline_aws.to_string().as_bytes())?;
+    write(&format!("kernel-{arch}"), &pulled.vmlinuz)?;
+    write(&format!("initramfs-metal-{arch}.xz"), &assembled.initramfs.initramfs)?;
+    write(&format!("cmdline-metal-{arch}"), plan.cmdline_metal.as_bytes())?;
+    write(&format!("cmdline-aws-{arch}"), plan.cmdline_aws.as_bytes())?;
     let boot = artifact::write_boot_artifact(
         &out.join(format!("boot-{arch}")),
         &artifact::BootArtifact {
             arch,
-            kernel: &kernel_image,
-            initramfs: &assembled.initramfs,
-            cmdline: &metal,
-            talos_version: &plan.talos_version,
-            schematic_id: &schematic_id,
-            extensions: &notes,
+            kernel: &assembled.kernel_image,
+            initramfs: &assembled.initramfs.initramfs,
+            cmdline: &plan.cmdline_metal,
+            talos_version: &plan.profile.talos_version,
+            schematic_id: &assembled.schematic_id,
+            extensions: &assembled.notes,
             epoch,
         },
     )?;
 
-    let agent_image = match &agent_layer {
+    let agent_image = match &pulled.agent_layer {
         Some((tar, version)) => Some(artifact::write_extension_image(
             &out.join(format!("extension-talos-agent-{arch}")),
             arch,
@@ -435,27 +481,28 @@ pub fn run(args: &Args) -> Result<()> {
         None => None,
     };
 
-    let mut outputs = sums(&out)?;
-    outputs.insert(format!("boot-{arch}@manifest"), boot.digest.clone());
+    let mut outputs = sums(out)?;
+    outputs.insert(format!("boot-{arch}@manifest"), boot.digest.to_string());
     if let Some(desc) = &agent_image {
-        outputs.insert(format!("extension-talos-agent-{arch}@manifest"), desc.digest.clone());
+        outputs.insert(format!("extension-talos-agent-{arch}@manifest"), desc.digest.to_string());
     }
     let build = BuildJson {
         tool: Tool { name: "imager", version: env!("CARGO_PKG_VERSION") },
         arch: arch.to_string(),
-        talos_version: plan.talos_version.clone(),
+        talos_version: plan.profile.talos_version.clone(),
         source_date_epoch: epoch,
-        schematic_id: schematic_id.clone(),
-        schematic: schematic_yaml,
+        schematic_id: assembled.schematic_id.clone(),
+        schematic: assembled.schematic_yaml.clone(),
         inputs: Inputs {
-            base: base_input,
-            extensions: validated.iter().map(|v| v.input.clone()).collect(),
-            extra_kernel_args: plan.extra_kernel_args.clone(),
+            base: pulled.base_input.clone(),
+            extensions: pulled.extensions.iter().map(|v| v.input.clone()).collect(),
+            extra_kernel_args: plan.profile.extra_kernel_args.clone(),
         },
         initramfs_layers: assembled
+            .initramfs
             .layers
             .iter()
-            .zip(&assembled.squashfs_sizes)
+            .zip(&assembled.initramfs.squashfs_sizes)
             .map(|((image, ext), size)| LayerNote { image: image.clone(), extension: ext.clone(), size: *size })
             .collect(),
         outputs,
@@ -471,23 +518,7 @@ pub fn run(args: &Args) -> Result<()> {
         sums_text.push_str(&format!("{}  {path}\n", digest.trim_start_matches("sha256:")));
     }
     write("SHA256SUMS", sums_text.as_bytes())?;
-
-    install(&out, &args.output)?;
-    drop(tmp);
-    line(&format!(
-        "built {} (Talos {}, schematic {schematic_id}, extensions: {}; boot artifact {})",
-        args.output.display(),
-        plan.talos_version,
-        notes.iter().map(|n| format!("{} {}", n.name, n.version)).collect::<Vec<_>>().join(", "),
-        boot.digest
-    ));
-    Ok(())
-}
-
-impl Args {
-    fn args_arch(&self) -> Arch {
-        self.arch
-    }
+    Ok(boot.digest.to_string())
 }
 
 /// `sha256:` digests of every regular file under `dir` except `SHA256SUMS`, by relative path.
@@ -546,7 +577,7 @@ fn install(from: &Path, to: &Path) -> Result<()> {
 /// Compiling or reading the binary, writing the layout.
 pub fn run_extension(cmd: &ExtensionCommand) -> Result<()> {
     let ExtensionCommand::Build(args) = cmd;
-    let arch = arch_name(args.arch);
+    let arch = args.arch.as_str();
     let epoch = source_date_epoch()?;
     let bin = agent_extension::binary(arch, args.agent_binary.as_deref())?;
     let tree = agent_extension::tree(bin)?;

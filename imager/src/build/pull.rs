@@ -2,13 +2,16 @@
 //! images, for one architecture, through [`moonboot_registry`] (mirrors, insecure hosts,
 //! credentials, verified streaming).
 //!
-//! Layers are sniffed rather than trusted by media type: gzip (`1f 8b`), zstd (`28 b5 2f fd`) or
-//! a plain tar. Every layer is read with the OCI whiteout rules, in order.
+//! Layers are read by the shared layer reader ([`boot_artifact::layer`]): compression sniffed
+//! from the bytes, decompression bounded, hostile paths refused, and the OCI whiteout rules
+//! applied layer by layer — the same reader `talos-agent boot` uses, so both agree on which
+//! `vmlinuz` an image holds.
 
-use std::io::{BufReader, Read, Seek, Write};
+use std::io::{Read, Seek, Write};
 use std::path::Path;
 
 use boot_artifact::digest::Sha256Digest;
+use boot_artifact::layer::{self, LayerError, Wanted};
 use boot_artifact::reference::Reference;
 use moonboot_registry::{Descriptor, Registry, Resolved};
 
@@ -37,7 +40,18 @@ pub enum PullError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The imager image lacks a boot file, or holds it as something other than a regular file.
+    /// A layer of the imager image was refused (hostile path, bound, a boot file that is not a
+    /// regular file).
+    #[error("{reference}: layer {digest}: {source}")]
+    BootLayer {
+        /// The image.
+        reference: String,
+        /// The layer.
+        digest: Sha256Digest,
+        /// The refusal.
+        source: LayerError,
+    },
+    /// The imager image lacks a boot file.
     #[error("{reference}: {reason}")]
     BootFile {
         /// The image.
@@ -85,32 +99,6 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PullError {
     move |source| PullError::Io { what, source }
 }
 
-/// Wraps `r` in the decompressor its first bytes call for.
-fn decompressed<'a, R: Read + 'a>(r: R) -> std::io::Result<Box<dyn Read + 'a>> {
-    let mut r = BufReader::with_capacity(1 << 16, r);
-    let head = std::io::BufRead::fill_buf(&mut r)?.to_vec();
-    Ok(if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(r))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(r)?)
-    } else {
-        Box::new(r)
-    })
-}
-
-/// Strips `./` and leading `/` from a tar path; `None` for paths with `..` components.
-fn clean(path: &str) -> Option<String> {
-    let mut parts = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => return None,
-            c => parts.push(c),
-        }
-    }
-    Some(parts.join("/"))
-}
-
 impl Puller {
     /// A client for `options`.
     ///
@@ -156,7 +144,8 @@ impl Puller {
     /// spooled through temporary files in `tmp`. Returns (vmlinuz, initramfs).
     ///
     /// # Errors
-    /// [`PullError::BootFile`] when a file is missing, over its bound, or not a regular file.
+    /// [`PullError::BootFile`] when a file is missing; [`PullError::BootLayer`] when a layer is
+    /// refused (a boot file over its bound or not a regular file, a hostile path, a bomb).
     pub fn boot_files(
         &self,
         from: &Resolved,
@@ -166,51 +155,31 @@ impl Puller {
     ) -> Result<(Vec<u8>, Vec<u8>), PullError> {
         let (kpath, ipath) = boot_artifact::artifact::imager_paths(arch);
         let reference = from.reference.to_string();
-        let mut found: [Option<Vec<u8>>; 2] = [None, None];
-        let bad = |reason: String| PullError::BootFile { reference: reference.clone(), reason };
+        let wanted = [Wanted::new(kpath.clone(), MAX_KERNEL), Wanted::new(ipath.clone(), MAX_INITRAMFS)];
+        let mut layers = Vec::new();
         for d in &from.manifest.layers {
             let file = self.fetch_to_file(from, d, tmp, bar)?;
-            let mut archive = tar::Archive::new(decompressed(file).map_err(io(format!("layer {}", d.digest)))?);
-            let what = format!("reading layer {} of {reference}", d.digest);
-            for entry in archive.entries().map_err(io(what.clone()))? {
-                let mut entry = entry.map_err(io(what.clone()))?;
-                let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-                let Some(path) = clean(&raw) else { continue };
-                let (parent, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
-                for (i, want) in [&kpath, &ipath].into_iter().enumerate() {
-                    let hidden = match name.strip_prefix(".wh.") {
-                        Some(".wh..opq") => parent.is_empty() || want.starts_with(&format!("{parent}/")),
-                        Some(h) => {
-                            let victim = if parent.is_empty() { h.to_string() } else { format!("{parent}/{h}") };
-                            *want == victim || want.starts_with(&format!("{victim}/"))
-                        }
-                        None => false,
-                    };
-                    if hidden {
-                        found[i] = None;
-                    }
-                    if path == *want {
-                        if entry.header().entry_type() != tar::EntryType::Regular {
-                            return Err(bad(format!(
-                                "/{want} is a {:?}, not a regular file",
-                                entry.header().entry_type()
-                            )));
-                        }
-                        let limit = if i == 0 { MAX_KERNEL } else { MAX_INITRAMFS };
-                        let size = entry.header().size().map_err(io(what.clone()))?;
-                        if size > limit {
-                            return Err(bad(format!("/{want} is {size} bytes, over the {limit}-byte bound")));
-                        }
-                        let mut data = Vec::with_capacity(size as usize);
-                        entry.by_ref().take(limit).read_to_end(&mut data).map_err(io(what.clone()))?;
-                        found[i] = Some(data);
-                    }
-                }
-            }
+            let found = layer::extract(file, layer::expansion_limit(d.size), &wanted, |path, r, limit| {
+                let mut data = Vec::new();
+                r.take(limit)
+                    .read_to_end(&mut data)
+                    .map_err(|source| LayerError::Store { path: path.into(), source })?;
+                Ok(data)
+            })
+            .map_err(|source| PullError::BootLayer {
+                reference: reference.clone(),
+                digest: d.digest,
+                source,
+            })?;
+            layers.push(found);
         }
-        let [k, i] = found;
-        let k = k.ok_or_else(|| bad(format!("no /{kpath} in the image (is it a Talos imager image?)")))?;
-        let i = i.ok_or_else(|| bad(format!("no /{ipath} in the image (is it a Talos imager image?)")))?;
+        let mut files = layer::stack(layers);
+        let bad = |path: &str| PullError::BootFile {
+            reference: reference.clone(),
+            reason: format!("no /{path} in the image (is it a Talos imager image?)"),
+        };
+        let k = files.remove(&kpath).ok_or_else(|| bad(&kpath))?;
+        let i = files.remove(&ipath).ok_or_else(|| bad(&ipath))?;
         Ok((k, i))
     }
 
@@ -234,22 +203,9 @@ impl Puller {
                 }
                 self.rt.block_on(self.registry.fetch_blob(from, d, &mut sink))?;
             }
-            let layer = decompressed(&blob[..]).map_err(io(format!("layer {} of {reference}", d.digest)))?;
-            tree.apply_layer(layer, crate::extension::tree::DEFAULT_MAX_UNPACKED)
+            tree.apply_layer(&blob[..], crate::extension::tree::DEFAULT_MAX_UNPACKED)
                 .map_err(|source| PullError::Layer { reference: reference.clone(), digest: d.digest, source })?;
         }
         Ok(tree)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clean_paths() {
-        assert_eq!(clean("./usr/install/arm64/vmlinuz").unwrap(), "usr/install/arm64/vmlinuz");
-        assert_eq!(clean("/usr//install/").unwrap(), "usr/install");
-        assert!(clean("usr/../etc").is_none());
     }
 }

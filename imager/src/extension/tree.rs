@@ -1,9 +1,11 @@
 //! An extension image flattened from its OCI layers, and Talos's content rules.
 //!
-//! Layers are applied in order with the OCI whiteout rules (image-spec `layer.md`): an entry
-//! `.wh.NAME` deletes `NAME` from lower layers, `.wh..wh..opq` empties its directory of lower
-//! entries. Hostile input is refused rather than "sanitised": a path with a `..` component, a
-//! hard link to nothing, a layer or file over the size bound.
+//! Layers are read by the shared layer reader ([`boot_artifact::layer`]: compression from magic
+//! bytes, a bound on the decompressed stream, path cleaning) and applied in order with the OCI
+//! whiteout rules it owns (image-spec `layer.md`): a layer's `.wh.NAME` and `.wh..wh..opq`
+//! remove entries of *lower* layers, then its entries are added. Hostile input is refused rather
+//! than "sanitised": a path or hard-link target with a `..` component, a hard link to nothing, a
+//! layer or file over the size bound.
 //!
 //! [`Tree::validate`] then applies Talos's rules (talos v1.10.5 `pkg/machinery/extensions`):
 //! - `load.go`: the image root holds only `manifest.yaml` and `rootfs/`, both required;
@@ -19,6 +21,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+
+use boot_artifact::layer::{self, EntryKind, Item, LayerError};
 
 /// Paths an extension's rootfs may hold files under (talos v1.10.5
 /// `pkg/machinery/extensions/extensions.go` `AllowedPaths`, after the /usr merge).
@@ -63,12 +67,9 @@ pub struct Entry {
 /// Why a layer or an extension was refused. Paths are shown as in the image (`rootfs/usr/…`).
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
-    /// Reading the tar stream failed.
-    #[error("reading layer: {0}")]
-    Io(#[from] std::io::Error),
-    /// A path with `..`, an empty name, or not UTF-8.
-    #[error("refusing layer entry {0:?}: path escapes the image or is not a plain relative path")]
-    HostilePath(String),
+    /// The layer reader refused the layer (hostile path, decompression bound, not a tar).
+    #[error(transparent)]
+    Layer(#[from] LayerError),
     /// A hard link whose target is not a regular file already in the image.
     #[error("refusing hard link {path:?} to {target:?}: no such regular file in the image")]
     DanglingHardlink {
@@ -115,23 +116,6 @@ pub struct Tree {
     bytes: u64,
 }
 
-/// Normalises a tar path: strips `./` and leading `/`, drops empty and `.` components, refuses
-/// `..`. Returns the components.
-fn normalise(raw: &str) -> Result<Vec<&str>, TreeError> {
-    let mut parts = Vec::new();
-    for c in raw.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => return Err(TreeError::HostilePath(raw.to_string())),
-            c => parts.push(c),
-        }
-    }
-    if parts.is_empty() {
-        return Err(TreeError::HostilePath(raw.to_string()));
-    }
-    Ok(parts)
-}
-
 impl Tree {
     /// An empty tree.
     pub fn new() -> Tree {
@@ -163,82 +147,81 @@ impl Tree {
     }
 
     fn remove_subtree(&mut self, path: &str, keep_self: bool) {
-        for k in subtree_keys(&self.entries, path, keep_self) {
-            if let Some(Entry { kind: Kind::File(old), .. }) = self.entries.remove(&k) {
-                self.bytes -= old.len() as u64;
-            }
+        for (_, removed) in layer::remove_subtree(&mut self.entries, path, keep_self) {
+            self.forget(removed);
         }
     }
 
-    /// Applies one uncompressed tar layer on top of the tree, holding at most `limit` bytes of
-    /// file content in all.
+    fn forget(&mut self, removed: Entry) {
+        if let Kind::File(old) = removed.kind {
+            self.bytes -= old.len() as u64;
+        }
+    }
+
+    /// Applies one layer blob (a tar, plain, gzip'd or zstd, detected from its bytes) on top of
+    /// the tree, holding at most `limit` bytes of file content in all. The layer's whiteouts
+    /// remove lower entries first; then its entries are added in tar order, a non-directory
+    /// replacing a lower subtree and a hard link copying an earlier regular file.
     ///
     /// # Errors
-    /// [`TreeError::HostilePath`], [`TreeError::DanglingHardlink`], [`TreeError::TooLarge`],
-    /// [`TreeError::Io`].
-    pub fn apply_layer<R: Read>(&mut self, layer: R, limit: u64) -> Result<(), TreeError> {
-        let mut archive = tar::Archive::new(layer);
-        for entry in archive.entries()? {
-            let mut entry = entry?;
-            let raw = String::from_utf8(entry.path_bytes().into_owned())
-                .map_err(|e| TreeError::HostilePath(String::from_utf8_lossy(e.as_bytes()).into_owned()))?;
-            let parts = normalise(&raw)?;
-            let name = parts[parts.len() - 1];
-            let parent = parts[..parts.len() - 1].join("/");
-            if name == ".wh..wh..opq" {
-                if !parent.is_empty() {
-                    self.remove_subtree(&parent, true);
+    /// [`TreeError::Layer`] (hostile path, decompression bound, not a tar),
+    /// [`TreeError::DanglingHardlink`], [`TreeError::TooLarge`].
+    pub fn apply_layer<R: Read>(&mut self, blob: R, limit: u64) -> Result<(), TreeError> {
+        enum Pending {
+            Entry(Entry),
+            HardLink(String),
+        }
+        let mut whiteouts = Vec::new();
+        let mut pending: Vec<(String, u32, Pending)> = Vec::new();
+        let mut layer_bytes = 0u64;
+        let mut too_large = false;
+        // Tar framing on top of the content bound: 512-byte headers, padding.
+        let max_expanded = limit.saturating_add(layer::EXPANSION_SLACK);
+        layer::read_layer(blob, max_expanded, |item| {
+            let e = match item {
+                Item::Whiteout(w) => {
+                    whiteouts.push(w);
+                    return Ok(());
                 }
-                continue;
-            }
-            if let Some(hidden) = name.strip_prefix(".wh.") {
-                let victim = if parent.is_empty() { hidden.to_string() } else { format!("{parent}/{hidden}") };
-                normalise(&victim)?;
-                self.remove_subtree(&victim, false);
-                continue;
-            }
-            let path = parts.join("/");
-            let mode = entry.header().mode()? & 0o7777;
-            let kind = match entry.header().entry_type() {
-                tar::EntryType::Directory => Kind::Dir,
-                tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                    let size = entry.header().size()?;
-                    if self.bytes + size > limit {
-                        return Err(TreeError::TooLarge { limit });
+                Item::Entry(e) => e,
+            };
+            let kind = match e.kind {
+                EntryKind::Dir => Pending::Entry(Entry { mode: e.mode, kind: Kind::Dir }),
+                EntryKind::File { size } => {
+                    if self.bytes + layer_bytes + size > limit {
+                        too_large = true;
+                        return Err(LayerError::TooLarge { path: e.path, size, limit });
                     }
                     let mut data = Vec::with_capacity(size as usize);
-                    entry.by_ref().take(size).read_to_end(&mut data)?;
-                    Kind::File(data)
+                    e.data.take(size).read_to_end(&mut data).map_err(LayerError::Io)?;
+                    layer_bytes += data.len() as u64;
+                    Pending::Entry(Entry { mode: e.mode, kind: Kind::File(data) })
                 }
-                tar::EntryType::Symlink => {
-                    let target = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned());
-                    Kind::Symlink(target.unwrap_or_default())
-                }
-                tar::EntryType::Link => {
-                    let target =
-                        entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-                    let target_path = normalise(&target)?.join("/");
-                    match self.entries.get(&target_path) {
-                        Some(e @ Entry { kind: Kind::File(_), .. }) => e.kind.clone(),
-                        _ => return Err(TreeError::DanglingHardlink { path, target }),
-                    }
-                }
-                tar::EntryType::Char => Kind::Special("character device"),
-                tar::EntryType::Block => Kind::Special("block device"),
-                tar::EntryType::Fifo => Kind::Special("FIFO"),
-                // PAX/GNU metadata headers are consumed by the tar crate; anything else is unknown.
-                other => {
-                    if other.is_pax_global_extensions() || other.is_pax_local_extensions() {
-                        continue;
-                    }
-                    Kind::Special("unknown tar entry type")
-                }
+                EntryKind::Symlink(target) => Pending::Entry(Entry { mode: e.mode, kind: Kind::Symlink(target) }),
+                EntryKind::HardLink(target) => Pending::HardLink(target),
+                EntryKind::Special(what) => Pending::Entry(Entry { mode: e.mode, kind: Kind::Special(what) }),
+            };
+            pending.push((e.path, e.mode, kind));
+            Ok(())
+        })
+        .map_err(|e| if too_large { TreeError::TooLarge { limit } } else { TreeError::Layer(e) })?;
+
+        for (_, removed) in layer::apply_whiteouts(&mut self.entries, &whiteouts) {
+            self.forget(removed);
+        }
+        for (path, mode, p) in pending {
+            let entry = match p {
+                Pending::Entry(e) => e,
+                Pending::HardLink(target) => match self.entries.get(&target) {
+                    Some(Entry { kind: k @ Kind::File(_), .. }) => Entry { mode, kind: k.clone() },
+                    _ => return Err(TreeError::DanglingHardlink { path, target }),
+                },
             };
             // A non-directory replaces a whole subtree; a directory over a directory keeps it.
-            if !matches!((&kind, self.entries.get(&path).map(|e| &e.kind)), (Kind::Dir, Some(Kind::Dir))) {
+            if !matches!((&entry.kind, self.entries.get(&path).map(|e| &e.kind)), (Kind::Dir, Some(Kind::Dir))) {
                 self.remove_subtree(&path, false);
             }
-            self.insert(&path, Entry { mode, kind });
+            self.insert(&path, entry);
             if self.bytes > limit {
                 return Err(TreeError::TooLarge { limit });
             }
@@ -290,18 +273,6 @@ impl Tree {
 
 /// True when `target`, resolved lexically from the directory of `link` (an absolute path inside
 /// the rootfs), climbs above the rootfs root. Absolute targets resolve from the root and cannot.
-/// The keys of `map` (rootfs-relative paths, `/`-separated) at or under `path`, without `path`
-/// itself when `keep_self`: what a whiteout (`.wh.NAME`), an opaque directory (`.wh..wh..opq`,
-/// `keep_self`) or a non-directory replacing a directory removes (OCI image-spec `layer.md`).
-pub fn subtree_keys<V>(map: &BTreeMap<String, V>, path: &str, keep_self: bool) -> Vec<String> {
-    let prefix = format!("{path}/");
-    map.range(path.to_string()..)
-        .take_while(|(k, _)| *k == path || k.starts_with(&prefix))
-        .filter(|(k, _)| !(keep_self && *k == path))
-        .map(|(k, _)| k.clone())
-        .collect()
-}
-
 fn escapes(link: &str, target: &str) -> bool {
     let mut depth: Vec<&str> = if target.starts_with('/') {
         Vec::new()
@@ -397,6 +368,28 @@ mod tests {
         assert!(t.get("rootfs/etc/cri/conf.d/10-spin.part").is_none());
         assert!(t.get("rootfs/etc/cri/conf.d/20-new.part").is_some());
         assert!(t.get("rootfs/etc/cri/conf.d").is_some(), "an opaque directory itself stays");
+
+        // Whiteouts apply to lower layers only: the same layer's entry survives, wherever the
+        // whiteout stands in the tar.
+        t.apply_layer(
+            &layer(&[
+                ("rootfs/etc/cri/conf.d/30-late.part", F, 0o644, "late"),
+                ("rootfs/etc/cri/conf.d/.wh..wh..opq", F, 0o644, ""),
+            ])[..],
+            DEFAULT_MAX_UNPACKED,
+        )
+        .unwrap();
+        assert!(t.get("rootfs/etc/cri/conf.d/20-new.part").is_none());
+        assert!(t.get("rootfs/etc/cri/conf.d/30-late.part").is_some());
+        // Compressed layers are detected from their bytes.
+        let gz = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&layer(&[("rootfs/usr/local/bin/.wh.containerd-shim-spin-v2", F, 0o644, "")])).unwrap();
+            e.finish().unwrap()
+        };
+        t.apply_layer(&gz[..], DEFAULT_MAX_UNPACKED).unwrap();
+        assert!(t.get("rootfs/usr/local/bin/containerd-shim-spin-v2").is_none());
     }
 
     #[test]
@@ -428,7 +421,8 @@ mod tests {
             with(("rootfs/usr/local/evil", S, 0o777, "../../../../etc/shadow")),
             "symlink \"/usr/local/evil\" -> \"../../../../etc/shadow\" points outside the extension rootfs"
         );
-        assert!(with(("rootfs/../../etc/passwd", F, 0o644, "x")).starts_with("refusing layer entry"));
+        assert!(with(("rootfs/../../etc/passwd", F, 0o644, "x")).starts_with("refusing entry"));
+        assert!(with(("rootfs/usr/local/h", Link, 0o644, "../../etc/shadow")).starts_with("refusing entry"));
         assert!(with(("rootfs/usr/local/h", Link, 0o644, "rootfs/nope")).starts_with("refusing hard link"));
         let mut no_manifest = spin();
         no_manifest.remove(0);

@@ -10,9 +10,10 @@ use std::process::Command;
 
 use boot_artifact::artifact::{
     Role, ANNOTATION_EXTENSIONS, ANNOTATION_FORMAT, ANNOTATION_ROLE, ANNOTATION_SCHEMATIC_ID, ANNOTATION_TALOS_VERSION,
-    CONFIG_MEDIA_TYPE, FORMAT_VERSION, INDEX_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE,
+    CONFIG_MEDIA_TYPE, FORMAT_VERSION, LAYER_MEDIA_TYPE,
 };
 use boot_artifact::digest::Sha256Digest;
+use boot_artifact::oci::media_type::{OCI_INDEX as INDEX_MEDIA_TYPE, OCI_MANIFEST as MANIFEST_MEDIA_TYPE};
 use moonboot_tests::fixtures::Fixtures;
 use serde_json::json;
 

@@ -1,0 +1,66 @@
+//! `imager build` and `imager extension …` (the work: [`crate::build`]).
+
+use std::path::PathBuf;
+
+use kernel_cmdline::preset::Arch;
+
+use super::RegistryFlags;
+
+/// `imager build` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Target architecture.
+    #[arg(long, value_enum)]
+    pub arch: Arch,
+    /// Profile file (YAML; see imager/src/build/profile.rs). Flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Image Factory schematic: its officialExtensions (from the lock file) and extraKernelArgs.
+    #[arg(long, value_name = "FILE")]
+    pub schematic: Option<PathBuf>,
+    /// Output directory (created; our files in it are replaced).
+    #[arg(long, value_name = "DIR", default_value = "_out")]
+    pub output: PathBuf,
+    /// Talos version (default v1.10.5, or the profile's).
+    #[arg(long, value_name = "VERSION")]
+    pub talos_version: Option<String>,
+    /// Talos imager image to take vmlinuz and initramfs.xz from (default
+    /// ghcr.io/siderolabs/imager:<talos-version>).
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+    /// Extension image (REF or REF@sha256:…), repeatable; replaces the default/profile list.
+    #[arg(long = "system-extension-image", value_name = "REF")]
+    pub system_extension_images: Vec<String>,
+    /// Extra kernel argument (Talos merge rules), repeatable.
+    #[arg(long = "extra-kernel-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub extra_kernel_args: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    /// Use this static talos-agent binary instead of cross-compiling it from the workspace.
+    #[arg(long, value_name = "PATH")]
+    pub agent_binary: Option<PathBuf>,
+    /// Leave the talos-agent extension out.
+    #[arg(long)]
+    pub no_talos_agent: bool,
+}
+
+/// `imager extension …`.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum ExtensionCommand {
+    /// Build the talos-agent extension image as an OCI image layout (for `imager publish`).
+    Build(ExtensionArgs),
+}
+
+/// `imager extension build` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExtensionArgs {
+    /// Target architecture.
+    #[arg(long, value_enum)]
+    pub arch: Arch,
+    /// Output directory of the OCI image layout (replaced).
+    #[arg(long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Use this static talos-agent binary instead of cross-compiling it.
+    #[arg(long, value_name = "PATH")]
+    pub agent_binary: Option<PathBuf>,
+}

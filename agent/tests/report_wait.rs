@@ -13,7 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-
 const BIN: &str = env!("CARGO_BIN_EXE_talos-agent");
 
 /// A TLS server on loopback answering every handshake; returns its address and the expected

@@ -21,6 +21,7 @@
 //! The result must fit [`COMMAND_LINE_SIZE`] (2048 bytes with the NUL); the error says how long
 //! it would be and how many bytes each source contributed.
 
+use boot_artifact::artifact::kernel_args;
 use std::collections::HashMap;
 
 use kernel_cmdline::preset::{self, Arch, Platform, PresetError, TalosVersion};
@@ -377,10 +378,10 @@ fn build(req: &Request<'_>, naming: Option<DeviceNaming>) -> Result<Built, Error
     };
     set("talos.config", req.talos_config, "--talos-config", Source::TalosConfig)?;
     let a = &req.agent;
-    set("talos_agent.report", a.report.as_deref(), "--report", Source::Report)?;
-    set("talos_agent.token", a.token.as_deref(), "--report-token", Source::Report)?;
-    set("talos_agent.node", a.node.as_deref(), "node name", Source::Report)?;
-    set("talos_agent.role", a.role.as_deref(), "node role", Source::Report)?;
+    set(kernel_args::REPORT, a.report.as_deref(), "--report", Source::Report)?;
+    set(kernel_args::TOKEN, a.token.as_deref(), "--report-token", Source::Report)?;
+    set(kernel_args::NODE, a.node.as_deref(), "node name", Source::Report)?;
+    set(kernel_args::ROLE, a.role.as_deref(), "node role", Source::Report)?;
 
     // Extras.
     if !req.extra.is_empty() {

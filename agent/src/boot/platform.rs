@@ -93,15 +93,6 @@ pub enum ImdsError {
     NotAnInstanceId(String),
 }
 
-/// Parses `aws` or `metal` (the `--platform` values).
-pub fn parse_platform(s: &str) -> Result<Platform, String> {
-    match s {
-        "aws" => Ok(Platform::Aws),
-        "metal" => Ok(Platform::Metal),
-        other => Err(format!("unknown platform {other:?}: expected aws or metal")),
-    }
-}
-
 /// True for an EC2 instance ID: `i-` and 8 or 17 lowercase hex digits.
 fn is_instance_id(s: &str) -> bool {
     s.strip_prefix("i-").is_some_and(|h| {
@@ -183,7 +174,9 @@ pub async fn detect(flag: Option<Platform>, dmi_dir: &Path, imds_base: &str, tim
     }
     match imds_instance_id(imds_base, timeout).await {
         Ok(instance_id) => Detected { platform: Platform::Aws, detection: Detection::Imds { instance_id } },
-        Err(e) => Detected { platform: Platform::Metal, detection: Detection::NotEc2 { imds: crate::error_chain::chain(&e) } },
+        Err(e) => {
+            Detected { platform: Platform::Metal, detection: Detection::NotEc2 { imds: crate::error_chain::chain(&e) } }
+        }
     }
 }
 
@@ -368,12 +361,10 @@ mod tests {
     }
 
     #[test]
-    fn instance_ids_and_platform_names() {
+    fn instance_ids() {
         assert!(is_instance_id("i-0123456789abcdef0"));
         assert!(is_instance_id("i-1234abcd"));
         assert!(!is_instance_id("i-XYZ"));
         assert!(!is_instance_id("<html>"));
-        assert_eq!(parse_platform("aws"), Ok(Platform::Aws));
-        assert!(parse_platform("gcp").is_err());
     }
 }

@@ -43,6 +43,17 @@ pub enum SendError {
     },
 }
 
+/// Why the HTTP client for the collector could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The `--ca-file` bundle is not PEM certificates.
+    #[error("reading the CA bundle: {0}")]
+    CaBundle(#[source] reqwest::Error),
+    /// reqwest could not build its client (TLS configuration).
+    #[error("building the HTTP client: {0}")]
+    Build(#[source] reqwest::Error),
+}
+
 /// A collector endpoint.
 pub struct Collector {
     http: reqwest::Client,
@@ -58,8 +69,9 @@ impl Collector {
     /// collector is expected on the operator's network.
     ///
     /// # Errors
-    /// The CA bundle does not parse, or reqwest cannot build its TLS configuration.
-    pub fn new(url: &str, token: &str, ca_pem: Option<&[u8]>, timeout: Duration) -> Result<Self, String> {
+    /// [`ClientError`]: the CA bundle does not parse, or reqwest cannot build its TLS
+    /// configuration.
+    pub fn new(url: &str, token: &str, ca_pem: Option<&[u8]>, timeout: Duration) -> Result<Self, ClientError> {
         // reqwest is built without a default crypto provider; the workspace uses ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut b = reqwest::Client::builder()
@@ -68,15 +80,14 @@ impl Collector {
             .no_proxy()
             .user_agent(concat!("talos-agent/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = ca_pem {
-            let certs =
-                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("reading the CA bundle: {e}"))?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(ClientError::CaBundle)?;
             b = b.tls_certs_only(certs);
         } else if !url.starts_with("https://") {
             // Plain HTTP needs no roots. Without this, reqwest loads the system's CA certificates
             // and fails where there are none, as in the extension service's container.
             b = b.tls_certs_only(Vec::new());
         }
-        let http = b.build().map_err(|e| format!("building the HTTP client: {}", crate::error_chain::chain(&e)))?;
+        let http = b.build().map_err(ClientError::Build)?;
         Ok(Self { http, url: url.to_string(), token: token.to_string() })
     }
 

@@ -13,21 +13,79 @@
 //! and collector errors are logged (once per distinct error) and retried with backoff.
 //!
 //! Exit codes: `report` runs until killed; with `--once` it exits 0 when one report was
-//! delivered and 1 when it was not (one line on stderr); 2 invalid usage.
+//! delivered and 1 when it was not (one line on stderr, [`Error`]); 2 invalid usage.
 
 pub mod client;
 pub mod facts;
 pub mod phase;
 pub mod schema;
 
+use boot_artifact::artifact::kernel_args;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use client::{Backoff, Collector};
 use phase::Phase;
 use schema::{Apid, Bootstrap, Report};
+
+/// Exit code of `report --once` when no report was delivered (or none could be sent).
+pub const EXIT_FAILED: u8 = 1;
+
+/// Why `talos-agent report` ended. Without `--once` only [`Error::Runtime`] ends it: the others
+/// are logged and the agent idles or retries (an extension service that exits would be restarted
+/// in a loop).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The async runtime could not be started.
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// No collector URL from the kernel command line, the environment or the flags.
+    #[error("no collector URL (talos_agent.report= on the kernel command line, TALOS_AGENT_REPORT, or --url)")]
+    NoUrl,
+    /// `--ca-file` could not be read.
+    #[error("reading {}: {source}", path.display())]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
+    /// The collector refused the token (401).
+    #[error(transparent)]
+    Unauthorized(client::SendError),
+    /// `--once` gave up: no report was delivered within 30 s (the last failure is the cause).
+    #[error("no report delivered within 30 s")]
+    NotDelivered(#[source] client::SendError),
+}
+
+impl Error {
+    /// The exit code `report` documents: [`EXIT_FAILED`] for each (2, bad usage, is clap's).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Runtime(_)
+            | Error::NoUrl
+            | Error::CaFile { .. }
+            | Error::Client(_)
+            | Error::Unauthorized(_)
+            | Error::NotDelivered(_) => EXIT_FAILED,
+        }
+    }
+}
+
+/// A node's role, as `talos_agent.role=`, `TALOS_AGENT_ROLE` and `--role` spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// A control-plane node: `talosctl bootstrap` runs on one of them.
+    #[value(name = "controlplane")]
+    ControlPlane,
+    /// A worker node.
+    Worker,
+}
 
 /// Arguments of `talos-agent report`.
 #[derive(clap::Args, Debug)]
@@ -43,10 +101,10 @@ pub struct Args {
     /// address, or the boot ID.
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
-    /// The node's role, needed to tell bootstrap readiness (`controlplane` or `worker`);
-    /// default: `talos_agent.role=` or `TALOS_AGENT_ROLE`.
+    /// The node's role, needed to tell bootstrap readiness; default: `talos_agent.role=` or
+    /// `TALOS_AGENT_ROLE`.
     #[arg(long, value_name = "ROLE")]
-    pub role: Option<String>,
+    pub role: Option<Role>,
     /// apid address to probe.
     #[arg(long, value_name = "ADDR", default_value = phase::DEFAULT_APID)]
     pub apid: SocketAddr,
@@ -79,8 +137,9 @@ pub struct Settings {
     pub token: Option<String>,
     /// Node name.
     pub node: Option<String>,
-    /// Role.
-    pub role: Option<String>,
+    /// Role: `Err` holds a value from the kernel command line or the environment that is neither
+    /// `controlplane` nor `worker` (reported in the bootstrap reason, never guessed).
+    pub role: Option<Result<Role, String>>,
 }
 
 impl Settings {
@@ -98,69 +157,42 @@ impl Settings {
                 .or_else(|| env(var).filter(|v| !v.is_empty()))
                 .or_else(|| from_cmdline(key).filter(|v| !v.is_empty()))
         };
+        let role = match args.role {
+            Some(r) => Some(Ok(r)),
+            None => pick(kernel_args::ROLE, "TALOS_AGENT_ROLE", &None)
+                .map(|v| <Role as clap::ValueEnum>::from_str(&v, false).map_err(|_| v)),
+        };
         Settings {
-            url: pick("talos_agent.report", "TALOS_AGENT_REPORT", &args.url),
-            token: pick("talos_agent.token", "TALOS_AGENT_TOKEN", &args.token),
-            node: pick("talos_agent.node", "TALOS_AGENT_NODE", &args.node),
-            role: pick("talos_agent.role", "TALOS_AGENT_ROLE", &args.role),
+            url: pick(kernel_args::REPORT, "TALOS_AGENT_REPORT", &args.url),
+            token: pick(kernel_args::TOKEN, "TALOS_AGENT_TOKEN", &args.token),
+            node: pick(kernel_args::NODE, "TALOS_AGENT_NODE", &args.node),
+            role,
         }
     }
 }
 
-fn log(msg: &str) {
-    eprintln!("talos-agent report: {msg}");
-}
-
-/// Runs `talos-agent report`.
-pub fn run(args: Args) -> ExitCode {
-    log(&format!("talos-agent report v{} starting", env!("CARGO_PKG_VERSION")));
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            log(&format!("error: starting the async runtime: {e}"));
-            return ExitCode::from(1);
-        }
-    };
+/// Runs `talos-agent report`: with `--once` until one report is delivered, else forever.
+///
+/// # Errors
+/// [`Error`]; without `--once` only [`Error::Runtime`].
+pub fn run(args: Args) -> Result<(), Error> {
+    tracing::info!("talos-agent report v{} starting", env!("CARGO_PKG_VERSION"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;
     rt.block_on(run_async(args))
 }
 
-async fn run_async(args: Args) -> ExitCode {
+async fn run_async(args: Args) -> Result<(), Error> {
     let cmdline = std::fs::read_to_string(&args.cmdline).unwrap_or_else(|e| {
-        log(&format!("cannot read {}: {e}; using the environment and flags only", args.cmdline.display()));
+        tracing::info!("cannot read {}: {e}; using the environment and flags only", args.cmdline.display());
         String::new()
     });
     let settings = Settings::resolve(&cmdline, |k| std::env::var(k).ok(), &args);
-    let Some(url) = settings.url.clone() else {
-        log("no collector URL (talos_agent.report= on the kernel command line, TALOS_AGENT_REPORT, or --url): idling");
-        if args.once {
-            return ExitCode::from(1);
-        }
-        loop {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-        }
-    };
-    let token = settings.token.clone().unwrap_or_else(|| {
-        log("no token (talos_agent.token=, TALOS_AGENT_TOKEN or --token): sending reports without one");
-        String::new()
-    });
-    let ca = match &args.ca_file {
-        Some(p) => match std::fs::read(p) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                log(&format!("error: reading {}: {e}", p.display()));
-                return idle_or_fail(args.once).await;
-            }
-        },
-        None => None,
-    };
-    let collector = match Collector::new(&url, &token, ca.as_deref(), Duration::from_secs(10)) {
+    let collector = match connect(&args, &settings) {
         Ok(c) => c,
-        Err(e) => {
-            log(&format!("error: {e}"));
-            return idle_or_fail(args.once).await;
-        }
+        Err(e) if args.once => return Err(e),
+        Err(e) => match idle(&e).await {},
     };
-    log(&format!("reporting to {url} (apid probe {}, heartbeat {} s)", args.apid, args.heartbeat));
+    tracing::info!("reporting to {} (apid probe {}, heartbeat {} s)", collector.url(), args.apid, args.heartbeat);
     let interval = Duration::from_secs(args.interval.max(1));
     let heartbeat = Duration::from_secs(args.heartbeat.max(1));
     let once_deadline = Instant::now() + Duration::from_secs(30);
@@ -175,7 +207,7 @@ async fn run_async(args: Args) -> ExitCode {
         if last_phase != Some(report.phase) {
             let fp = report.apid.fingerprint.as_deref().unwrap_or("-");
             let why = report.apid.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
-            log(&format!("phase {} fingerprint {fp}{why}", report.phase));
+            tracing::info!("phase {} fingerprint {fp}{why}", report.phase);
             last_phase = Some(report.phase);
         }
         let key = report.content_key();
@@ -188,32 +220,30 @@ async fn run_async(args: Args) -> ExitCode {
                 Ok(()) => {
                     sequence = report.sequence;
                     if backoff.failures() > 0 || last_sent.is_none() {
-                        log(&format!("report delivered to {} (phase {})", collector.url(), report.phase));
+                        tracing::info!("report delivered to {} (phase {})", collector.url(), report.phase);
                     }
                     backoff.reset();
                     last_error.clear();
                     last_sent = Some((key, Instant::now()));
                     if args.once {
-                        return ExitCode::SUCCESS;
+                        return Ok(());
                     }
                 }
                 Err(e) => {
                     sequence = report.sequence;
                     if args.once && matches!(e, client::SendError::Unauthorized { .. }) {
-                        log(&format!("error: {e}"));
-                        return ExitCode::from(1);
+                        return Err(Error::Unauthorized(e));
                     }
                     let wait = backoff.fail();
+                    if args.once && Instant::now() + wait > once_deadline {
+                        return Err(Error::NotDelivered(e));
+                    }
                     let msg = crate::error_chain::chain(&e);
                     if msg != last_error {
-                        log(&format!("{msg} (retrying; next in {} s)", wait.as_secs()));
+                        tracing::warn!("{msg} (retrying; next in {} s)", wait.as_secs());
                         last_error = msg;
                     }
                     next_attempt = Instant::now() + wait;
-                    if args.once && Instant::now() + wait > once_deadline {
-                        log("error: no report delivered within 30 s");
-                        return ExitCode::from(1);
-                    }
                 }
             }
         }
@@ -226,11 +256,31 @@ async fn run_async(args: Args) -> ExitCode {
     }
 }
 
-async fn idle_or_fail(once: bool) -> ExitCode {
-    if once {
-        return ExitCode::from(1);
+/// The collector client from the settings: its URL, the token (a report without one is sent
+/// anyway, and refused by `wait`), and `--ca-file`.
+fn connect(args: &Args, settings: &Settings) -> Result<Collector, Error> {
+    let url = settings.url.as_deref().ok_or(Error::NoUrl)?;
+    let token = settings.token.clone().unwrap_or_else(|| {
+        tracing::warn!("no token (talos_agent.token=, TALOS_AGENT_TOKEN or --token): sending reports without one");
+        String::new()
+    });
+    let ca = match &args.ca_file {
+        Some(p) => Some(std::fs::read(p).map_err(|source| Error::CaFile { path: p.clone(), source })?),
+        None => None,
+    };
+    Ok(Collector::new(url, &token, ca.as_deref(), Duration::from_secs(10))?)
+}
+
+/// Says why there is nothing to do, then idles forever: an extension service that exits would be
+/// restarted in a loop.
+async fn idle(why: &Error) -> Infallible {
+    match why {
+        Error::NoUrl => tracing::warn!("{why}: idling"),
+        _ => {
+            tracing::error!("{}", crate::error_chain::chain(why));
+            tracing::info!("idling (an extension service that exits would be restarted in a loop)");
+        }
     }
-    log("idling (an extension service that exits would be restarted in a loop)");
     loop {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
@@ -271,7 +321,8 @@ async fn gather(args: &Args, settings: &Settings, sequence: u64) -> Report {
             },
         ),
     };
-    let bootstrap = bootstrap_readiness(phase, settings.role.as_deref(), facts::etcd_data_empty(root));
+    let role = settings.role.as_ref().map(|r| r.as_ref().copied().map_err(String::as_str));
+    let bootstrap = bootstrap_readiness(phase, role, facts::etcd_data_empty(root));
     if bootstrap.ready == Some(true) {
         phase = Phase::BootstrapReady;
     }
@@ -305,19 +356,19 @@ async fn gather(args: &Args, settings: &Settings, sequence: u64) -> Report {
     }
 }
 
-/// Bootstrap readiness from what is known: the phase, the declared role and whether the etcd
-/// data directory is empty (`None`: not visible). Never guesses: without a role, or without a
-/// view of `/var/lib/etcd`, `ready` is `None` with the reason.
-pub fn bootstrap_readiness(phase: Phase, role: Option<&str>, etcd_empty: Option<bool>) -> Bootstrap {
+/// Bootstrap readiness from what is known: the phase, the declared role (`Err`: a value that is
+/// no role) and whether the etcd data directory is empty (`None`: not visible). Never guesses:
+/// without a role, or without a view of `/var/lib/etcd`, `ready` is `None` with the reason.
+pub fn bootstrap_readiness(phase: Phase, role: Option<Result<Role, &str>>, etcd_empty: Option<bool>) -> Bootstrap {
     let no = |reason: &str| Bootstrap { ready: Some(false), reason: reason.to_string() };
     let unknown = |reason: &str| Bootstrap { ready: None, reason: reason.to_string() };
     if phase < Phase::Configured {
         return no("not configured yet (apid does not request a client certificate)");
     }
     match role {
-        Some("worker") => return no("a worker node: bootstrap runs on a control-plane node"),
-        Some("controlplane") => {}
-        Some(other) => return unknown(&format!("unknown role {other:?} (controlplane or worker)")),
+        Some(Ok(Role::Worker)) => return no("a worker node: bootstrap runs on a control-plane node"),
+        Some(Ok(Role::ControlPlane)) => {}
+        Some(Err(other)) => return unknown(&format!("unknown role {other:?} (controlplane or worker)")),
         None => return unknown("role not given (talos_agent.role=controlplane|worker)"),
     }
     match etcd_empty {
@@ -361,18 +412,30 @@ mod tests {
         assert_eq!(s.url.as_deref(), Some("https://collector/v1/report"));
         assert_eq!(s.token.as_deref(), Some("from-env"));
         assert_eq!(s.node.as_deref(), Some("cp-1"), "an empty variable counts as unset");
-        assert_eq!(s.role.as_deref(), Some("controlplane"));
+        assert_eq!(s.role, Some(Ok(Role::ControlPlane)));
         assert_eq!(Settings::resolve("quiet", none, &args(&[])), Settings::default());
+        // The flag is typed (clap refuses other values); the other sources keep what they said.
+        let s = Settings::resolve("talos_agent.role=control-plane", none, &args(&[]));
+        assert_eq!(s.role, Some(Err("control-plane".to_string())));
+        let s = Settings::resolve("talos_agent.role=control-plane", none, &args(&["--role", "worker"]));
+        assert_eq!(s.role, Some(Ok(Role::Worker)));
+        let s = Settings::resolve("talos_agent.role=worker", none, &args(&[]));
+        assert_eq!(s.role, Some(Ok(Role::Worker)));
+        assert!(Cli::try_parse_from(["report", "--role", "master"]).is_err());
     }
 
     #[test]
     fn bootstrap_never_guesses() {
         use Phase::*;
-        assert_eq!(bootstrap_readiness(MaintenanceReady, Some("controlplane"), Some(true)).ready, Some(false));
+        let cp = Some(Ok(Role::ControlPlane));
+        assert_eq!(bootstrap_readiness(MaintenanceReady, cp, Some(true)).ready, Some(false));
         assert_eq!(bootstrap_readiness(Configured, None, Some(true)).ready, None);
-        assert_eq!(bootstrap_readiness(Configured, Some("controlplane"), None).ready, None);
-        assert_eq!(bootstrap_readiness(Configured, Some("worker"), Some(true)).ready, Some(false));
-        assert_eq!(bootstrap_readiness(Configured, Some("controlplane"), Some(false)).ready, Some(false));
-        assert_eq!(bootstrap_readiness(Configured, Some("controlplane"), Some(true)).ready, Some(true));
+        assert_eq!(bootstrap_readiness(Configured, cp, None).ready, None);
+        assert_eq!(bootstrap_readiness(Configured, Some(Ok(Role::Worker)), Some(true)).ready, Some(false));
+        assert_eq!(bootstrap_readiness(Configured, cp, Some(false)).ready, Some(false));
+        assert_eq!(bootstrap_readiness(Configured, cp, Some(true)).ready, Some(true));
+        let odd = bootstrap_readiness(Configured, Some(Err("master")), Some(true));
+        assert_eq!(odd.ready, None);
+        assert!(odd.reason.contains("\"master\""), "{}", odd.reason);
     }
 }

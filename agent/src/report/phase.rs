@@ -23,7 +23,6 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,10 +38,17 @@ use sha2::{Digest, Sha256};
 pub const DEFAULT_APID: &str = "127.0.0.1:50000";
 
 /// A readiness phase. Ordered: a node in a later phase has passed the earlier ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+///
+/// Also the value of `wait --until` (clap's `ValueEnum`, the wire names; `unreachable` is not one:
+/// every node has been there).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Phase {
     /// apid did not complete a TLS handshake (not started yet, or the probe failed).
+    #[value(skip)]
     Unreachable,
     /// Talos is in maintenance mode: the handshake completed without a client certificate
     /// request. `talosctl apply-config --insecure` / `talm apply -i` will be accepted.
@@ -69,22 +75,6 @@ impl Phase {
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Phase {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "unreachable" => Ok(Phase::Unreachable),
-            "maintenance_ready" => Ok(Phase::MaintenanceReady),
-            "configured" => Ok(Phase::Configured),
-            "bootstrap_ready" => Ok(Phase::BootstrapReady),
-            _ => {
-                Err(format!("unknown phase {s:?} (one of unreachable, maintenance_ready, configured, bootstrap_ready)"))
-            }
-        }
     }
 }
 
@@ -448,9 +438,16 @@ mod tests {
         assert!(Phase::MaintenanceReady < Phase::Configured);
         assert!(Phase::Configured < Phase::BootstrapReady);
         for p in [Phase::Unreachable, Phase::MaintenanceReady, Phase::Configured, Phase::BootstrapReady] {
-            assert_eq!(p.as_str().parse::<Phase>().unwrap(), p);
             assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{p}\""));
+            assert_eq!(serde_json::from_str::<Phase>(&format!("\"{p}\"")).unwrap(), p);
         }
-        assert!("ready".parse::<Phase>().is_err());
+        // The `wait --until` values: the wire names, but not `unreachable`.
+        use clap::ValueEnum;
+        let until: Vec<&str> = Phase::value_variants().iter().map(|p| p.as_str()).collect();
+        assert_eq!(until, ["maintenance_ready", "configured", "bootstrap_ready"]);
+        for p in Phase::value_variants() {
+            assert_eq!(Phase::from_str(p.as_str(), false), Ok(*p));
+        }
+        assert!(Phase::from_str("ready", false).is_err());
     }
 }

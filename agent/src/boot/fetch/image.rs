@@ -1,0 +1,169 @@
+//! An image reference: a moonboot boot artifact, a stock Talos imager image, or a Talos
+//! installer image with a UKI; every layer fetched in parallel, then stacked as an unpacked image
+//! would be (a later layer's file or whiteout wins).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+
+use boot_artifact::artifact::{self, Role};
+use boot_artifact::digest::HashingWriter;
+use boot_artifact::kernel::{self, KernelFormat};
+use boot_artifact::layer::{self as layers, Wanted};
+use boot_artifact::pe::Uki;
+use boot_artifact::reference::Reference;
+use moonboot_registry::Registry;
+
+use super::layer::fetch_layer;
+use super::{
+    memfd, Error, Fetched, Kind, Memfile, ResolvedReport, MAX_CMDLINE_SIZE, MAX_INITRAMFS_SIZE, MAX_KERNEL_SIZE,
+    MAX_UKI_SIZE,
+};
+
+/// Turns whatever kernel arrived into a loadable one for `arch` (`arm64`: raw `Image`, unpacking
+/// EFI zboot or gzip; `amd64`: bzImage).
+pub(super) fn loadable_kernel(mut k: Memfile, arch: &str) -> Result<(Memfile, String), Error> {
+    k.file.seek(SeekFrom::Start(0)).map_err(Error::Memfd)?;
+    let format = kernel::detect_file(&mut k.file)?;
+    match (arch, &format) {
+        ("amd64", KernelFormat::BzImage { .. }) => Ok((k, "BzImage".into())),
+        ("arm64", KernelFormat::Arm64Image(_)) => Ok((k, "Arm64Image".into())),
+        ("arm64", KernelFormat::EfiZboot(_) | KernelFormat::Gzip | KernelFormat::Zstd) => {
+            let container = match &format {
+                KernelFormat::EfiZboot(z) => format!("EfiZboot({})", z.compression),
+                other => format!("{other:?}"),
+            };
+            let mut out = memfd("kernel")?;
+            let mut hashing = HashingWriter::new(&mut out);
+            let unpacked = kernel::unpack_arm64(&mut k.file, &mut hashing, MAX_KERNEL_SIZE)?;
+            let sha256 = hashing.digest();
+            Ok((Memfile { file: out, len: unpacked.len, sha256 }, container))
+        }
+        (arch, other) => Err(Error::Content(format!("the kernel is {other:?}, which cannot be loaded on {arch}"))),
+    }
+}
+
+fn read_cmdline(mut f: Memfile) -> Result<String, Error> {
+    let mut s = String::new();
+    f.file.seek(SeekFrom::Start(0)).map_err(Error::Memfd)?;
+    (&mut f.file)
+        .take(MAX_CMDLINE_SIZE)
+        .read_to_string(&mut s)
+        .map_err(|_| Error::Content("the default command line is not UTF-8".into()))?;
+    Ok(s)
+}
+
+/// Copies `range` of `src` into a new memfd.
+fn section(src: &mut File, range: std::ops::Range<u64>, name: &str) -> Result<Memfile, Error> {
+    src.seek(SeekFrom::Start(range.start)).map_err(Error::Memfd)?;
+    let mut out = memfd(name)?;
+    let mut hashing = HashingWriter::new(&mut out);
+    let len = io::copy(&mut src.take(range.end - range.start), &mut hashing).map_err(Error::Memfd)?;
+    let sha256 = hashing.digest();
+    Ok(Memfile { file: out, len, sha256 })
+}
+
+/// Resolves `reference` for `arch` and fetches what boots it.
+pub async fn fetch_image(registry: &Registry, reference: &Reference, arch: &str) -> Result<Fetched, Error> {
+    let resolved = registry.resolve(reference, arch).await?;
+    crate::boot::log(&format!(
+        "resolved {reference} for linux/{arch} at {} to {}",
+        resolved.endpoint.host, resolved.manifest_digest
+    ));
+    let report = ResolvedReport {
+        reference: reference.to_string(),
+        endpoint: resolved.endpoint.host.clone(),
+        index_digest: resolved.index_digest.map(|d| d.to_string()),
+        manifest_digest: resolved.manifest_digest.to_string(),
+        annotations: resolved.manifest.annotations.clone(),
+    };
+    let is_artifact = artifact::is_boot_artifact(&resolved.manifest);
+
+    // Which layers to fetch and what to take from each.
+    let mut jobs = Vec::new();
+    if is_artifact {
+        for role in Role::ALL {
+            let layer = artifact::layer_for(&resolved.manifest, role)
+                .ok_or_else(|| Error::Content(format!("{reference}: boot artifact has no {} layer", role.as_str())))?;
+            let limit = match role {
+                Role::Kernel => MAX_KERNEL_SIZE,
+                Role::Initramfs => MAX_INITRAMFS_SIZE,
+                Role::Cmdline => MAX_CMDLINE_SIZE,
+            };
+            jobs.push((layer.clone(), vec![Wanted::new(role.path(), limit)]));
+        }
+    } else {
+        let (vmlinuz, initramfs) = artifact::imager_paths(arch);
+        let wanted = vec![
+            Wanted::new(vmlinuz, MAX_KERNEL_SIZE),
+            Wanted::new(initramfs, MAX_INITRAMFS_SIZE),
+            Wanted::new(artifact::installer_uki_path(arch), MAX_UKI_SIZE),
+        ];
+        for l in &resolved.manifest.layers {
+            jobs.push((l.clone(), wanted.clone()));
+        }
+    }
+    let results = futures_util::future::try_join_all(jobs.into_iter().map(|(layer, wanted)| {
+        let resolved = &resolved;
+        async move { fetch_layer(registry, resolved, &layer, wanted).await }
+    }))
+    .await?;
+    let (found, blobs): (Vec<_>, Vec<_>) = results.into_iter().unzip();
+    // Base layer first: whiteouts and later files replace what lower layers gave.
+    let mut files = layers::stack(found);
+    let mut take = |path: &str| files.remove(path);
+
+    if is_artifact {
+        let k = take(Role::Kernel.path()).ok_or_else(|| Error::Content("kernel layer holds no boot/kernel".into()))?;
+        let i = take(Role::Initramfs.path())
+            .ok_or_else(|| Error::Content("initramfs layer holds no boot/initramfs".into()))?;
+        let c =
+            take(Role::Cmdline.path()).ok_or_else(|| Error::Content("cmdline layer holds no boot/cmdline".into()))?;
+        let (kernel, container) = loadable_kernel(k, arch)?;
+        return Ok(Fetched {
+            kind: Kind::BootArtifact,
+            resolved: Some(report),
+            kernel,
+            kernel_container: container,
+            initramfs: i,
+            cmdline: Some(read_cmdline(c)?),
+            blobs,
+        });
+    }
+    let (vmlinuz, initramfs) = artifact::imager_paths(arch);
+    if let (Some(k), Some(i)) = (take(&vmlinuz), take(&initramfs)) {
+        let (kernel, container) = loadable_kernel(k, arch)?;
+        return Ok(Fetched {
+            kind: Kind::TalosImager,
+            resolved: Some(report),
+            kernel,
+            kernel_container: container,
+            initramfs: i,
+            cmdline: None,
+            blobs,
+        });
+    }
+    if let Some(mut u) = take(&artifact::installer_uki_path(arch)) {
+        u.file.seek(SeekFrom::Start(0)).map_err(Error::Memfd)?;
+        let uki = Uki::read(&mut u.file)
+            .map_err(|e| Error::Content(format!("{}: {e}", artifact::installer_uki_path(arch))))?;
+        let k = section(&mut u.file, uki.linux, "kernel")?;
+        let i = section(&mut u.file, uki.initrd, "initramfs")?;
+        let c = section(&mut u.file, uki.cmdline, "cmdline")?;
+        drop(u);
+        let (kernel, container) = loadable_kernel(k, arch)?;
+        return Ok(Fetched {
+            kind: Kind::TalosUki,
+            resolved: Some(report),
+            kernel,
+            kernel_container: format!("UKI .linux: {container}"),
+            initramfs: i,
+            cmdline: Some(read_cmdline(c)?),
+            blobs,
+        });
+    }
+    Err(Error::Content(format!(
+        "{reference}: neither a boot artifact (no {} annotation) nor a Talos image (no /{vmlinuz} + /{initramfs}, no /{})",
+        artifact::ANNOTATION_FORMAT,
+        artifact::installer_uki_path(arch)
+    )))
+}

@@ -225,12 +225,16 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
             break status;
         }
         if Instant::now() > deadline {
-            bail!("no readiness report within 10 minutes; console in {}, wait log in {}", log.display(), wait_log.display());
+            bail!(
+                "no readiness report within 10 minutes; console in {}, wait log in {}",
+                log.display(),
+                wait_log.display()
+            );
         }
         // Watch the console meanwhile: a failed first stage or a dead VM ends the demo at once.
-        match guest.wait_for("a stage-1 error", Instant::now() + Duration::from_millis(100), |l| {
-            l.contains("STAGE1: error")
-        }) {
+        match guest
+            .wait_for("a stage-1 error", Instant::now() + Duration::from_millis(100), |l| l.contains("STAGE1: error"))
+        {
             Ok(line) => bail!("the VM's first stage failed: {line}; console in {}", log.display()),
             Err(e) if e.to_string().starts_with("QEMU exited") => bail!("{e:#}"),
             Err(_) => {}

@@ -102,9 +102,8 @@ fn serve(mut client: TcpStream, f: &Faults, upstream: &str, me: &str) -> std::io
     }
     if let Some(token) = f.bearer_token.lock().unwrap().clone() {
         if header("authorization").as_deref() != Some(&format!("Bearer {token}")) {
-            let challenge = format!(
-                "Bearer realm=\"http://{me}/token\",service=\"moonboot-test\",scope=\"repository:test:pull\""
-            );
+            let challenge =
+                format!("Bearer realm=\"http://{me}/token\",service=\"moonboot-test\",scope=\"repository:test:pull\"");
             let b = br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
             return respond(
                 &mut client,
@@ -128,7 +127,8 @@ fn serve(mut client: TcpStream, f: &Faults, upstream: &str, me: &str) -> std::io
     let mut req = format!("{request_line}\r\n");
     for h in head.iter().skip(1) {
         let name = h.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
-        if name == "connection" || name == "authorization" || (name == "range" && f.ignore_range.load(Ordering::SeqCst)) {
+        if name == "connection" || name == "authorization" || (name == "range" && f.ignore_range.load(Ordering::SeqCst))
+        {
             continue;
         }
         req.push_str(h);

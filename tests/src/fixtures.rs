@@ -159,8 +159,10 @@ pub fn skip(test: &str, reason: &str) {
 pub fn with_registry(test: &str) -> Option<Fixtures> {
     let f = loaded(test)?;
     if let Err(e) = crate::registry::get(&f.registry, "/v2/", &[]) {
-        let reason =
-            format!("the fixture registry {} does not answer ({e:#}): run scripts/fixtures (it restarts it)", f.registry);
+        let reason = format!(
+            "the fixture registry {} does not answer ({e:#}): run scripts/fixtures (it restarts it)",
+            f.registry
+        );
         skip(test, &reason);
         return None;
     }
@@ -208,7 +210,10 @@ impl Fixtures {
         let mut y = String::from("# TEST FIXTURE lock: the stand-in extensions in the fixture registry\nextensions:\n");
         for n in ["spin", "tailscale"] {
             let i = &self.images[n];
-            y.push_str(&format!("  - name: {n}\n    image: {}\n    digest: {}\n", i.upstream_reference, i.index_digest));
+            y.push_str(&format!(
+                "  - name: {n}\n    image: {}\n    digest: {}\n",
+                i.upstream_reference, i.index_digest
+            ));
         }
         std::fs::create_dir_all(dir)?;
         let p = dir.join("extensions-lock.yaml");

@@ -8,7 +8,8 @@
 //! - [`build`]: what `scripts/fixtures` runs (`cargo run -p moonboot-tests --bin fixtures`);
 //! - [`fixtures`]: `target/fixtures/fixtures.json`, read by the tests;
 //! - [`qemu`]: boot a guest and wait for console marker lines;
-//! - [`stage1`]: the static `talos-agent` and the first-stage initramfs of the kexec tests.
+//! - [`stage1`]: the static `talos-agent` and the first-stage initramfs of the kexec tests;
+//! - [`whiteout`]: imager images whose top layer deletes or replaces the kernel.
 #![deny(missing_docs)]
 
 pub mod build;
@@ -22,4 +23,5 @@ pub mod oci;
 pub mod qemu;
 pub mod registry;
 pub mod stage1;
+pub mod whiteout;
 pub mod zboot;

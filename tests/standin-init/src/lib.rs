@@ -58,7 +58,6 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
-
 /// A freshly generated apid-like TLS server configuration.
 pub struct ApidTls {
     /// The rustls server configuration (ALPN `h2`, like apid's gRPC).

@@ -20,7 +20,7 @@ fn main() {
         Command::Extension(cmd) => build::run_extension(&cmd),
     };
     if let Err(err) = result {
-        eprintln!("imager: {err:#}");
+        eprintln!("imager: {}", boot_artifact::error_chain(err.as_ref()));
         std::process::exit(1);
     }
 }

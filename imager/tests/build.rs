@@ -371,7 +371,7 @@ fn malformed_extensions_fail_with_a_clear_message_and_no_output() {
         (
             "dotdot",
             vec![("rootfs/../../etc/passwd", F, 0o644, "root::0:0\n".into())],
-            "refusing layer entry \"rootfs/../../etc/passwd\"",
+            "refusing entry \"rootfs/../../etc/passwd\": a `..` component escapes the layer",
         ),
         (
             "symlink-escape",

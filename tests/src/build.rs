@@ -6,7 +6,8 @@
 //! - `debs/*.deb` (downloaded by the script) and `debs/<deb name>/` (extracted with `dpkg-deb -x`);
 //! - `build/<arch>/`: `rootfs/` → `rootfs.sqsh`, `initramfs/` → `initramfs.cpio` →
 //!   `initramfs.xz`, `vmlinuz` (arm64: EFI zboot), `Image` (arm64, only if Debian's was compressed);
-//! - `oci/{imager,spin,tailscale}/`: the OCI image layouts pushed by the script;
+//! - `oci/{imager,spin,tailscale,sbc-raspberrypi,extensions,overlays}/`: the OCI image layouts
+//!   pushed by the script (the last three: [`crate::bundles`]);
 //! - `build/description.json` + `build/inputs.key`: the cache (a run whose inputs — debs, init
 //!   binaries, this program, the epoch — are unchanged rebuilds nothing);
 //! - `fixtures.json.pending` and `push.list`, which the script turns into `fixtures.json` after a
@@ -16,6 +17,7 @@
 //! 0, sorted entries (`cpio --reproducible -R 0:0`, `mksquashfs -all-root -mkfs-time -all-time`,
 //! deterministic tars and gzip, zstd is deterministic for a given level).
 
+use crate::bundles;
 use crate::extensions::{Extension, SPIN, TAILSCALE};
 use crate::fixtures::{ArchFixtures, ExtensionInfo, Fixtures, PushedImage, SCHEMA};
 use crate::kmod;
@@ -612,6 +614,44 @@ fn build_extension(ext: &Extension, opts: &Options) -> Result<PushedImage> {
     })
 }
 
+/// Short names of the built images (keys of `fixtures.json`'s `images`, directories under `oci/`).
+pub const IMAGE_NAMES: [&str; 6] = ["imager", "spin", "tailscale", "sbc-raspberrypi", "extensions", "overlays"];
+
+/// The stand-in overlay image, then the extensions and overlays bundles of Talos v1.10.5 that pin
+/// the stand-in extensions (already in `images`) and the overlay image by their index digests.
+fn build_bundles(images: &mut BTreeMap<String, PushedImage>, opts: &Options) -> Result<()> {
+    let started = std::time::Instant::now();
+    let oci = opts.out.join("oci");
+    let sbc = bundles::build_sbc_raspberrypi(&oci.join("sbc-raspberrypi"), opts.epoch)?;
+    let (digests, descriptions) = bundles::standin_extensions_files(&[
+        (&SPIN, images["spin"].index_digest.as_str()),
+        (&TAILSCALE, images["tailscale"].index_digest.as_str()),
+    ]);
+    let extensions = bundles::build_extensions_bundle(
+        &oci.join("extensions"),
+        bundles::EXTENSIONS_REPOSITORY,
+        TALOS_VERSION,
+        &digests,
+        &descriptions,
+        opts.epoch,
+    )?;
+    let overlays = bundles::build_overlays_bundle(
+        &oci.join("overlays"),
+        bundles::OVERLAYS_REPOSITORY,
+        TALOS_VERSION,
+        &bundles::standin_overlays_yaml(&sbc.index_digest),
+        opts.epoch,
+    )?;
+    images.insert("sbc-raspberrypi".to_string(), sbc);
+    images.insert("extensions".to_string(), extensions);
+    images.insert("overlays".to_string(), overlays);
+    log(&format!(
+        "wrote the sbc-raspberrypi, extensions and overlays image layouts ({} ms)",
+        started.elapsed().as_millis()
+    ));
+    Ok(())
+}
+
 fn inputs_key(opts: &Options) -> Result<String> {
     let exe = std::env::current_exe().context("locating the fixtures program")?;
     let mut lines = vec![BUILD_FORMAT.to_string(), stamp(&exe)?, opts.epoch.to_string()];
@@ -647,7 +687,7 @@ pub fn build(opts: &Options) -> Result<Fixtures> {
     let desc_file = build_dir.join("description.json");
     let cached = !opts.force
         && fs::read_to_string(&key_file).ok().as_deref() == Some(key.as_str())
-        && ["imager", "spin", "tailscale"].iter().all(|n| opts.out.join("oci").join(n).join("index.json").exists());
+        && IMAGE_NAMES.iter().all(|n| opts.out.join("oci").join(n).join("index.json").exists());
     let fixtures = match (cached, fs::read(&desc_file)) {
         (true, Ok(bytes)) => {
             log("inputs unchanged: reusing the built images");
@@ -664,6 +704,7 @@ pub fn build(opts: &Options) -> Result<Fixtures> {
             images.insert("imager".to_string(), build_imager(&builds, opts)?);
             images.insert("spin".to_string(), build_extension(&SPIN, opts)?);
             images.insert("tailscale".to_string(), build_extension(&TAILSCALE, opts)?);
+            build_bundles(&mut images, opts)?;
             let f = Fixtures {
                 schema: SCHEMA,
                 note: "TEST FIXTURES built by moonboot's scripts/fixtures from Debian packages: stand-ins, not Talos"

@@ -117,12 +117,10 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
 
     // 1. imager build --arch arm64
     let out = o.work.join("_out");
-    let lock = f.write_extensions_lock(&o.work)?;
     say(o, &format!("imager build --arch arm64 --registry-mirror {} → {}", f.mirror, out.display()));
     let t = Instant::now();
     run(
         Command::new(&imager)
-            .env("MOONBOOT_EXTENSIONS_LOCK", &lock)
             .args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
             .arg("--agent-binary")
             .arg(&agent_arm64)

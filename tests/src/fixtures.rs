@@ -25,7 +25,8 @@ pub struct Fixtures {
     pub mirror: String,
     /// Timestamp used for every file in the fixtures (SOURCE_DATE_EPOCH).
     pub source_date_epoch: u64,
-    /// Pushed images by short name: `imager`, `spin`, `tailscale`.
+    /// Pushed images by short name: `imager`, `spin`, `tailscale`, `sbc-raspberrypi` (a stand-in
+    /// overlay image), and the bundles `extensions` and `overlays` (see [`crate::bundles`]).
     pub images: BTreeMap<String, PushedImage>,
     /// Per-architecture inputs and outputs: `arm64`, `amd64`.
     pub arches: BTreeMap<String, ArchFixtures>,
@@ -197,27 +198,4 @@ pub fn with_qemu(test: &str, f: &Fixtures, arch: &str) -> Option<ArchFixtures> {
         return None;
     }
     Some(a)
-}
-
-impl Fixtures {
-    /// Writes `dir/extensions-lock.yaml`: the imager's lock file format (`extensions/lock.yaml`)
-    /// pinning the stand-in spin and tailscale of the fixture registry by their index digests,
-    /// under their upstream references. Point `MOONBOOT_EXTENSIONS_LOCK` at it.
-    ///
-    /// # Errors
-    /// When the file cannot be written.
-    pub fn write_extensions_lock(&self, dir: &Path) -> std::io::Result<PathBuf> {
-        let mut y = String::from("# TEST FIXTURE lock: the stand-in extensions in the fixture registry\nextensions:\n");
-        for n in ["spin", "tailscale"] {
-            let i = &self.images[n];
-            y.push_str(&format!(
-                "  - name: {n}\n    image: {}\n    digest: {}\n",
-                i.upstream_reference, i.index_digest
-            ));
-        }
-        std::fs::create_dir_all(dir)?;
-        let p = dir.join("extensions-lock.yaml");
-        std::fs::write(&p, y)?;
-        Ok(p)
-    }
 }

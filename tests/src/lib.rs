@@ -5,6 +5,8 @@
 //! - [`oci`]: reproducible OCI image layouts; [`registry`]: a tiny distribution-API client;
 //! - [`cpio`]: a newc reader; [`kmod`]: kernel module dependencies from `.modinfo`;
 //! - [`extensions`]: the stand-in spin and tailscale extension images;
+//! - [`bundles`]: the extensions and overlays bundle images and the stand-in overlay image, and
+//!   helpers that push bundles with any content;
 //! - [`build`]: what `scripts/fixtures` runs (`cargo run -p moonboot-tests --bin fixtures`);
 //! - [`fixtures`]: `target/fixtures/fixtures.json`, read by the tests;
 //! - [`qemu`]: boot a guest and wait for console marker lines;
@@ -13,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod build;
+pub mod bundles;
 pub mod cpio;
 pub mod demo;
 pub mod extensions;

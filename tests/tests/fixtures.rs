@@ -6,6 +6,7 @@
 
 use boot_artifact::kernel::{self, KernelFormat};
 use boot_artifact::pe::PeFile;
+use moonboot_tests::bundles;
 use moonboot_tests::cpio;
 use moonboot_tests::extensions::{SPIN, SPIN_CRI_PART, TAILSCALE, TAILSCALE_SERVICE_SPEC};
 use moonboot_tests::fixtures::{Fixtures, PushedImage};
@@ -185,6 +186,203 @@ fn registry_serves_the_stand_in_extensions() {
             }
         }
     }
+}
+
+/// A fixture image by its `fixtures.json` name, with a hint when an older build lacks it.
+fn image<'a>(f: &'a Fixtures, name: &str) -> &'a PushedImage {
+    f.images.get(name).unwrap_or_else(|| panic!("fixtures.json has no image {name:?}: rerun scripts/fixtures"))
+}
+
+/// Checks that every platform's config names its architecture and that all platforms share the
+/// same layers; returns the layer digests.
+fn shared_layers(f: &Fixtures, img: &PushedImage, manifests: &BTreeMap<String, Manifest>) -> Vec<String> {
+    let repo = Repo { host: &f.registry, name: &img.repository };
+    let mut layers: Option<Vec<String>> = None;
+    for (arch, m) in manifests {
+        let config: serde_json::Value = serde_json::from_slice(&repo.blob(&m.config.digest).unwrap()).unwrap();
+        assert_eq!(config["architecture"], arch.as_str(), "{} {arch} config", img.repository);
+        assert_eq!(config["os"], "linux");
+        let these: Vec<String> = m.layers.iter().map(|l| l.digest.clone()).collect();
+        if let Some(l) = &layers {
+            assert_eq!(l, &these, "{}: the platforms have different layers", img.repository);
+        }
+        layers = Some(these);
+    }
+    layers.expect("an index with platforms")
+}
+
+/// The one file of a bundle layer: the layer's only tar entry, a regular file named exactly `name`
+/// (no `./`, no directories), mode 0644, owned by 0:0, mtime SOURCE_DATE_EPOCH.
+fn only_file(f: &Fixtures, img: &PushedImage, layer_digest: &str, name: &str) -> String {
+    let blob = Repo { host: &f.registry, name: &img.repository }.blob(layer_digest).unwrap();
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
+    let mut found = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let h = e.header().clone();
+        let entry_name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+        assert!(h.entry_type().is_file(), "{}: {entry_name:?} is not a regular file", img.repository);
+        assert_eq!(h.mode().unwrap(), 0o644, "{}: {entry_name} mode", img.repository);
+        assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (0, 0), "{}: {entry_name} owner", img.repository);
+        assert_eq!(h.mtime().unwrap(), f.source_date_epoch, "{}: {entry_name} mtime", img.repository);
+        let mut data = String::new();
+        e.read_to_string(&mut data).unwrap();
+        found.push((entry_name, data));
+    }
+    let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, [name], "{}: entries of layer {layer_digest}", img.repository);
+    found.remove(0).1
+}
+
+/// Checks that `digest` is the index digest `fixtures.json` records for the image `reference`
+/// (`ghcr.io/siderolabs/NAME:TAG`) and that the registry serves it; returns that image.
+fn pinned<'a>(f: &'a Fixtures, reference: &str, digest: &str) -> &'a PushedImage {
+    let img = f
+        .images
+        .values()
+        .find(|i| i.upstream_reference == reference)
+        .unwrap_or_else(|| panic!("{reference} is not a fixture image"));
+    assert_eq!(digest, img.index_digest, "{reference}: pinned digest");
+    let (media_type, _) = Repo { host: &f.registry, name: &img.repository }.manifest(digest).unwrap();
+    assert_eq!(media_type, MEDIA_TYPE_INDEX, "{reference}@{digest}");
+    img
+}
+
+#[test]
+fn registry_serves_the_extensions_bundle() {
+    let Some(f) = load("registry_serves_the_extensions_bundle") else { return };
+    let img = image(&f, "extensions");
+    assert_eq!(img.repository, "siderolabs/extensions");
+    assert_eq!(img.tag, "v1.10.5");
+    assert_eq!(img.upstream_reference, "ghcr.io/siderolabs/extensions:v1.10.5");
+    let layers = shared_layers(&f, img, &check_index(&f, img));
+    assert_eq!(layers.len(), 2, "FROM scratch, one layer per file");
+    let digests = only_file(&f, img, &layers[0], "image-digests");
+    let descriptions = only_file(&f, img, &layers[1], "descriptions.yaml");
+
+    // image-digests: one `REF@DIGEST\n` line per extension, in the Makefile's (alphabetical) order.
+    assert!(digests.ends_with('\n'), "image-digests lacks the final newline: {digests:?}");
+    let lines: Vec<&str> = digests.lines().collect();
+    let mut named = Vec::new();
+    for line in &lines {
+        let (reference, digest) = line.split_once('@').unwrap_or_else(|| panic!("{line:?} has no @"));
+        let ext = pinned(&f, reference, digest);
+        named.push(ext.extension.as_ref().expect("an extension image").name.clone());
+    }
+    assert_eq!(named, ["spin", "tailscale"]);
+    let spin = (&SPIN, f.images["spin"].index_digest.as_str());
+    let tailscale = (&TAILSCALE, f.images["tailscale"].index_digest.as_str());
+    let (want_digests, want_descriptions) = bundles::standin_extensions_files(&[spin, tailscale]);
+    assert_eq!(digests, want_digests);
+
+    // descriptions.yaml: a map keyed by exactly those lines, each {author, description: |}.
+    let keys: Vec<&str> =
+        descriptions.lines().filter(|l| !l.starts_with(' ')).map(|l| l.strip_suffix(':').expect("a key")).collect();
+    assert_eq!(keys, lines);
+    for (ext, line) in [&SPIN, &TAILSCALE].into_iter().zip(&lines) {
+        let entry = format!("{line}:\n  author: {}\n  description: |\n    {}\n", ext.author, ext.description);
+        assert!(descriptions.contains(&entry), "descriptions.yaml lacks {entry:?}:\n{descriptions}");
+    }
+    assert_eq!(descriptions, want_descriptions);
+}
+
+#[test]
+fn registry_serves_the_overlays_bundle_and_the_overlay() {
+    let Some(f) = load("registry_serves_the_overlays_bundle_and_the_overlay") else { return };
+    let sbc = image(&f, "sbc-raspberrypi");
+    assert_eq!(sbc.repository, "siderolabs/sbc-raspberrypi");
+    assert_eq!(sbc.upstream_reference, "ghcr.io/siderolabs/sbc-raspberrypi:v0.1.5");
+    let layers = shared_layers(&f, sbc, &check_index(&f, sbc));
+    assert_eq!(layers.len(), 1);
+    let files = layer_files(&Repo { host: &f.registry, name: &sbc.repository }.blob(&layers[0]).unwrap());
+    let names: BTreeSet<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "artifacts/arm64/firmware/boot/README.moonboot-test",
+            "installers/rpi_generic",
+            "profiles/rpi_generic.yaml"
+        ])
+    );
+    let (mode, installer) = &files["installers/rpi_generic"];
+    assert_eq!(mode & 0o777, 0o755);
+    assert!(installer.starts_with(b"#!/bin/sh\n"));
+    let profile = String::from_utf8(files["profiles/rpi_generic.yaml"].1.clone()).unwrap();
+    assert!(profile.contains("TEST FIXTURE") && profile.contains("\narch: arm64\n"), "{profile}");
+
+    let img = image(&f, "overlays");
+    assert_eq!(img.repository, "siderolabs/overlays");
+    assert_eq!(img.tag, "v1.10.5");
+    assert_eq!(img.upstream_reference, "ghcr.io/siderolabs/overlays:v1.10.5");
+    let layers = shared_layers(&f, img, &check_index(&f, img));
+    assert_eq!(layers.len(), 1, "FROM scratch, one file");
+    let text = only_file(&f, img, &layers[0], "overlays.yaml");
+    assert_eq!(text, bundles::standin_overlays_yaml(&sbc.index_digest));
+    // overlays: [{name, image, digest}], every digest the overlay image's index digest.
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("overlays:"));
+    let rest: Vec<&str> = lines.collect();
+    let mut names = Vec::new();
+    for item in rest.chunks(3) {
+        let field = |i: usize, key: &str| {
+            item[i].trim_start_matches([' ', '-']).strip_prefix(key).unwrap_or_else(|| panic!("{item:?}: {key}"))
+        };
+        names.push(field(0, "name: "));
+        let overlay = pinned(&f, field(1, "image: "), field(2, "digest: "));
+        assert_eq!(overlay.repository, sbc.repository);
+    }
+    assert_eq!(names, ["rpi_generic", "revpi_generic"]);
+}
+
+#[test]
+fn bundle_helpers_push_any_content() {
+    let Some(f) = load("bundle_helpers_push_any_content") else { return };
+    let work = moonboot_tests::fixtures::fixtures_dir().join("tmp").join(format!("bundles-{}", std::process::id()));
+    // A bundle listing a digest the registry does not serve, and overlays.yaml that is not YAML.
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let digests = format!("ghcr.io/siderolabs/spin:v0.19.0@{missing}\n");
+    let descriptions = "not: [valid\n";
+    let overlays = "overlays: {{{\n";
+    let tag = format!("broken-{}", std::process::id());
+    let ext_ref =
+        bundles::push_extensions_bundle(&f, &work, "moonboot-test/extensions", &tag, &digests, descriptions).unwrap();
+    let ovl_ref = bundles::push_overlays_bundle(&f, &work, "moonboot-test/overlays", &tag, overlays).unwrap();
+    assert_eq!(ext_ref, format!("{}/moonboot-test/extensions:{tag}", f.registry));
+    assert_eq!(ovl_ref, format!("{}/moonboot-test/overlays:{tag}", f.registry));
+    // Read back through the registry: both platforms, the files exactly as given.
+    for (repository, files) in [
+        ("moonboot-test/extensions", vec![("image-digests", digests.as_str()), ("descriptions.yaml", descriptions)]),
+        ("moonboot-test/overlays", vec![("overlays.yaml", overlays)]),
+    ] {
+        let img = PushedImage {
+            repository: repository.to_string(),
+            tag: tag.clone(),
+            reference: String::new(),
+            upstream_reference: String::new(),
+            index_digest: String::new(),
+            manifests: BTreeMap::new(),
+            layout: Default::default(),
+            extension: None,
+        };
+        let repo = Repo { host: &f.registry, name: repository };
+        let (media_type, index) = repo.manifest(&tag).unwrap();
+        assert_eq!(media_type, MEDIA_TYPE_INDEX);
+        let index: Index = serde_json::from_slice(&index).unwrap();
+        let mut manifests = BTreeMap::new();
+        for d in &index.manifests {
+            let (_, body) = repo.manifest(&d.digest).unwrap();
+            manifests.insert(d.platform.as_ref().unwrap().architecture.clone(), serde_json::from_slice(&body).unwrap());
+        }
+        assert_eq!(manifests.keys().map(String::as_str).collect::<Vec<_>>(), ["amd64", "arm64"]);
+        let layers = shared_layers(&f, &img, &manifests);
+        assert_eq!(layers.len(), files.len());
+        for (layer, (name, data)) in layers.iter().zip(files) {
+            assert_eq!(only_file(&f, &img, layer, name), data, "{repository}: {name}");
+        }
+    }
+    let spin = Repo { host: &f.registry, name: "siderolabs/spin" };
+    assert!(spin.manifest(&missing).is_err(), "the registry serves siderolabs/spin@{missing}");
+    std::fs::remove_dir_all(&work).unwrap();
 }
 
 #[test]

@@ -2,16 +2,16 @@
 //!
 //! One module per concern: [`cli`] holds only the command-line definitions (and imports nothing
 //! from the rest); the work lives in [`kernel_args`] (the Talos kernel command line for given
-//! arguments), [`build`], [`publish`], [`inspect`], [`lock_update`], [`extension`] (Talos system
+//! arguments), [`build`], [`bundle`] (Talos's extensions and overlays bundles), [`publish`], [`inspect`], [`extension`] (Talos system
 //! extensions) and [`schematic`] (Image Factory schematics and their IDs), which take their
 //! arguments from [`cli`].
 
 pub mod build;
+pub mod bundle;
 pub mod cli;
 pub mod extension;
 pub mod inspect;
 pub mod kernel_args;
-pub mod lock_update;
 pub mod oci_layout;
 pub mod publish;
 pub mod schematic;

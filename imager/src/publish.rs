@@ -120,8 +120,9 @@ pub struct PushedImage {
 /// What `imager publish` did; its `--json` output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
-    /// The boot artifacts.
-    pub boot: PushedImage,
+    /// The boot artifacts (absent when only the extension image was published).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot: Option<PushedImage>,
     /// The talos-agent extension image, if the build wrote one.
     pub extension: Option<PushedImage>,
     /// Why no extension image was pushed, or which architectures lacked one.
@@ -282,27 +283,43 @@ fn human_bytes(n: u64) -> String {
 /// # Errors
 /// Invalid references, missing layouts, registry failures, each with context.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let to: Reference = args.to.parse()?;
-    anyhow::ensure!(to.digest.is_none() && to.tag.is_some(), "--to {}: give a tag, not a digest", args.to);
-    let extension_to = match &args.extension_to {
-        Some(r) => {
+    let to: Option<Reference> = match &args.to {
+        Some(t) => {
+            let r: Reference = t.parse()?;
+            anyhow::ensure!(r.digest.is_none() && r.tag.is_some(), "--to {t}: give a tag, not a digest");
+            Some(r)
+        }
+        None => None,
+    };
+    let extension_to = match (&args.extension_to, &to) {
+        (Some(r), _) => {
             let r: Reference = r.parse()?;
             anyhow::ensure!(r.digest.is_none(), "--extension-to {r}: give a tag, not a digest");
             r
         }
-        None => default_extension_target(&to),
+        (None, Some(to)) => default_extension_target(to),
+        (None, None) => anyhow::bail!("give --to (boot artifacts) or --extension-to (the talos-agent extension alone)"),
     };
-    let arches: Vec<&str> = if args.arch.is_empty() {
-        ["arm64", "amd64"].into_iter().filter(|a| boot_layout_dir(&args.output, a).is_dir()).collect()
-    } else {
+    let present = |dir: fn(&Path, &str) -> PathBuf| -> Vec<&'static str> {
+        ["arm64", "amd64"].into_iter().filter(|a| dir(&args.output, a).is_dir()).collect()
+    };
+    let arches: Vec<&str> = if !args.arch.is_empty() {
         args.arch.iter().map(|a| a.as_str()).collect()
+    } else if to.is_some() {
+        present(boot_layout_dir)
+    } else {
+        present(extension_layout_dir)
     };
     anyhow::ensure!(
         !arches.is_empty(),
-        "no boot artifact under {} (imager build writes boot-<arch>/ there)",
+        "nothing to publish under {} (imager build writes boot-<arch>/, imager extension build \
+         extension-talos-agent-<arch>/)",
         args.output.display()
     );
-    let boot = boot_sources(&args.output, &arches)?;
+    let boot = match &to {
+        Some(_) => boot_sources(&args.output, &arches)?,
+        None => Vec::new(),
+    };
     let mut extension = Vec::new();
     let mut missing = Vec::new();
     for arch in &arches {
@@ -313,6 +330,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             missing.push(dir.display().to_string());
         }
     }
+    anyhow::ensure!(to.is_some() || missing.is_empty(), "no talos-agent extension image at {}", missing.join(", "));
     let extension_note = (!missing.is_empty()).then(|| {
         format!("no talos-agent extension image at {}: not published for those architectures", missing.join(", "))
     });
@@ -322,7 +340,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
     let report = runtime.block_on(async {
         let mut blobs = BlobCounts::default();
-        let boot = push_multi_arch(&registry, &to, &boot, &mut blobs).await?;
+        let boot = match &to {
+            Some(to) => Some(push_multi_arch(&registry, to, &boot, &mut blobs).await?),
+            None => None,
+        };
         let extension = if extension.is_empty() {
             None
         } else {
@@ -342,7 +363,7 @@ fn print_report(report: &Report, json: bool) {
     if let Some(note) = &report.extension_note {
         eprintln!("imager: note: {note}");
     }
-    for image in std::iter::once(&report.boot).chain(&report.extension) {
+    for image in report.boot.iter().chain(&report.extension) {
         println!("{}  index  {}", image.index_digest, image.reference);
         for m in &image.manifests {
             println!("{}  {:<5}  {}", m.digest, m.arch, m.reference);

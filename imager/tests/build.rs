@@ -2,10 +2,9 @@
 //! served by `scripts/fixtures` on 127.0.0.1), checked with standard tools: `zstd -d`,
 //! `cpio -i`, `unsquashfs`, `sha256sum -c`.
 //!
-//! The lock file is pointed at the fixture images' digests with `MOONBOOT_EXTENSIONS_LOCK`
-//! (the repository's lock names the upstream digests, which the stand-ins do not have). The
-//! talos-agent binary is `$MOONBOOT_AGENT_BINARY` when set, else the imager cross-compiles it
-//! (cached in target/cross).
+//! Official extensions resolve through the stand-in `siderolabs/extensions:v1.10.5` bundle. The
+//! talos-agent extension is built here from `$MOONBOOT_AGENT_BINARY` when set, else with
+//! `--agent-from-source` (cross-compiled, cached in target/cross).
 //!
 //! Skipped with a reason when the fixtures are absent (a failure under
 //! MOONBOOT_REQUIRE_FIXTURES=1).
@@ -28,20 +27,15 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-/// A lock file pinning the fixture images (upstream names, fixture digests).
-fn fixture_lock(f: &Fixtures, dir: &Path) -> PathBuf {
-    f.write_extensions_lock(dir).unwrap()
-}
-
-fn imager(f: &Fixtures, lock: &Path, args: &[&str]) -> Output {
+fn imager(f: &Fixtures, args: &[&str]) -> Output {
     let mut c = Command::new(IMAGER);
-    c.env("MOONBOOT_EXTENSIONS_LOCK", lock)
-        .env_remove("SOURCE_DATE_EPOCH")
+    c.env_remove("SOURCE_DATE_EPOCH")
         .args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
         .args(args);
-    if let Some(bin) = std::env::var_os("MOONBOOT_AGENT_BINARY") {
-        c.arg("--agent-binary").arg(bin);
-    }
+    match std::env::var_os("MOONBOOT_AGENT_BINARY") {
+        Some(bin) => c.arg("--agent-binary").arg(bin),
+        None => c.arg("--agent-from-source"),
+    };
     c.output().unwrap()
 }
 
@@ -106,11 +100,10 @@ fn default_build_holds_base_and_three_extensions_and_is_reproducible() {
     let test = "default_build_holds_base_and_three_extensions_and_is_reproducible";
     let Some(f) = with_registry(test) else { return };
     let work = scratch("default");
-    let lock = fixture_lock(&f, &work);
     let out1 = work.join("out1");
     let out2 = work.join("nested/out2");
     for out in [&out1, &out2] {
-        let o = imager(&f, &lock, &["--output", out.to_str().unwrap()]);
+        let o = imager(&f, &["--output", out.to_str().unwrap()]);
         assert!(o.status.success(), "imager build failed: {}", String::from_utf8_lossy(&o.stderr));
     }
     // Reproducible: identical SHA256SUMS, and the sums hold.
@@ -277,14 +270,14 @@ fn default_build_holds_base_and_three_extensions_and_is_reproducible() {
     // SOURCE_DATE_EPOCH changes the times, hence the bytes.
     let out3 = work.join("out3");
     let mut c = Command::new(IMAGER);
-    c.env("MOONBOOT_EXTENSIONS_LOCK", &lock)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
+    c.env("SOURCE_DATE_EPOCH", "1700000000")
         .args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
         .arg("--output")
         .arg(&out3);
-    if let Some(bin) = std::env::var_os("MOONBOOT_AGENT_BINARY") {
-        c.arg("--agent-binary").arg(bin);
-    }
+    match std::env::var_os("MOONBOOT_AGENT_BINARY") {
+        Some(bin) => c.arg("--agent-binary").arg(bin),
+        None => c.arg("--agent-from-source"),
+    };
     run(&mut c);
     assert_ne!(std::fs::read(out3.join("initramfs-metal-arm64.xz")).unwrap(), initramfs);
     let _ = std::fs::remove_dir_all(&work);
@@ -353,7 +346,6 @@ fn malformed_extensions_fail_with_a_clear_message_and_no_output() {
     let test = "malformed_extensions_fail_with_a_clear_message_and_no_output";
     let Some(f) = with_registry(test) else { return };
     let work = scratch("malformed");
-    let lock = fixture_lock(&f, &work);
     use tar::EntryType::{Directory as D, Regular as F, Symlink as S};
     let ok_bin = ("rootfs/usr/local/bin/tool", F, 0o755, "#!/bin/sh\n");
     let cases: Vec<Case> = vec![
@@ -403,7 +395,6 @@ fn malformed_extensions_fail_with_a_clear_message_and_no_output() {
         let out = work.join(format!("out-{name}"));
         let o = imager(
             &f,
-            &lock,
             &["--no-talos-agent", "--system-extension-image", &reference, "--output", out.to_str().unwrap()],
         );
         let stderr = String::from_utf8_lossy(&o.stderr);

@@ -25,16 +25,15 @@ fn standin_init_boots_the_built_initramfs_and_starts_talos_agent() {
     let work = fixtures_dir().join("tmp").join(format!("imager-boot-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let lock = f.write_extensions_lock(&work).unwrap();
     let out = work.join("out");
     let mut c = Command::new(IMAGER);
-    c.env("MOONBOOT_EXTENSIONS_LOCK", &lock)
-        .args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
+    c.args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
         .arg("--output")
         .arg(&out);
-    if let Some(bin) = std::env::var_os("MOONBOOT_AGENT_BINARY") {
-        c.arg("--agent-binary").arg(bin);
-    }
+    match std::env::var_os("MOONBOOT_AGENT_BINARY") {
+        Some(bin) => c.arg("--agent-binary").arg(bin),
+        None => c.arg("--agent-from-source"),
+    };
     let o = c.output().unwrap();
     assert!(o.status.success(), "imager build failed: {}", String::from_utf8_lossy(&o.stderr));
 

@@ -24,16 +24,15 @@ fn inspect(f: &Fixtures, reference: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn build(f: &Fixtures, work: &Path, reference: &str, out_dir: &Path) -> Output {
-    let lock = f.write_extensions_lock(work).unwrap();
+fn build(f: &Fixtures, reference: &str, out_dir: &Path) -> Output {
     let mut c = Command::new(IMAGER);
-    c.env("MOONBOOT_EXTENSIONS_LOCK", lock)
-        .args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
+    c.args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
         .args(["--base", reference, "--talos-version", "v1.10.5", "--output"])
         .arg(out_dir);
-    if let Some(bin) = std::env::var_os("MOONBOOT_AGENT_BINARY") {
-        c.arg("--agent-binary").arg(bin);
-    }
+    match std::env::var_os("MOONBOOT_AGENT_BINARY") {
+        Some(bin) => c.arg("--agent-binary").arg(bin),
+        None => c.arg("--agent-from-source"),
+    };
     c.output().unwrap()
 }
 
@@ -52,7 +51,7 @@ fn inspect_and_build_apply_whiteouts_of_later_layers() {
         i["talos_imager"]["install"]["arm64"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
     assert!(!files.contains(&KERNEL_PATH), "{files:?}");
     assert!(files.contains(&"usr/install/arm64/initramfs.xz"), "{files:?}");
-    let out = build(&f, &work, &images.deleted, &work.join("out-deleted"));
+    let out = build(&f, &images.deleted, &work.join("out-deleted"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains(&kernel), "{stderr}");
 
@@ -68,7 +67,7 @@ fn inspect_and_build_apply_whiteouts_of_later_layers() {
     assert_eq!(vmlinuz["size"], images.replacement.len() as u64);
     assert!(vmlinuz["format"].as_str().unwrap().starts_with("arm64 Image"), "{vmlinuz}");
     let out_dir = work.join("out-replaced");
-    let out = build(&f, &work, &images.replaced, &out_dir);
+    let out = build(&f, &images.replaced, &out_dir);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(out_dir.join("kernel-arm64")).unwrap(), images.replacement);
     let _ = std::fs::remove_dir_all(&work);

@@ -118,6 +118,14 @@ pub enum Overlay {
 }
 
 impl Overlay {
+    /// Every overlay whose kernel arguments this crate knows.
+    pub const ALL: [Overlay; 1] = [Overlay::RpiGeneric];
+
+    /// The overlay named `name` in a schematic or the overlays bundle (`rpi_generic`).
+    pub fn from_name(name: &str) -> Option<Overlay> {
+        Overlay::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+
     /// The overlay's name as in Image Factory schematics: `rpi_generic`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -23,6 +23,8 @@ use anyhow::{bail, Context, Result};
 use crate::extension::tree::{Entry, Kind, Tree};
 use crate::extension::Manifest;
 
+/// The extension's `metadata.name`.
+pub const NAME: &str = "talos-agent";
 /// `extensions/talos-agent/manifest.yaml`.
 pub const MANIFEST: &str = include_str!("../../../extensions/talos-agent/manifest.yaml");
 /// `extensions/talos-agent/talos-agent.yaml`.

@@ -1,11 +1,12 @@
 //! `imager build`: Talos's kernel and initramfs with system extensions, the kernel command
 //! lines, the boot artifact, `SHA256SUMS` and `build.json`, reproducibly.
 //!
-//! Steps: merge lock file, profile, schematic and flags ([`profile`]); pull the Talos imager
-//! image's `usr/install/<arch>/{vmlinuz,initramfs.xz}` and every extension image for the target
-//! architecture ([`pull`]); flatten and validate each extension as Talos does
-//! ([`crate::extension::tree`], [`crate::extension::manifest`]); add the talos-agent extension
-//! ([`agent_extension`]); assemble the initramfs ([`initramfs`], [`squashfs`], [`cpio`]); unpack
+//! Steps: merge profile, schematic and flags ([`profile`]); resolve official extensions and the
+//! overlay through the Talos release's bundles ([`crate::bundle`]); pull the Talos imager
+//! image's `usr/install/<arch>/{vmlinuz,initramfs.xz}` and every extension image (the published
+//! talos-agent extension among them) for the target architecture ([`pull`]); flatten and validate each extension as Talos does
+//! ([`crate::extension::tree`], [`crate::extension::manifest`]); or build the talos-agent
+//! extension here from a binary ([`agent_extension`]); assemble the initramfs ([`initramfs`], [`squashfs`], [`cpio`]); unpack
 //! the arm64 kernel from EFI zboot for the boot artifact ([`artifact`]); write everything into a
 //! temporary directory next to `--output` and move it into place only when all of it succeeded.
 //!
@@ -15,7 +16,8 @@
 //! - `cmdline-metal-<arch>`, `cmdline-aws-<arch>`: the command lines (no trailing newline);
 //! - `boot-<arch>/`: the boot artifact as an OCI image layout (tag = Talos version);
 //! - `extension-talos-agent-<arch>/`: the talos-agent extension as an OCI image layout (what
-//!   `imager extension build` writes), for `imager publish`; absent with `--no-talos-agent`;
+//!   `imager extension build` writes), for `imager publish`; only when it was built here
+//!   (`--agent-binary`, `--agent-from-source`), not when pulled from its published image;
 //! - `build.json`: every input and output by digest, the tool version;
 //! - `SHA256SUMS`: `sha256sum -c` format, every other file, sorted by path.
 //!
@@ -140,8 +142,22 @@ struct Tool {
 #[derive(Serialize)]
 struct Inputs {
     base: ImageInput,
+    /// The extensions bundle official extensions were resolved through (when any were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extensions_bundle: Option<crate::bundle::BundleSource>,
+    /// The overlays bundle and the overlay resolved through it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overlays_bundle: Option<crate::bundle::BundleSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overlay: Option<OverlayInput>,
     extensions: Vec<ExtensionInput>,
     extra_kernel_args: Vec<String>,
+}
+
+#[derive(Serialize, Clone)]
+struct OverlayInput {
+    name: String,
+    image: ImageInput,
 }
 
 #[derive(Serialize, Clone)]
@@ -157,6 +173,9 @@ struct ImageInput {
 struct ExtensionInput {
     name: String,
     version: String,
+    /// The Image Factory name it was resolved by (`siderolabs/spin`), for official extensions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    official: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<ImageInput>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -199,7 +218,7 @@ pub fn run(args: &Args) -> Result<()> {
         .tempdir_in(&parent)
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
 
-    let pulled = pull_inputs(&plan, args.agent_binary.as_deref(), tmp.path())?;
+    let pulled = pull_inputs(&plan, tmp.path())?;
     let assembled = assemble(&plan, &pulled)?;
     let out = tmp.path().join("out");
     let boot_digest = write_outputs(&plan, &pulled, &assembled, &out)?;
@@ -222,12 +241,12 @@ struct Plan {
     arch: Arch,
     /// `SOURCE_DATE_EPOCH`: every time in the outputs.
     epoch: u64,
-    /// Lock file, profile, schematic and flags merged: Talos version, base image, extensions,
-    /// extra kernel arguments, whether talos-agent is added.
+    /// Profile, schematic and flags merged: Talos version, base image, extensions by name and by
+    /// reference, overlay, talos-agent source, extra kernel arguments.
     profile: profile::Plan,
     /// The Talos version as semver, for the extensions' compatibility checks.
     talos: semver::Version,
-    /// The `metal` command line (also the boot artifact's).
+    /// The `metal` command line (also the boot artifact's), with the overlay's arguments.
     cmdline_metal: String,
     /// The `aws` command line.
     cmdline_aws: String,
@@ -235,12 +254,13 @@ struct Plan {
     registry: moonboot_registry::Options,
 }
 
-/// Step 1, plan: reads `SOURCE_DATE_EPOCH`, merges lock file, profile, schematic and flags
-/// ([`profile::plan`]), computes both kernel command lines and the registry options, and warns
-/// about extensions not pinned by digest. Touches no registry and writes nothing.
+/// Step 1, plan: reads `SOURCE_DATE_EPOCH`, merges profile, schematic and flags
+/// ([`profile::plan`]), computes both kernel command lines (the metal one with the overlay's
+/// arguments) and the registry options, and warns about extensions not pinned by digest.
+/// Touches no registry and writes nothing.
 ///
 /// # Errors
-/// An invalid epoch, profile, schematic, Talos version, kernel argument or registry flag.
+/// An invalid epoch, profile, schematic, Talos version, overlay, kernel argument or registry flag.
 fn plan(args: &Args) -> Result<Plan> {
     let epoch = source_date_epoch()?;
     let profile = profile::plan(&profile::Flags {
@@ -249,18 +269,35 @@ fn plan(args: &Args) -> Result<Plan> {
         talos_version: args.talos_version.as_deref(),
         base: args.base.as_deref(),
         system_extension_images: &args.system_extension_images,
+        overlay: args.overlay.as_deref(),
         extra_kernel_args: &args.extra_kernel_args,
         no_talos_agent: args.no_talos_agent,
+        talos_agent_image: args.talos_agent_image.as_deref(),
+        agent_binary: args.agent_binary.as_deref(),
+        agent_from_source: args.agent_from_source,
+        extensions_bundle: args.extensions_bundle.as_deref(),
+        overlays_bundle: args.overlays_bundle.as_deref(),
     })?;
     let talos = semver::Version::parse(profile.talos_version.trim_start_matches('v'))
         .with_context(|| format!("Talos version {:?}", profile.talos_version))?;
     let talos_preset: TalosVersion = profile.talos_version.parse().context("Talos version")?;
+    let overlay = match profile.overlay.as_deref() {
+        None => None,
+        Some(name) => Some(preset::Overlay::from_name(name).with_context(|| {
+            format!("overlay {name:?}: its kernel arguments are not known to this imager (known: rpi_generic)")
+        })?),
+    };
     let extra = crate::kernel_args::parse_extra(&profile.extra_kernel_args)?;
-    let cmdline_metal = preset::talos(talos_preset, preset::Platform::Metal, args.arch, None, &extra)?;
+    let cmdline_metal = preset::talos(talos_preset, preset::Platform::Metal, args.arch, overlay, &extra)?;
     let cmdline_aws = preset::talos(talos_preset, preset::Platform::Aws, args.arch, None, &extra)?;
-    for e in &profile.extensions {
-        if e.reference.digest.is_none() {
-            line(&format!("warning: {} is not pinned by digest; build.json records what it resolved to", e.reference));
+    for r in &profile.system_extensions {
+        if r.digest.is_none() {
+            line(&format!("warning: {r} is not pinned by digest; build.json records what it resolved to"));
+        }
+    }
+    if let profile::TalosAgent::Image(r) = &profile.talos_agent {
+        if r.digest.is_none() {
+            line(&format!("talos-agent extension {r}: pinned by the digest it resolves to (build.json)"));
         }
     }
     let registry = args.registry.options()?;
@@ -285,27 +322,69 @@ struct Pulled {
     base_input: ImageInput,
     /// Every extension, validated: the pulled ones in plan order, then talos-agent.
     extensions: Vec<Validated>,
-    /// The talos-agent extension's image layer (a tar) and its version; `None` without it.
+    /// The talos-agent extension's image layer (a tar) and its version, when it was built here.
     agent_layer: Option<(Vec<u8>, String)>,
+    /// The extensions bundle, when official extensions were resolved through it.
+    extensions_bundle: Option<crate::bundle::BundleSource>,
+    /// The overlays bundle and the overlay, when one was asked for.
+    overlay: Option<(crate::bundle::BundleSource, OverlayInput, boot_artifact::reference::Reference)>,
 }
 
-/// Step 2, pull: compiles (or reads) talos-agent on another thread while it pulls the Talos
-/// imager image's `vmlinuz` and `initramfs.xz` and every extension image for the architecture
-/// (blobs spooled in `tmp`), flattening and validating each extension as Talos does. Returns
-/// them with what build.json records of them.
+/// Step 2, pull: resolves official extensions and the overlay through the Talos release's
+/// bundles, then — while talos-agent is compiled or read on another thread, when it is built
+/// here — pulls the Talos imager image's `vmlinuz` and `initramfs.xz` and every extension image
+/// for the architecture (blobs spooled in `tmp`), flattening and validating each extension as
+/// Talos does. Returns them with what build.json records of them.
 ///
 /// # Errors
-/// A registry or layer failure, an invalid or incompatible extension, a manifest name that is
-/// not the lock file's, an extension listed twice, a failed talos-agent build.
-fn pull_inputs(plan: &Plan, agent_binary: Option<&Path>, tmp: &Path) -> Result<Pulled> {
+/// A bundle that cannot be reached or read, an unknown extension or overlay name (with near
+/// matches), a registry or layer failure, an invalid or incompatible extension, a manifest name
+/// that is not the one asked for, an extension listed twice, a failed talos-agent build.
+fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
+    use profile::TalosAgent;
     let arch = plan.arch.as_str();
-    let agent_given = agent_binary.map(Path::to_path_buf);
-    let agent_job = plan
-        .profile
-        .talos_agent
-        .then(|| std::thread::spawn(move || agent_extension::binary(arch, agent_given.as_deref())));
+    let agent_job = match &plan.profile.talos_agent {
+        TalosAgent::Binary(p) => {
+            let p = p.clone();
+            Some(std::thread::spawn(move || agent_extension::binary(arch, Some(&p))))
+        }
+        TalosAgent::FromSource => Some(std::thread::spawn(move || agent_extension::binary(arch, None))),
+        TalosAgent::Off | TalosAgent::Image(_) => None,
+    };
 
     let puller = pull::Puller::new(plan.registry.clone())?;
+
+    // Official extensions by name, through the bundle of this very Talos version.
+    let mut sources: Vec<(boot_artifact::reference::Reference, Option<String>)> = Vec::new();
+    let mut extensions_bundle = None;
+    if !plan.profile.official_extensions.is_empty() {
+        let r = &plan.profile.extensions_bundle;
+        line(&format!("resolving official extensions through {r}"));
+        let bundle = crate::bundle::extensions_bundle(&puller, r, arch)?;
+        for name in &plan.profile.official_extensions {
+            let e = bundle.find(name)?;
+            let reference = e.image.parse().with_context(|| format!("{}: {}", bundle.source.reference, e.image))?;
+            sources.push((reference, Some(name.clone())));
+        }
+        extensions_bundle = Some(bundle.source);
+    }
+    sources.extend(plan.profile.system_extensions.iter().map(|r| (r.clone(), None)));
+    if let TalosAgent::Image(r) = &plan.profile.talos_agent {
+        sources.push((r.clone(), Some(agent_extension::NAME.to_string())));
+    }
+    let overlay = match &plan.profile.overlay {
+        None => None,
+        Some(name) => {
+            let r = &plan.profile.overlays_bundle;
+            line(&format!("resolving overlay {name} through {r}"));
+            let bundle = crate::bundle::overlays_bundle(&puller, r, arch)?;
+            let reference = bundle.find(name)?.reference()?;
+            let resolved = puller.resolve(&reference, arch).with_context(|| format!("overlay {name} ({reference})"))?;
+            let input = OverlayInput { name: name.clone(), image: image_input(&resolved, BTreeMap::new()) };
+            Some((bundle.source, input, reference))
+        }
+    };
+
     let bar = Progress::bytes(&format!("pulling {} for linux/{arch}", plan.profile.base));
     let base = puller.resolve(&plan.profile.base, arch).context("Talos imager image")?;
     let (vmlinuz, base_initramfs) = puller.boot_files(&base, arch, tmp, &bar)?;
@@ -320,32 +399,32 @@ fn pull_inputs(plan: &Plan, agent_binary: Option<&Path>, tmp: &Path) -> Result<P
     );
 
     let mut validated: Vec<Validated> = Vec::new();
-    for src in &plan.profile.extensions {
-        let bar = Progress::bytes(&format!("pulling extension {} for linux/{arch}", src.reference));
-        let resolved = puller.resolve(&src.reference, arch).with_context(|| format!("extension {}", src.reference))?;
-        let tree = puller.extension_tree(&resolved, &bar).with_context(|| format!("extension {}", src.reference))?;
+    for (reference, official) in &sources {
+        let bar = Progress::bytes(&format!("pulling extension {reference} for linux/{arch}"));
+        let resolved = puller.resolve(reference, arch).with_context(|| format!("extension {reference}"))?;
+        let tree = puller.extension_tree(&resolved, &bar).with_context(|| format!("extension {reference}"))?;
         bar.finish();
-        let (ext, manifest) = validate(&tree, &src.reference.to_string(), &plan.talos)?;
-        if let Some(official) = &src.official {
-            if &manifest.metadata.name != official {
-                bail!(
-                    "extension {}: manifest name {:?} is not the lock file's {official:?}",
-                    src.reference,
-                    manifest.metadata.name
-                );
+        let (ext, manifest) = validate(&tree, &reference.to_string(), &plan.talos)?;
+        // The name asked for is the image's repository path (`siderolabs/spin`); the manifest
+        // names the extension itself (`spin`).
+        if let Some(asked) = official {
+            let short = asked.rsplit('/').next().unwrap_or(asked);
+            if manifest.metadata.name != short {
+                bail!("extension {reference}: manifest name {:?} is not {short:?}", manifest.metadata.name);
             }
         }
         validated.push(Validated {
             input: ExtensionInput {
                 name: manifest.metadata.name.clone(),
                 version: manifest.metadata.version.clone(),
+                official: official.clone().filter(|n| n.contains('/')),
                 image: Some(image_input(&resolved, BTreeMap::new())),
                 files: BTreeMap::new(),
             },
             ext,
         });
     }
-    // The talos-agent extension's own image layer (written as `extension-talos-agent-<arch>/`).
+    // The talos-agent extension built here (written as `extension-talos-agent-<arch>/`).
     let mut agent_layer: Option<(Vec<u8>, String)> = None;
     if let Some(job) = agent_job {
         let bin = job.join().map_err(|_| anyhow::anyhow!("the talos-agent build thread panicked"))??;
@@ -357,6 +436,7 @@ fn pull_inputs(plan: &Plan, agent_binary: Option<&Path>, tmp: &Path) -> Result<P
             input: ExtensionInput {
                 name: manifest.metadata.name.clone(),
                 version: manifest.metadata.version.clone(),
+                official: None,
                 image: None,
                 files: BTreeMap::from([
                     (agent_extension::BINARY_PATH.to_string(), bin_digest),
@@ -376,7 +456,7 @@ fn pull_inputs(plan: &Plan, agent_binary: Option<&Path>, tmp: &Path) -> Result<P
             bail!("extension {} is listed twice", v.ext.metadata.name);
         }
     }
-    Ok(Pulled { vmlinuz, base_initramfs, base_input, extensions: validated, agent_layer })
+    Ok(Pulled { vmlinuz, base_initramfs, base_input, extensions: validated, agent_layer, extensions_bundle, overlay })
 }
 
 /// What a build assembled from its inputs, ready to be written.
@@ -417,7 +497,7 @@ fn assemble(plan: &Plan, pulled: &Pulled) -> Result<Assembled> {
         Arch::Amd64 => pulled.vmlinuz.clone(),
     };
 
-    let schematic = profile::schematic(&plan.profile);
+    let schematic = profile::schematic(&plan.profile, pulled.overlay.as_ref().map(|(_, _, r)| r));
     let schematic_yaml = schematic.marshal()?;
     let schematic_id = schematic.id()?;
     let notes = pulled
@@ -495,6 +575,9 @@ fn write_outputs(plan: &Plan, pulled: &Pulled, assembled: &Assembled, out: &Path
         schematic: assembled.schematic_yaml.clone(),
         inputs: Inputs {
             base: pulled.base_input.clone(),
+            extensions_bundle: pulled.extensions_bundle.clone(),
+            overlays_bundle: pulled.overlay.as_ref().map(|(b, _, _)| b.clone()),
+            overlay: pulled.overlay.as_ref().map(|(_, o, _)| o.clone()),
             extensions: pulled.extensions.iter().map(|v| v.input.clone()).collect(),
             extra_kernel_args: plan.profile.extra_kernel_args.clone(),
         },

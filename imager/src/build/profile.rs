@@ -1,122 +1,42 @@
-//! What to build: the lock file of pinned official extensions, the profile file, an Image
-//! Factory schematic, and the command-line flags, merged into one [`Plan`].
-//!
-//! # Lock file (`extensions/lock.yaml`)
-//! ```yaml
-//! extensions:
-//!   - name: spin                                   # metadata.name of the extension
-//!     image: ghcr.io/siderolabs/spin:v0.19.0       # upstream reference (tag for humans)
-//!     digest: sha256:…                             # the image index digest it is pinned to
-//!     talos: ">= v1.0.0"                           # metadata.compatibility.talos.version
-//! ```
-//! The imager carries the repository's lock file inside its binary; `MOONBOOT_EXTENSIONS_LOCK`
-//! names another file (tests point it at one generated from the fixture registry's digests).
-//! An entry without `digest` is refused: the default build never pulls an unpinned tag.
+//! What to build: the profile file, an Image Factory schematic and the command-line flags,
+//! merged into one [`Plan`]. Official extensions and the overlay stay *names* here; the build
+//! resolves them through the Talos release's own bundles ([`crate::bundle`]), pinned by digest.
 //!
 //! # Profile (`--profile FILE`)
 //! ```yaml
 //! talosVersion: v1.10.5                            # default v1.10.5
 //! base: ghcr.io/siderolabs/imager:v1.10.5          # default ghcr.io/siderolabs/imager:<talosVersion>
-//! officialExtensions: [spin, tailscale]            # names from the lock file (default: all of it)
+//! officialExtensions:                              # Image Factory names, resolved through
+//!   - siderolabs/spin                              # ghcr.io/siderolabs/extensions:<talosVersion>
+//!   - siderolabs/tailscale                         # (default: these two)
 //! systemExtensions:                                # more extension images (REF, REF@sha256:…)
 //!   - ghcr.io/example/ext:1.0@sha256:…
+//! overlay: rpi_generic                             # resolved through ghcr.io/siderolabs/overlays:<v>
 //! talosAgent: true                                 # add the talos-agent extension (default true)
+//! talosAgentImage: ghcr.io/moonboot/talos-agent:v0.1.0   # where it is published (default)
 //! extraKernelArgs: [-selinux]
 //! ```
-//! Flags win over the profile: `--talos-version`, `--base`; `--system-extension-image` replaces
-//! the profile's extension list (official ones included); `--extra-kernel-arg` values follow the
-//! profile's. A schematic (`--schematic`) adds its `officialExtensions` (`siderolabs/NAME`,
-//! looked up in the lock file) and `extraKernelArgs`; overlays and META are refused.
+//! Flags win over the profile: `--talos-version`, `--base`, `--overlay`, `--talos-agent-image`;
+//! `--system-extension-image` replaces the profile's extension list (official ones included);
+//! `--extra-kernel-arg` values follow the profile's. A schematic (`--schematic`) adds its
+//! `officialExtensions`, its `overlay` (by name, as the Image Factory resolves it) and its
+//! `extraKernelArgs`; META values are refused.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use boot_artifact::digest::Sha256Digest;
 use boot_artifact::reference::Reference;
 use serde::Deserialize;
 
-/// The lock file compiled into the binary.
-pub const BUILTIN_LOCK: &str = include_str!("../../../extensions/lock.yaml");
-/// The environment variable naming another lock file.
-pub const LOCK_ENV: &str = "MOONBOOT_EXTENSIONS_LOCK";
-/// The default Talos version: the operator's image.
-pub const DEFAULT_TALOS_VERSION: &str = "v1.10.5";
+pub use crate::cli::DEFAULT_TALOS_VERSION;
+/// The official extensions of the default build: the operator's Spin and Tailscale.
+pub const DEFAULT_OFFICIAL_EXTENSIONS: [&str; 2] = ["siderolabs/spin", "siderolabs/tailscale"];
 
-/// The lock file.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Lock {
-    /// Pinned extensions, in build order.
-    pub extensions: Vec<LockEntry>,
-}
-
-/// One pinned official extension.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct LockEntry {
-    /// `metadata.name`.
-    pub name: String,
-    /// Upstream reference, usually with a tag.
-    pub image: String,
-    /// `sha256:` digest of the image index the entry is pinned to.
-    #[serde(default)]
-    pub digest: Option<String>,
-    /// `metadata.compatibility.talos.version` of the pinned image (informative).
-    #[serde(default)]
-    pub talos: String,
-}
-
-impl Lock {
-    /// Parses a lock file.
-    ///
-    /// # Errors
-    /// YAML errors naming the field.
-    pub fn parse(text: &str) -> Result<Lock> {
-        crate::yaml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
-    }
-
-    /// The lock file in effect: `$MOONBOOT_EXTENSIONS_LOCK` or the built-in one. Returns it with
-    /// where it came from.
-    ///
-    /// # Errors
-    /// Reading or parsing it.
-    pub fn load() -> Result<(Lock, String)> {
-        match std::env::var_os(LOCK_ENV) {
-            Some(p) => {
-                let p = std::path::PathBuf::from(p);
-                let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-                Ok((Lock::parse(&text).with_context(|| p.display().to_string())?, p.display().to_string()))
-            }
-            None => Ok((Lock::parse(BUILTIN_LOCK).context("extensions/lock.yaml")?, "extensions/lock.yaml".into())),
-        }
-    }
-
-    /// The pinned reference of `name`: `image` with the tag kept and the digest set.
-    ///
-    /// # Errors
-    /// Unknown name, missing or malformed digest, malformed reference.
-    pub fn reference(&self, name: &str, source: &str) -> Result<Reference> {
-        let e = self
-            .extensions
-            .iter()
-            .find(|e| e.name == name)
-            .with_context(|| format!("extension {name:?} is not in {source}"))?;
-        let Some(d) = &e.digest else {
-            bail!(
-                "{source}: {name} ({}) is not pinned by digest; run `imager extensions update` where the registry is \
-                 reachable, or pass --system-extension-image {}@sha256:…",
-                e.image,
-                e.image
-            );
-        };
-        let digest: Sha256Digest = d.parse().with_context(|| format!("{source}: {name}: digest"))?;
-        let mut r: Reference = e.image.parse().with_context(|| format!("{source}: {name}: image"))?;
-        if r.digest.is_some_and(|x| x != digest) {
-            bail!("{source}: {name}: image and digest disagree");
-        }
-        r.digest = Some(digest);
-        Ok(r)
-    }
+/// Where the talos-agent extension is published by default: `ghcr.io/moonboot/talos-agent`,
+/// tagged with this imager's version (what `imager extension build` + `imager publish` push
+/// from this repository's CI).
+pub fn default_talos_agent_image() -> String {
+    format!("ghcr.io/moonboot/talos-agent:v{}", env!("CARGO_PKG_VERSION"))
 }
 
 /// A profile file.
@@ -129,15 +49,21 @@ pub struct Profile {
     /// Imager image reference.
     #[serde(default)]
     pub base: Option<String>,
-    /// Official extensions by lock-file name; `None` = every lock entry.
+    /// Official extensions by Image Factory name (`siderolabs/spin`); `None` = the defaults.
     #[serde(default)]
     pub official_extensions: Option<Vec<String>>,
     /// More extension images.
     #[serde(default)]
     pub system_extensions: Vec<String>,
+    /// The overlay by name (`rpi_generic`).
+    #[serde(default)]
+    pub overlay: Option<String>,
     /// Whether to add the talos-agent extension.
     #[serde(default)]
     pub talos_agent: Option<bool>,
+    /// Where the talos-agent extension image is pulled from.
+    #[serde(default)]
+    pub talos_agent_image: Option<String>,
     /// Extra kernel arguments.
     #[serde(default)]
     pub extra_kernel_args: Vec<String>,
@@ -156,13 +82,18 @@ impl Profile {
     }
 }
 
-/// An extension to pull.
+/// Where the talos-agent extension comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExtensionSource {
-    /// Where to pull it from.
-    pub reference: Reference,
-    /// The official extension name (`siderolabs/<name>` in schematics) when it came from the lock.
-    pub official: Option<String>,
+pub enum TalosAgent {
+    /// Left out (`--no-talos-agent`, `talosAgent: false`).
+    Off,
+    /// A published extension image (the default), pulled like every other extension.
+    Image(Reference),
+    /// Built here from this static binary (`--agent-binary`).
+    Binary(PathBuf),
+    /// Built here, cross-compiling the agent from this source tree (`--agent-from-source`; the
+    /// developer path, which needs the workspace and a cross toolchain).
+    FromSource,
 }
 
 /// Everything a build needs to know, merged.
@@ -172,14 +103,20 @@ pub struct Plan {
     pub talos_version: String,
     /// Imager image.
     pub base: Reference,
-    /// Extension images in order (talos-agent is added after them).
-    pub extensions: Vec<ExtensionSource>,
-    /// Whether to add talos-agent.
-    pub talos_agent: bool,
+    /// Official extensions by Image Factory name, in order (resolved through the bundle).
+    pub official_extensions: Vec<String>,
+    /// Extension images given by reference, after the official ones.
+    pub system_extensions: Vec<Reference>,
+    /// The overlay by name.
+    pub overlay: Option<String>,
+    /// The talos-agent extension (added after every other).
+    pub talos_agent: TalosAgent,
     /// Extra kernel arguments, in order.
     pub extra_kernel_args: Vec<String>,
-    /// Where the lock file came from.
-    pub lock_source: String,
+    /// The extensions bundle (`ghcr.io/siderolabs/extensions:<talos version>` unless overridden).
+    pub extensions_bundle: Reference,
+    /// The overlays bundle (`ghcr.io/siderolabs/overlays:<talos version>` unless overridden).
+    pub overlays_bundle: Reference,
 }
 
 /// Inputs of [`plan`] from the command line.
@@ -195,18 +132,29 @@ pub struct Flags<'a> {
     pub base: Option<&'a str>,
     /// `--system-extension-image` values.
     pub system_extension_images: &'a [String],
+    /// `--overlay`.
+    pub overlay: Option<&'a str>,
     /// `--extra-kernel-arg` values.
     pub extra_kernel_args: &'a [String],
     /// `--no-talos-agent`.
     pub no_talos_agent: bool,
+    /// `--talos-agent-image`.
+    pub talos_agent_image: Option<&'a str>,
+    /// `--agent-binary`.
+    pub agent_binary: Option<&'a Path>,
+    /// `--agent-from-source`.
+    pub agent_from_source: bool,
+    /// `--extensions-bundle`.
+    pub extensions_bundle: Option<&'a str>,
+    /// `--overlays-bundle`.
+    pub overlays_bundle: Option<&'a str>,
 }
 
-/// Merges the lock file, profile, schematic and flags (see the module docs).
+/// Merges the profile, schematic and flags (see the module docs).
 ///
 /// # Errors
-/// Unreadable files, unknown names, unpinned lock entries, bad references.
+/// Unreadable files, bad references, META values in the schematic, two different overlays.
 pub fn plan(flags: &Flags<'_>) -> Result<Plan> {
-    let (lock, lock_source) = Lock::load()?;
     let profile = match flags.profile {
         Some(p) => Profile::load(p)?,
         None => Profile::default(),
@@ -226,65 +174,102 @@ pub fn plan(flags: &Flags<'_>) -> Result<Plan> {
         .unwrap_or_else(|| format!("ghcr.io/siderolabs/imager:{talos_version}"));
     let base: Reference = base_text.parse().context("--base")?;
 
-    let mut extensions = Vec::new();
+    let mut official = Vec::new();
+    let mut system = Vec::new();
     let mut extra_kernel_args = profile.extra_kernel_args.clone();
     if !flags.system_extension_images.is_empty() {
         for s in flags.system_extension_images {
-            extensions.push(ExtensionSource {
-                reference: s.parse().with_context(|| format!("--system-extension-image {s}"))?,
-                official: None,
-            });
+            system.push(s.parse().with_context(|| format!("--system-extension-image {s}"))?);
         }
     } else {
-        let names: Vec<String> = match &profile.official_extensions {
+        official = match &profile.official_extensions {
             Some(n) => n.clone(),
             None if flags.schematic.is_some() => Vec::new(),
-            None => lock.extensions.iter().map(|e| e.name.clone()).collect(),
+            None => DEFAULT_OFFICIAL_EXTENSIONS.iter().map(|s| s.to_string()).collect(),
         };
-        for n in names {
-            extensions.push(ExtensionSource { reference: lock.reference(&n, &lock_source)?, official: Some(n) });
-        }
         for s in &profile.system_extensions {
-            extensions.push(ExtensionSource {
-                reference: s.parse().with_context(|| format!("profile systemExtensions {s}"))?,
-                official: None,
-            });
+            system.push(s.parse().with_context(|| format!("profile systemExtensions {s}"))?);
         }
     }
+    let mut overlay = flags.overlay.map(str::to_string).or(profile.overlay.clone());
     if let Some(path) = flags.schematic {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let s = crate::schematic::Schematic::parse(&text).with_context(|| path.display().to_string())?;
-        if !s.overlay.image.is_empty() || !s.overlay.name.is_empty() {
-            bail!("{}: overlays are not supported by imager build yet", path.display());
-        }
         if !s.customization.meta.is_empty() {
             bail!("{}: META values are not supported by imager build yet", path.display());
         }
-        for full in &s.customization.system_extensions.official_extensions {
-            let name = full.strip_prefix("siderolabs/").unwrap_or(full);
-            if extensions.iter().any(|e| e.official.as_deref() == Some(name)) {
-                continue;
+        if !s.overlay.name.is_empty() {
+            match &overlay {
+                Some(o) if *o != s.overlay.name => {
+                    bail!("{}: overlay {:?} conflicts with --overlay/profile {o:?}", path.display(), s.overlay.name)
+                }
+                _ => overlay = Some(s.overlay.name.clone()),
             }
-            extensions.push(ExtensionSource {
-                reference: lock.reference(name, &lock_source).with_context(|| format!("{}: {full}", path.display()))?,
-                official: Some(name.to_string()),
-            });
+        } else if !s.overlay.image.is_empty() {
+            bail!(
+                "{}: overlay.image without overlay.name (the Image Factory resolves overlays by name)",
+                path.display()
+            );
+        }
+        for name in &s.customization.system_extensions.official_extensions {
+            if !official.contains(name) {
+                official.push(name.clone());
+            }
         }
         extra_kernel_args.extend(s.customization.extra_kernel_args.iter().cloned());
     }
     extra_kernel_args.extend(flags.extra_kernel_args.iter().cloned());
-    let talos_agent = !flags.no_talos_agent && profile.talos_agent.unwrap_or(true);
-    Ok(Plan { talos_version, base, extensions, talos_agent, extra_kernel_args, lock_source })
+    let talos_agent = if flags.no_talos_agent || profile.talos_agent == Some(false) {
+        TalosAgent::Off
+    } else if let Some(p) = flags.agent_binary {
+        TalosAgent::Binary(p.to_path_buf())
+    } else if flags.agent_from_source {
+        TalosAgent::FromSource
+    } else {
+        let text = flags
+            .talos_agent_image
+            .map(str::to_string)
+            .or(profile.talos_agent_image.clone())
+            .unwrap_or_else(default_talos_agent_image);
+        TalosAgent::Image(text.parse().with_context(|| format!("--talos-agent-image {text}"))?)
+    };
+    let bundle = |flag: Option<&str>, default: String, what: &str| -> Result<Reference> {
+        let text = flag.map(str::to_string).unwrap_or(default);
+        text.parse().with_context(|| format!("{what} {text}"))
+    };
+    Ok(Plan {
+        extensions_bundle: bundle(
+            flags.extensions_bundle,
+            crate::bundle::default_extensions_bundle(&talos_version),
+            "--extensions-bundle",
+        )?,
+        overlays_bundle: bundle(
+            flags.overlays_bundle,
+            crate::bundle::default_overlays_bundle(&talos_version),
+            "--overlays-bundle",
+        )?,
+        talos_version,
+        base,
+        official_extensions: official,
+        system_extensions: system,
+        overlay,
+        talos_agent,
+        extra_kernel_args,
+    })
 }
 
-/// The Image Factory schematic equivalent to a plan: its official extensions as
-/// `siderolabs/<name>` and its extra kernel arguments. Extensions that are not official
-/// (talos-agent, `--system-extension-image`) cannot be expressed in a schematic and are left out.
-pub fn schematic(plan: &Plan) -> crate::schematic::Schematic {
+/// The Image Factory schematic equivalent to a plan: its official extensions, its overlay (with
+/// the image's repository path, as the factory's UI writes it) and its extra kernel arguments.
+/// Extensions that are not official (talos-agent, `--system-extension-image`) cannot be
+/// expressed in a schematic and are left out.
+pub fn schematic(plan: &Plan, overlay_image: Option<&Reference>) -> crate::schematic::Schematic {
     let mut s = crate::schematic::Schematic::default();
     s.customization.extra_kernel_args = plan.extra_kernel_args.clone();
-    s.customization.system_extensions.official_extensions =
-        plan.extensions.iter().filter_map(|e| e.official.as_ref().map(|n| format!("siderolabs/{n}"))).collect();
+    s.customization.system_extensions.official_extensions = plan.official_extensions.clone();
+    if let (Some(name), Some(image)) = (&plan.overlay, overlay_image) {
+        s.overlay.name = name.clone();
+        s.overlay.image = image.repository.clone();
+    }
     s
 }
 
@@ -292,49 +277,38 @@ pub fn schematic(plan: &Plan) -> crate::schematic::Schematic {
 mod tests {
     use super::*;
 
-    #[test]
-    fn builtin_lock_names_spin_and_tailscale_upstream() {
-        let lock = Lock::parse(BUILTIN_LOCK).unwrap();
-        let names: Vec<&str> = lock.extensions.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, ["spin", "tailscale"]);
-        assert_eq!(lock.extensions[0].image, "ghcr.io/siderolabs/spin:v0.19.0");
-        assert_eq!(lock.extensions[1].image, "ghcr.io/siderolabs/tailscale:1.84.0");
+    fn plan_of(flags: &Flags<'_>) -> Plan {
+        plan(flags).unwrap()
     }
 
     #[test]
-    fn unpinned_entries_are_refused_with_the_way_out() {
-        let lock = Lock::parse("extensions:\n  - name: spin\n    image: ghcr.io/siderolabs/spin:v0.19.0\n").unwrap();
-        let err = lock.reference("spin", "lock.yaml").unwrap_err().to_string();
-        assert!(err.contains("not pinned by digest"), "{err}");
-        let d = "sha256:".to_string() + &"ab".repeat(32);
-        let lock = Lock::parse(&format!(
-            "extensions:\n  - name: spin\n    image: ghcr.io/siderolabs/spin:v0.19.0\n    digest: {d}\n"
-        ))
-        .unwrap();
-        let r = lock.reference("spin", "x").unwrap();
-        assert_eq!(r.to_string(), format!("ghcr.io/siderolabs/spin:v0.19.0@{d}"));
+    fn the_default_plan_is_the_operators_image() {
+        let p = plan_of(&Flags::default());
+        assert_eq!(p.talos_version, "v1.10.5");
+        assert_eq!(p.base.to_string(), "ghcr.io/siderolabs/imager:v1.10.5");
+        assert_eq!(p.official_extensions, ["siderolabs/spin", "siderolabs/tailscale"]);
+        assert_eq!(p.extensions_bundle.to_string(), "ghcr.io/siderolabs/extensions:v1.10.5");
+        assert_eq!(p.overlays_bundle.to_string(), "ghcr.io/siderolabs/overlays:v1.10.5");
+        assert_eq!(p.talos_agent, TalosAgent::Image(default_talos_agent_image().parse().unwrap()));
+        assert_eq!(p.overlay, None);
+        let off = plan_of(&Flags { no_talos_agent: true, agent_from_source: true, ..Flags::default() });
+        assert_eq!(off.talos_agent, TalosAgent::Off);
+        let src = plan_of(&Flags { agent_from_source: true, talos_version: Some("1.11.0"), ..Flags::default() });
+        assert_eq!(src.talos_agent, TalosAgent::FromSource);
+        assert_eq!(src.extensions_bundle.to_string(), "ghcr.io/siderolabs/extensions:v1.11.0");
     }
 
     #[test]
-    fn schematic_of_the_default_plan() {
-        let plan = Plan {
-            talos_version: "v1.10.5".into(),
-            base: "ghcr.io/siderolabs/imager:v1.10.5".parse().unwrap(),
-            extensions: ["spin", "tailscale"]
-                .iter()
-                .map(|n| ExtensionSource {
-                    reference: format!("ghcr.io/siderolabs/{n}:x").parse().unwrap(),
-                    official: Some(n.to_string()),
-                })
-                .collect(),
-            talos_agent: true,
-            extra_kernel_args: vec![],
-            lock_source: String::new(),
-        };
-        let y = schematic(&plan).marshal().unwrap();
+    fn schematic_of_the_default_plan_and_with_an_overlay() {
+        let p = plan_of(&Flags::default());
+        let y = schematic(&p, None).marshal().unwrap();
         assert_eq!(
             y,
             "customization:\n    systemExtensions:\n        officialExtensions:\n            - siderolabs/spin\n            - siderolabs/tailscale\n"
         );
+        let p = plan_of(&Flags { overlay: Some("rpi_generic"), ..Flags::default() });
+        let image: Reference = "ghcr.io/siderolabs/sbc-raspberrypi:v0.1.5".parse().unwrap();
+        let y = schematic(&p, Some(&image)).marshal().unwrap();
+        assert!(y.starts_with("overlay:\n    image: siderolabs/sbc-raspberrypi\n    name: rpi_generic\n"), "{y}");
     }
 }

@@ -183,6 +183,22 @@ impl Puller {
         Ok((k, i))
     }
 
+    /// Fetches a small blob of `from` into memory, verified, refusing descriptors over `limit`.
+    ///
+    /// # Errors
+    /// [`PullError::Registry`], [`PullError::BootFile`] naming the bound.
+    pub fn fetch_small(&self, from: &Resolved, d: &Descriptor, limit: u64) -> Result<Vec<u8>, PullError> {
+        if d.size > limit {
+            return Err(PullError::BootFile {
+                reference: from.reference.to_string(),
+                reason: format!("blob {} is {} bytes, over the {limit}-byte bound", d.digest, d.size),
+            });
+        }
+        let mut v = Vec::with_capacity(d.size as usize);
+        self.rt.block_on(self.registry.fetch_blob(from, d, &mut v))?;
+        Ok(v)
+    }
+
     /// Flattens the extension image `from` (layers in order, whiteouts applied, bounded).
     ///
     /// # Errors

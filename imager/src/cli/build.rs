@@ -15,7 +15,8 @@ pub struct Args {
     /// Profile file (YAML; see imager/src/build/profile.rs). Flags override it.
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
-    /// Image Factory schematic: its officialExtensions (from the lock file) and extraKernelArgs.
+    /// Image Factory schematic: its officialExtensions and overlay (resolved through the Talos
+    /// release's bundles) and its extraKernelArgs.
     #[arg(long, value_name = "FILE")]
     pub schematic: Option<PathBuf>,
     /// Output directory (created; our files in it are replaced).
@@ -28,17 +29,37 @@ pub struct Args {
     /// ghcr.io/siderolabs/imager:<talos-version>).
     #[arg(long, value_name = "REF")]
     pub base: Option<String>,
-    /// Extension image (REF or REF@sha256:…), repeatable; replaces the default/profile list.
+    /// Extension image (REF or REF@sha256:…), repeatable; replaces the default/profile list
+    /// (default: siderolabs/spin and siderolabs/tailscale from the extensions bundle).
     #[arg(long = "system-extension-image", value_name = "REF")]
     pub system_extension_images: Vec<String>,
+    /// Board overlay by name, resolved through the overlays bundle (e.g. rpi_generic); adds its
+    /// kernel arguments to the metal command line.
+    #[arg(long, value_name = "NAME")]
+    pub overlay: Option<String>,
+    /// The bundle official extensions are resolved from (default
+    /// ghcr.io/siderolabs/extensions:<talos-version>).
+    #[arg(long, value_name = "REF")]
+    pub extensions_bundle: Option<String>,
+    /// The bundle overlays are resolved from (default ghcr.io/siderolabs/overlays:<talos-version>).
+    #[arg(long, value_name = "REF")]
+    pub overlays_bundle: Option<String>,
     /// Extra kernel argument (Talos merge rules), repeatable.
     #[arg(long = "extra-kernel-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub extra_kernel_args: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryFlags,
-    /// Use this static talos-agent binary instead of cross-compiling it from the workspace.
-    #[arg(long, value_name = "PATH")]
+    /// The published talos-agent extension image to pull (default
+    /// ghcr.io/moonboot/talos-agent:v<imager version>; pinned by digest in build.json).
+    #[arg(long, value_name = "REF", conflicts_with_all = ["agent_binary", "agent_from_source", "no_talos_agent"])]
+    pub talos_agent_image: Option<String>,
+    /// Build the talos-agent extension here from this static binary instead of pulling it.
+    #[arg(long, value_name = "PATH", conflicts_with = "agent_from_source")]
     pub agent_binary: Option<PathBuf>,
+    /// Build the talos-agent extension here, cross-compiling the agent from this source tree
+    /// (developers; needs the workspace and the cross toolchain).
+    #[arg(long)]
+    pub agent_from_source: bool,
     /// Leave the talos-agent extension out.
     #[arg(long)]
     pub no_talos_agent: bool,

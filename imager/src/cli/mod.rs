@@ -1,6 +1,6 @@
 //! Command-line definitions only, one file per subcommand family; the work lives in one module
 //! per subcommand ([`crate::kernel_args`], [`crate::publish`], [`crate::inspect`],
-//! [`crate::lock_update`], [`crate::build`], [`crate::schematic`]), which import their arguments
+//! [`crate::bundle`], [`crate::build`], [`crate::schematic`]), which import their arguments
 //! from here. This module imports nothing from them.
 //!
 //! Architectures, platforms and overlays are [`kernel_cmdline::preset`]'s enums (clap values
@@ -14,6 +14,9 @@ pub mod publish;
 pub mod schematic;
 
 use clap::{Args, Parser, Subcommand};
+
+/// The default Talos version of every subcommand: the operator's image, v1.10.5.
+pub const DEFAULT_TALOS_VERSION: &str = "v1.10.5";
 
 /// Build Talos boot artifacts with system extensions.
 #[derive(Parser, Debug)]
@@ -35,12 +38,12 @@ pub enum Command {
     Publish(publish::Args),
     /// Show what a boot artifact, an extension image or a Talos imager image holds.
     Inspect(inspect::Args),
-    /// The pinned official extensions (extensions/lock.yaml).
+    /// What a Talos release's extensions and overlays bundles offer.
     #[command(subcommand)]
     Extensions(extensions::ExtensionsCommand),
     /// Build Talos's kernel and an initramfs with system extensions, command lines and the boot
     /// artifact (default: Talos v1.10.5 with spin, tailscale and talos-agent).
-    Build(build::Args),
+    Build(Box<build::Args>),
     /// The in-repo talos-agent system extension.
     #[command(subcommand)]
     Extension(build::ExtensionCommand),

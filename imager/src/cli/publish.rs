@@ -8,8 +8,9 @@ use kernel_cmdline::preset::Arch;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Where to push: REGISTRY/REPO:TAG. The multi-arch index of the boot artifacts gets TAG.
-    #[arg(long, value_name = "REGISTRY/REPO:TAG")]
-    pub to: String,
+    /// Without it, only the talos-agent extension image is published (to --extension-to).
+    #[arg(long, value_name = "REGISTRY/REPO:TAG", required_unless_present = "extension_to")]
+    pub to: Option<String>,
     /// Architectures to publish, comma-separated; default: every `boot-<arch>/` in the output
     /// directory.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -18,6 +19,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR", default_value = "_out")]
     pub output: PathBuf,
     /// Where to push the talos-agent extension image; default: REGISTRY/REPO-extension:TAG.
+    /// `imager build` pulls it from ghcr.io/moonboot/talos-agent:v<version> by default.
     #[arg(long, value_name = "REGISTRY/REPO:TAG")]
     pub extension_to: Option<String>,
     /// Registry reached over plain HTTP instead of TLS. Repeatable.

@@ -56,6 +56,9 @@ pub mod media_type {
     pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
     /// Docker layer: a gzip'd tar.
     pub const DOCKER_LAYER_TAR_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    /// The empty descriptor's media type (image-spec v1.1 `manifest.md` "Guidance for an Empty
+    /// Descriptor"): the config of an artifact that needs none, content `{}`.
+    pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
     /// Every manifest type a registry client asks for in `Accept`, indexes first.
     pub const ACCEPTED_MANIFESTS: [&str; 4] = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
@@ -163,6 +166,9 @@ pub struct ImageManifest {
     /// The manifest's media type, when the document names it (writers always do).
     #[serde(rename = "mediaType", skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// An artifact's type (image-spec v1.1 `manifest.md` `artifactType`), when it is not an image.
+    #[serde(rename = "artifactType", skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
     /// The image config descriptor.
     pub config: Descriptor,
     /// The layer descriptors, base layer first.
@@ -178,6 +184,7 @@ impl ImageManifest {
         ImageManifest {
             schema_version: 2,
             media_type: Some(media_type::OCI_MANIFEST.to_string()),
+            artifact_type: None,
             config,
             layers,
             annotations,
@@ -301,6 +308,7 @@ struct RawDocument {
     layers: Option<Vec<RawDescriptor>>,
     #[serde(default)]
     annotations: Option<BTreeMap<String, String>>,
+    artifact_type: Option<String>,
 }
 
 /// Parses `sha256:<64 hex>`; `field` names where it was read, for the error.
@@ -380,6 +388,7 @@ impl Document {
             Ok(Document::Manifest(ImageManifest {
                 schema_version: 2,
                 media_type: raw.media_type,
+                artifact_type: raw.artifact_type,
                 config,
                 layers,
                 annotations: raw.annotations.unwrap_or_default(),

@@ -9,13 +9,24 @@
 //!   manifest with `platform: {architecture: <arch>, os: linux}`, in the order the architectures
 //!   were given; its bytes depend only on the manifests, so publishing the same build twice gives
 //!   the same index digest.
-//! - Idempotent: a blob the repository already has (`HEAD /v2/<repo>/blobs/<digest>`,
-//!   distribution-spec "Checking if content exists") is not uploaded again but counted as
-//!   skipped. Manifests are always put (small, and a PUT of the same bytes changes nothing).
+//! - Idempotent: a blob or manifest the repository already has (`HEAD /v2/<repo>/blobs/<digest>`,
+//!   `HEAD /v2/<repo>/manifests/<digest>`, distribution-spec "Checking if content exists") is not
+//!   uploaded again but counted as skipped, and a tag that already names the index is left alone:
+//!   publishing the same build twice pushes nothing. A tag that named other content is moved, and
+//!   the report says from which digest (`tags[].previous`).
+//! - Credentials come from `--auth-file`, else `REGISTRY_AUTH_FILE`, `$DOCKER_CONFIG/config.json`,
+//!   `~/.docker/config.json` (basic `auth`, `username`/`password`, `identitytoken`); a 401/403
+//!   fails with the registry and the credential source named.
 //! - The talos-agent extension image (`<output>/extension-talos-agent-<arch>/`, written by
 //!   `imager build` / `imager extension build`) goes to `REGISTRY/REPO-extension:TAG` unless
 //!   `--extension-to` names another reference; when the build wrote none, publish says so and
 //!   pushes the boot artifacts alone.
+//! - `--agent-binary ARCH=PATH` (with `--agent-to`) publishes the static `talos-agent` binaries as
+//!   an OCI artifact index: per architecture a manifest with `artifactType`
+//!   [`AGENT_ARTIFACT_TYPE`], the empty config (`application/vnd.oci.empty.v1+json`, `{}`) and one
+//!   layer holding the binary as is, annotated `org.opencontainers.image.title: talos-agent` — the
+//!   layout `oras push` writes, so `oras pull` and `skopeo copy` read it, and a stock Ubuntu
+//!   fetches the layer blob by digest with `curl` and checks its sha256 before running it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -28,10 +39,15 @@ use moonboot_registry::{Options, Registry};
 use serde::Serialize;
 
 use crate::cli::publish::Args;
-use boot_artifact::oci::{media_type, ImageIndex, Platform};
+use boot_artifact::oci::{media_type, Descriptor, ImageIndex, ImageManifest, Platform};
 
 use crate::oci_layout::{LayoutError, LayoutImage, OciLayout};
 
+/// `artifactType` of the talos-agent binary artifact.
+pub const AGENT_ARTIFACT_TYPE: &str = "application/vnd.moonboot.talos-agent.binary.v1";
+/// The annotation that names a file in an artifact (image-spec `annotations.md`; what `oras`
+/// reads to name the file it pulls).
+pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
 /// Largest blob read into memory for an upload: 2 GiB (a Talos initramfs with extensions is
 /// about 100 MiB).
 pub const MAX_BLOB_SIZE: u64 = 2 << 30;
@@ -117,6 +133,34 @@ pub struct PushedImage {
     pub manifests: Vec<PushedManifest>,
 }
 
+/// What happened to one tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TagUpdate {
+    /// `REGISTRY/REPO:TAG`.
+    pub reference: String,
+    /// The digest the tag names now.
+    pub digest: String,
+    /// The digest it named before, when it existed.
+    pub previous: Option<String>,
+    /// `created`, `unchanged` or `moved` (it named other content before).
+    pub status: &'static str,
+}
+
+/// Everything one publish pushed or found present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Pushes {
+    /// Blob upload counts.
+    pub blobs: BlobCounts,
+    /// Manifests and indexes uploaded.
+    pub manifests_pushed: u64,
+    /// Manifests and indexes the repository already had.
+    pub manifests_skipped: u64,
+    /// The digest of every blob, manifest and index uploaded, in upload order.
+    pub pushed: Vec<String>,
+    /// The tags set.
+    pub tags: Vec<TagUpdate>,
+}
+
 /// What `imager publish` did; its `--json` output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
@@ -128,18 +172,40 @@ pub struct Report {
     /// Why no extension image was pushed, or which architectures lacked one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extension_note: Option<String>,
+    /// The talos-agent binaries artifact, with `--agent-binary`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<PushedImage>,
     /// Blob upload counts over everything pushed.
     pub blobs: BlobCounts,
+    /// Manifests and indexes uploaded.
+    pub manifests_pushed: u64,
+    /// Manifests and indexes already present.
+    pub manifests_skipped: u64,
+    /// Every digest uploaded.
+    pub pushed: Vec<String>,
+    /// Every tag set, with what it named before.
+    pub tags: Vec<TagUpdate>,
 }
 
-/// One architecture's image from a layout, ready to push.
+/// Where a source's blobs are read from.
+enum BlobStore {
+    /// An OCI image layout on disk (verified while read).
+    Layout(OciLayout),
+    /// Blobs built in memory, by digest.
+    Memory(std::collections::BTreeMap<Sha256Digest, Vec<u8>>),
+}
+
+/// One architecture's image, ready to push.
 pub struct Source {
     /// `arm64`, `amd64`.
     pub arch: String,
-    /// The layout it is read from.
-    pub layout: OciLayout,
-    /// The image.
-    pub image: LayoutImage,
+    /// The manifest's descriptor.
+    pub descriptor: Descriptor,
+    /// The manifest.
+    pub manifest: ImageManifest,
+    /// The manifest's bytes exactly as they are pushed.
+    pub manifest_bytes: Vec<u8>,
+    blobs: BlobStore,
 }
 
 impl Source {
@@ -149,47 +215,73 @@ impl Source {
     /// [`PublishError::Layout`].
     pub fn open(dir: &Path, arch: &str) -> Result<Source, PublishError> {
         let layout = OciLayout::open(dir)?;
-        let image = layout.resolve(Some(arch))?;
-        Ok(Source { arch: arch.to_string(), layout, image })
+        let LayoutImage { descriptor, manifest, manifest_bytes, .. } = layout.resolve(Some(arch))?;
+        Ok(Source { arch: arch.to_string(), descriptor, manifest, manifest_bytes, blobs: BlobStore::Layout(layout) })
+    }
+
+    /// The talos-agent binary `bin` for `arch` as an artifact (see the module docs).
+    pub fn agent_binary(arch: &str, bin: Vec<u8>) -> Source {
+        let config = Descriptor::of(media_type::OCI_EMPTY, b"{}");
+        let mut layer = Descriptor::of("application/octet-stream", &bin);
+        layer.annotations.insert(ANNOTATION_TITLE.into(), "talos-agent".into());
+        let mut manifest = ImageManifest::new(config.clone(), vec![layer.clone()], Default::default());
+        manifest.artifact_type = Some(AGENT_ARTIFACT_TYPE.into());
+        let manifest_bytes = manifest.to_json();
+        let descriptor = Descriptor::of(media_type::OCI_MANIFEST, &manifest_bytes);
+        let blobs = BlobStore::Memory([(config.digest, b"{}".to_vec()), (layer.digest, bin)].into_iter().collect());
+        Source { arch: arch.to_string(), descriptor, manifest, manifest_bytes, blobs }
+    }
+
+    fn read_blob(&self, desc: &Descriptor) -> Result<Vec<u8>, PublishError> {
+        match &self.blobs {
+            BlobStore::Layout(l) => Ok(l.read_blob(desc, "blob", MAX_BLOB_SIZE)?),
+            BlobStore::Memory(m) => Ok(m.get(&desc.digest).cloned().expect("every blob of an in-memory source")),
+        }
     }
 }
 
-/// Pushes the blobs and the manifest of `source` to `repo`'s repository (its tag is not touched)
-/// and returns the manifest's digest.
+/// Pushes the blobs and the manifest of `source` to `repo`'s repository (its tag is not touched),
+/// skipping what the repository already has, and returns the manifest's digest.
 ///
 /// # Errors
-/// [`PublishError::Layout`] when a blob does not match its descriptor, [`PublishError::Registry`],
+/// [`PublishError::Layout`] when a blob does not match its descriptor, [`PublishError::Registry`]
+/// (with [`moonboot_registry::Error::Unauthorized`] naming the credential source),
 /// [`PublishError::DigestChanged`].
 pub async fn push_image(
     registry: &Registry,
     repo: &Reference,
     source: &Source,
-    counts: &mut BlobCounts,
+    log: &mut Pushes,
 ) -> Result<Sha256Digest, PublishError> {
-    let manifest = &source.image.manifest;
+    let manifest = &source.manifest;
     let mut seen = BTreeSet::new();
     for desc in std::iter::once(&manifest.config).chain(&manifest.layers) {
         if !seen.insert(desc.digest) {
             continue;
         }
         if registry.blob_exists(repo, &desc.digest).await? {
-            counts.skipped += 1;
-            counts.skipped_bytes += desc.size;
+            log.blobs.skipped += 1;
+            log.blobs.skipped_bytes += desc.size;
             continue;
         }
-        let data = source.layout.read_blob(desc, "blob", MAX_BLOB_SIZE)?;
+        let data = source.read_blob(desc)?;
         registry.push_blob(repo, data, &desc.digest).await?;
-        counts.pushed += 1;
-        counts.pushed_bytes += desc.size;
+        log.blobs.pushed += 1;
+        log.blobs.pushed_bytes += desc.size;
+        log.pushed.push(desc.digest.to_string());
     }
-    let expected = source.image.descriptor.digest;
+    let expected = source.descriptor.digest;
     let target = Reference { tag: None, digest: Some(expected), ..repo.clone() };
-    let got = registry
-        .push_manifest(&target, &source.image.descriptor.media_type, source.image.manifest_bytes.clone())
-        .await?;
+    if registry.manifest_digest(&target).await? == Some(expected) {
+        log.manifests_skipped += 1;
+        return Ok(expected);
+    }
+    let got = registry.push_manifest(&target, &source.descriptor.media_type, source.manifest_bytes.clone()).await?;
     if got != expected {
         return Err(PublishError::DigestChanged { target: target.to_string(), expected, got });
     }
+    log.manifests_pushed += 1;
+    log.pushed.push(expected.to_string());
     Ok(expected)
 }
 
@@ -200,7 +292,7 @@ pub fn index_bytes(sources: &[Source]) -> Vec<u8> {
     let manifests = sources
         .iter()
         .map(|s| {
-            let mut d = s.image.descriptor.clone();
+            let mut d = s.descriptor.clone();
             d.platform = Some(Platform::linux(&s.arch));
             d.annotations.clear();
             d
@@ -210,7 +302,7 @@ pub fn index_bytes(sources: &[Source]) -> Vec<u8> {
 }
 
 /// Pushes every source's image to `target`'s repository, then the index over them under
-/// `target`'s tag.
+/// `target`'s tag — unless the tag already names it.
 ///
 /// # Errors
 /// As [`push_image`].
@@ -218,26 +310,44 @@ pub async fn push_multi_arch(
     registry: &Registry,
     target: &Reference,
     sources: &[Source],
-    counts: &mut BlobCounts,
+    log: &mut Pushes,
 ) -> Result<PushedImage, PublishError> {
     let repo_name = format!("{}/{}", target.registry, target.repository);
     let mut manifests = Vec::new();
     for s in sources {
-        let digest = push_image(registry, target, s, counts).await?;
+        let digest = push_image(registry, target, s, log).await?;
         manifests.push(PushedManifest {
             arch: s.arch.clone(),
             digest: digest.to_string(),
-            size: s.image.descriptor.size,
+            size: s.descriptor.size,
             reference: format!("{repo_name}@{digest}"),
         });
     }
     let bytes = index_bytes(sources);
     let expected = Sha256Digest::of(&bytes);
     let tagged = Reference { digest: None, ..target.clone() };
-    let got = registry.push_manifest(&tagged, media_type::OCI_INDEX, bytes).await?;
-    if got != expected {
-        return Err(PublishError::DigestChanged { target: tagged.to_string(), expected, got });
+    let previous = registry.manifest_digest(&tagged).await?;
+    let status = match previous {
+        Some(p) if p == expected => "unchanged",
+        Some(_) => "moved",
+        None => "created",
+    };
+    if status == "unchanged" {
+        log.manifests_skipped += 1;
+    } else {
+        let got = registry.push_manifest(&tagged, media_type::OCI_INDEX, bytes).await?;
+        if got != expected {
+            return Err(PublishError::DigestChanged { target: tagged.to_string(), expected, got });
+        }
+        log.manifests_pushed += 1;
+        log.pushed.push(expected.to_string());
     }
+    log.tags.push(TagUpdate {
+        reference: tagged.to_string(),
+        digest: expected.to_string(),
+        previous: previous.map(|d| d.to_string()),
+        status,
+    });
     Ok(PushedImage {
         reference: tagged.to_string(),
         index_digest: expected.to_string(),
@@ -256,7 +366,7 @@ pub fn boot_sources(output: &Path, arches: &[&str]) -> Result<Vec<Source>, Publi
     for arch in arches {
         let dir = boot_layout_dir(output, arch);
         let source = Source::open(&dir, arch)?;
-        if !artifact::is_boot_artifact(&source.image.manifest) {
+        if !artifact::is_boot_artifact(&source.manifest) {
             return Err(PublishError::NotBootArtifact { dir, arch: arch.to_string() });
         }
         out.push(source);
@@ -295,27 +405,52 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         (Some(r), _) => {
             let r: Reference = r.parse()?;
             anyhow::ensure!(r.digest.is_none(), "--extension-to {r}: give a tag, not a digest");
-            r
+            Some(r)
         }
-        (None, Some(to)) => default_extension_target(to),
-        (None, None) => anyhow::bail!("give --to (boot artifacts) or --extension-to (the talos-agent extension alone)"),
+        (None, Some(to)) => Some(default_extension_target(to)),
+        (None, None) => None,
     };
+    let mut agents = Vec::new();
+    for spec in &args.agent_binaries {
+        let (arch, path) = spec
+            .split_once('=')
+            .with_context(|| format!("--agent-binary {spec}: expected ARCH=PATH (arm64=…, amd64=…)"))?;
+        let arch: kernel_cmdline::preset::Arch =
+            arch.parse().map_err(|e: String| anyhow::anyhow!("--agent-binary {spec}: {e}"))?;
+        let bin = std::fs::read(path).with_context(|| format!("--agent-binary {spec}: reading {path}"))?;
+        crate::build::agent_extension::check_binary(&bin, arch.as_str(), path)?;
+        agents.push(Source::agent_binary(arch.as_str(), bin));
+    }
+    let agent_to = match &args.agent_to {
+        Some(r) => {
+            let r: Reference = r.parse()?;
+            anyhow::ensure!(r.digest.is_none() && r.tag.is_some(), "--agent-to {r}: give a tag, not a digest");
+            Some(r)
+        }
+        None => None,
+    };
+    anyhow::ensure!(agents.is_empty() == agent_to.is_none(), "--agent-binary and --agent-to go together");
     let present = |dir: fn(&Path, &str) -> PathBuf| -> Vec<&'static str> {
         ["arm64", "amd64"].into_iter().filter(|a| dir(&args.output, a).is_dir()).collect()
     };
-    let arches: Vec<&str> = if !args.arch.is_empty() {
+    let arches: Vec<&str> = if extension_to.is_none() {
+        Vec::new() // only the agent binaries
+    } else if !args.arch.is_empty() {
         args.arch.iter().map(|a| a.as_str()).collect()
     } else if to.is_some() {
         present(boot_layout_dir)
     } else {
         present(extension_layout_dir)
     };
-    anyhow::ensure!(
-        !arches.is_empty(),
-        "nothing to publish under {} (imager build writes boot-<arch>/, imager extension build \
-         extension-talos-agent-<arch>/)",
-        args.output.display()
-    );
+    if extension_to.is_some() && arches.is_empty() {
+        if to.is_some() {
+            anyhow::bail!("no boot artifact under {} (imager build writes boot-<arch>/ there)", args.output.display());
+        }
+        anyhow::bail!(
+            "no talos-agent extension image under {} (imager extension build writes extension-talos-agent-<arch>/)",
+            args.output.display()
+        );
+    }
     let boot = match &to {
         Some(_) => boot_sources(&args.output, &arches)?,
         None => Vec::new(),
@@ -335,21 +470,35 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         format!("no talos-agent extension image at {}: not published for those architectures", missing.join(", "))
     });
 
-    let options = Options { insecure: args.insecure_registries.clone(), ..Options::default() };
+    let options =
+        Options { insecure: args.insecure_registries.clone(), auth_file: args.auth_file.clone(), ..Options::default() };
     let registry = Registry::new(options)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
     let report = runtime.block_on(async {
-        let mut blobs = BlobCounts::default();
+        let mut log = Pushes::default();
         let boot = match &to {
-            Some(to) => Some(push_multi_arch(&registry, to, &boot, &mut blobs).await?),
+            Some(to) => Some(push_multi_arch(&registry, to, &boot, &mut log).await?),
             None => None,
         };
-        let extension = if extension.is_empty() {
-            None
-        } else {
-            Some(push_multi_arch(&registry, &extension_to, &extension, &mut blobs).await?)
+        let extension = match &extension_to {
+            Some(t) if !extension.is_empty() => Some(push_multi_arch(&registry, t, &extension, &mut log).await?),
+            _ => None,
         };
-        Ok::<_, PublishError>(Report { boot, extension, extension_note, blobs })
+        let agent = match &agent_to {
+            Some(t) => Some(push_multi_arch(&registry, t, &agents, &mut log).await?),
+            None => None,
+        };
+        Ok::<_, PublishError>(Report {
+            boot,
+            extension,
+            extension_note,
+            agent,
+            blobs: log.blobs,
+            manifests_pushed: log.manifests_pushed,
+            manifests_skipped: log.manifests_skipped,
+            pushed: log.pushed,
+            tags: log.tags,
+        })
     })?;
     print_report(&report, args.json);
     Ok(())
@@ -363,18 +512,26 @@ fn print_report(report: &Report, json: bool) {
     if let Some(note) = &report.extension_note {
         eprintln!("imager: note: {note}");
     }
-    for image in report.boot.iter().chain(&report.extension) {
+    for image in report.boot.iter().chain(&report.extension).chain(&report.agent) {
         println!("{}  index  {}", image.index_digest, image.reference);
         for m in &image.manifests {
             println!("{}  {:<5}  {}", m.digest, m.arch, m.reference);
         }
     }
+    for t in &report.tags {
+        match (t.status, &t.previous) {
+            ("moved", Some(p)) => println!("tag {} moved from {p} to {}", t.reference, t.digest),
+            (status, _) => println!("tag {} {status}", t.reference),
+        }
+    }
     let b = &report.blobs;
     println!(
-        "blobs: {} pushed ({}), {} skipped as already present ({})",
+        "blobs: {} pushed ({}), {} skipped as already present ({}); manifests: {} pushed, {} already present",
         b.pushed,
         human_bytes(b.pushed_bytes),
         b.skipped,
-        human_bytes(b.skipped_bytes)
+        human_bytes(b.skipped_bytes),
+        report.manifests_pushed,
+        report.manifests_skipped
     );
 }

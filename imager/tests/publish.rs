@@ -126,6 +126,13 @@ fn publish_is_read_by_skopeo_and_umoci_and_is_idempotent() {
     assert_eq!(second["blobs"]["skipped"], 10, "{second:#}");
     assert_eq!(second["boot"], first["boot"]);
     assert_eq!(second["extension"], first["extension"]);
+    assert_eq!(second["manifests_pushed"], 0, "no manifest or index is put again: {second:#}");
+    assert_eq!(second["pushed"], json!([]), "{second:#}");
+    assert_eq!(second["tags"][0]["status"], "unchanged", "{second:#}");
+    assert_eq!(first["tags"][0]["status"], "created", "{first:#}");
+    assert_eq!(first["tags"][0]["digest"], index_digest.as_str());
+    let pushed: Vec<&str> = first["pushed"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    assert!(pushed.contains(&index_digest.as_str()), "every digest pushed is listed: {pushed:?}");
 
     // The human form names the same digests.
     let (code, text, _) = imager(&args[..args.len() - 1]);
@@ -159,4 +166,81 @@ fn publish_refuses_a_layout_that_is_not_a_boot_artifact_and_a_missing_output() {
     ]);
     assert_eq!(code, 1);
     assert!(stderr.contains("give a tag"), "{stderr}");
+}
+
+#[test]
+fn a_moved_tag_is_reported_and_agent_binaries_are_an_oras_style_artifact() {
+    let Some(f) = moonboot_tests::fixtures::with_registry(
+        "a_moved_tag_is_reported_and_agent_binaries_are_an_oras_style_artifact",
+    ) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = unique("agent");
+    let to = format!("{}/{repo}:v1", f.registry);
+    // Two different "static binaries" for arm64: real ELF headers (checked by publish), distinct bytes.
+    let elf = |marker: &str| {
+        let mut b = vec![0u8; 64];
+        b[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        b[18..20].copy_from_slice(&183u16.to_le_bytes());
+        b.extend_from_slice(marker.as_bytes());
+        b
+    };
+    let (one, two) = (work.path().join("one"), work.path().join("two"));
+    std::fs::write(&one, elf("first build")).unwrap();
+    std::fs::write(&two, elf("second build")).unwrap();
+    let publish = |bin: &std::path::Path| {
+        let spec = format!("arm64={}", bin.display());
+        let (code, stdout, stderr) = imager(&[
+            "publish",
+            "--agent-to",
+            &to,
+            "--agent-binary",
+            &spec,
+            "--insecure-registry",
+            &f.registry,
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str::<Value>(&stdout).unwrap()
+    };
+    let first = publish(&one);
+    assert!(first.get("boot").is_none() && first["extension"].is_null(), "{first:#}");
+    let index = first["agent"]["index_digest"].as_str().unwrap().to_string();
+
+    // The artifact as a registry client sees it: index → manifest with artifactType, the empty
+    // config and one layer whose bytes are the binary, named by its title annotation.
+    let raw: Value = serde_json::from_slice(&skopeo_raw(&to)).unwrap();
+    assert_eq!(raw["mediaType"], INDEX_MEDIA_TYPE);
+    assert_eq!(raw["manifests"][0]["platform"]["architecture"], "arm64");
+    let m = raw["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: Value = serde_json::from_slice(&skopeo_raw(&format!("{}/{repo}@{m}", f.registry))).unwrap();
+    assert_eq!(manifest["artifactType"], "application/vnd.moonboot.talos-agent.binary.v1");
+    assert_eq!(manifest["config"]["mediaType"], "application/vnd.oci.empty.v1+json");
+    assert_eq!(manifest["layers"][0]["annotations"]["org.opencontainers.image.title"], "talos-agent");
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let bytes = moonboot_tests::registry::Repo { host: &f.registry, name: &repo }.blob(layer).unwrap();
+    assert_eq!(bytes, std::fs::read(&one).unwrap(), "the layer is the binary, byte for byte");
+    // skopeo copies it whole.
+    let copy = work.path().join("copy");
+    run(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &format!("docker://{to}"),
+        &format!("oci:{}:v1", copy.display()),
+    ]));
+    assert!(copy.join("blobs/sha256").join(layer.strip_prefix("sha256:").unwrap()).is_file());
+
+    // Publishing another binary under the same tag moves it, and says from where.
+    let second = publish(&two);
+    let tag = &second["tags"][0];
+    assert_eq!(tag["status"], "moved", "{second:#}");
+    assert_eq!(tag["previous"], index.as_str());
+    assert_ne!(tag["digest"], index.as_str());
+    // A binary for another architecture than named is refused.
+    let spec = format!("amd64={}", one.display());
+    let (code, _, stderr) =
+        imager(&["publish", "--agent-to", &to, "--agent-binary", &spec, "--insecure-registry", &f.registry]);
+    assert_eq!(code, 1, "{stderr}");
 }

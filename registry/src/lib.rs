@@ -176,6 +176,16 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The registry refused the credentials (or their absence): 401 or 403.
+    #[error("{registry}: {reason}; credentials used: {credentials}")]
+    Unauthorized {
+        /// `HOST[:PORT]` of the registry.
+        registry: String,
+        /// What the registry said.
+        reason: String,
+        /// Where the credentials came from ([`Registry::credential_source`]).
+        credentials: String,
+    },
     /// A push failed.
     #[error("pushing {what} to {target}: {reason}")]
     Push {
@@ -216,6 +226,8 @@ pub struct Registry {
     client: oci_client::Client,
     options: Options,
     auth: AuthFile,
+    /// The auth file read (or looked for), for messages about credentials.
+    auth_path: Option<PathBuf>,
 }
 
 /// Whether an error is worth retrying on the same endpoint.
@@ -285,8 +297,9 @@ impl Registry {
     /// Builds a client. Reads the auth file and CA files now, so a bad one fails early.
     pub fn new(options: Options) -> Result<Registry, Error> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let auth = match options.auth_file.clone().or_else(auth::default_path) {
-            Some(p) => AuthFile::load(&p)?,
+        let auth_path = options.auth_file.clone().or_else(auth::default_path);
+        let auth = match &auth_path {
+            Some(p) => AuthFile::load(p)?,
             None => AuthFile::default(),
         };
         let mut extra = Vec::new();
@@ -310,7 +323,22 @@ impl Registry {
         // `Client::new` would fall back to a default client — which panics — when the TLS set-up
         // fails, e.g. on a system without CA certificates: fail with the reason instead.
         let client = oci_client::Client::try_from(config).map_err(|e| Error::Tls { reason: describe(&e) })?;
-        Ok(Registry { client, options, auth })
+        Ok(Registry { client, options, auth, auth_path })
+    }
+
+    /// Where the credentials for `host` come from, for messages: `credentials for HOST from
+    /// FILE`, or why the requests are anonymous.
+    pub fn credential_source(&self, host: &str) -> String {
+        let file = self.auth_path.as_ref().map(|p| p.display().to_string());
+        match (self.auth.get(host), file) {
+            (Some(Credentials::Basic { username, .. }), Some(f)) => {
+                format!("user {username:?} for {host} from {f}")
+            }
+            (Some(Credentials::IdentityToken(_)), Some(f)) => format!("the identity token for {host} from {f}"),
+            (Some(_), None) => format!("credentials for {host}"),
+            (None, Some(f)) => format!("anonymous (no credentials for {host} in {f})"),
+            (None, None) => "anonymous (no auth file: set REGISTRY_AUTH_FILE or DOCKER_CONFIG)".to_string(),
+        }
     }
 
     /// The options this client was built with.
@@ -614,26 +642,95 @@ impl Registry {
         Attempt::Done
     }
 
+    fn push_host(&self, target: &Reference) -> String {
+        target.endpoints(&[], &self.options.insecure).remove(0).host
+    }
+
+    /// Turns an error of a push-side request into [`Error::Unauthorized`] when it is a 401/403,
+    /// else [`Error::Push`].
+    fn push_error(&self, what: String, target: &Reference, e: &OciDistributionError) -> Error {
+        let denied = match e {
+            OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => true,
+            OciDistributionError::ServerError { code, .. } => *code == 401 || *code == 403,
+            OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|x| {
+                matches!(
+                    x.code,
+                    oci_client::errors::OciErrorCode::Unauthorized | oci_client::errors::OciErrorCode::Denied
+                )
+            }),
+            OciDistributionError::RequestError(r) => r.status().is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403),
+            _ => false,
+        };
+        if denied {
+            let host = self.push_host(target);
+            let said = match e {
+                OciDistributionError::RequestError(r) => {
+                    r.status().map_or_else(|| describe(e), |s| format!("HTTP {s}"))
+                }
+                other => describe(other),
+            };
+            return Error::Unauthorized {
+                reason: format!("authentication refused ({said}) at {what} of {target}"),
+                credentials: self.credential_source(&host),
+                registry: host,
+            };
+        }
+        Error::Push { what, target: target.to_string(), reason: describe(e) }
+    }
+
     async fn push_auth(&self, target: &Reference) -> Result<oci_client::Reference, Error> {
-        let host = target.endpoints(&[], &self.options.insecure).remove(0).host;
+        let host = self.push_host(target);
         let oref = Self::at(&host, target, None);
         let auth = self.credentials(&host);
-        self.client.auth(&oref, &auth, RegistryOperation::Push).await.map_err(|e| Error::Push {
-            what: "credentials".into(),
-            target: target.to_string(),
-            reason: describe(&e),
-        })?;
+        self.client
+            .auth(&oref, &auth, RegistryOperation::Push)
+            .await
+            .map_err(|e| self.push_error("credentials".into(), target, &e))?;
         Ok(oref)
+    }
+
+    /// The digest of the manifest `target` (by tag or digest) names in its repository, or `None`
+    /// when the registry does not have it. HEAD first; a registry that sends no
+    /// `Docker-Content-Digest` is asked with GET, and the body hashed.
+    ///
+    /// # Errors
+    /// [`Error::Unauthorized`], [`Error::Push`] for other failures.
+    pub async fn manifest_digest(&self, target: &Reference) -> Result<Option<Sha256Digest>, Error> {
+        let oref = self.push_auth(target).await?;
+        let oref = match target.digest {
+            Some(d) => Self::at(&self.push_host(target), target, Some(&d)),
+            None => oref,
+        };
+        let auth = self.credentials(&self.push_host(target));
+        match self.client.fetch_manifest_digest(&oref, &auth).await {
+            Ok(d) => {
+                let digest = ImageDigestText(&d).parse(target)?;
+                Ok(Some(digest))
+            }
+            Err(OciDistributionError::ImageManifestNotFoundError(_)) => Ok(None),
+            Err(OciDistributionError::ServerError { code: 404, .. }) => Ok(None),
+            Err(OciDistributionError::RegistryError { envelope, .. })
+                if envelope.errors.iter().all(|x| {
+                    matches!(
+                        x.code,
+                        oci_client::errors::OciErrorCode::ManifestUnknown
+                            | oci_client::errors::OciErrorCode::NameUnknown
+                    )
+                }) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.push_error("manifest (existence check)".into(), target, &e)),
+        }
     }
 
     /// Whether `target`'s repository already has the blob `digest` (HEAD request).
     pub async fn blob_exists(&self, target: &Reference, digest: &Sha256Digest) -> Result<bool, Error> {
         let oref = self.push_auth(target).await?;
-        self.client.blob_exists(&oref, &digest.to_string()).await.map_err(|e| Error::Push {
-            what: format!("blob {digest} (existence check)"),
-            target: target.to_string(),
-            reason: describe(&e),
-        })
+        self.client
+            .blob_exists(&oref, &digest.to_string())
+            .await
+            .map_err(|e| self.push_error(format!("blob {digest} (existence check)"), target, &e))
     }
 
     /// Uploads a blob to `target`'s repository. The digest is checked locally first.
@@ -643,11 +740,11 @@ impl Registry {
             return Err(Error::DigestMismatch { what: "blob to push".into(), expected: *digest, actual });
         }
         let oref = self.push_auth(target).await?;
-        self.client.push_blob(&oref, data, &digest.to_string()).await.map(|_| ()).map_err(|e| Error::Push {
-            what: format!("blob {digest}"),
-            target: target.to_string(),
-            reason: describe(&e),
-        })
+        self.client
+            .push_blob(&oref, data, &digest.to_string())
+            .await
+            .map(|_| ())
+            .map_err(|e| self.push_error(format!("blob {digest}"), target, &e))
     }
 
     /// Uploads a manifest or index under `target`'s tag (or digest) and returns its digest.
@@ -664,12 +761,24 @@ impl Registry {
             target: target.to_string(),
             reason: format!("media type {media_type:?} is not a valid header value"),
         })?;
-        self.client.push_manifest_raw(&oref, bytes, content_type).await.map_err(|e| Error::Push {
-            what: "manifest".into(),
-            target: target.to_string(),
-            reason: describe(&e),
-        })?;
+        self.client
+            .push_manifest_raw(&oref, bytes, content_type)
+            .await
+            .map_err(|e| self.push_error("manifest".into(), target, &e))?;
         Ok(digest)
+    }
+}
+
+/// A digest as a registry sent it in `Docker-Content-Digest`.
+struct ImageDigestText<'a>(&'a str);
+
+impl ImageDigestText<'_> {
+    fn parse(&self, target: &Reference) -> Result<Sha256Digest, Error> {
+        self.0.parse().map_err(|_| Error::Push {
+            what: "manifest (existence check)".into(),
+            target: target.to_string(),
+            reason: format!("the registry named it {:?}, not a sha256 digest", self.0),
+        })
     }
 }
 

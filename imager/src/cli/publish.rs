@@ -9,7 +9,7 @@ use kernel_cmdline::preset::Arch;
 pub struct Args {
     /// Where to push: REGISTRY/REPO:TAG. The multi-arch index of the boot artifacts gets TAG.
     /// Without it, only the talos-agent extension image is published (to --extension-to).
-    #[arg(long, value_name = "REGISTRY/REPO:TAG", required_unless_present = "extension_to")]
+    #[arg(long, value_name = "REGISTRY/REPO:TAG", required_unless_present_any = ["extension_to", "agent_to"])]
     pub to: Option<String>,
     /// Architectures to publish, comma-separated; default: every `boot-<arch>/` in the output
     /// directory.
@@ -22,6 +22,17 @@ pub struct Args {
     /// `imager build` pulls it from ghcr.io/moonboot/talos-agent:v<version> by default.
     #[arg(long, value_name = "REGISTRY/REPO:TAG")]
     pub extension_to: Option<String>,
+    /// A static talos-agent binary to publish as an OCI artifact, ARCH=PATH (arm64=…, amd64=…);
+    /// repeatable, with --agent-to.
+    #[arg(long = "agent-binary", value_name = "ARCH=PATH", requires = "agent_to")]
+    pub agent_binaries: Vec<String>,
+    /// Where to push the talos-agent binaries artifact index: REGISTRY/REPO:TAG.
+    #[arg(long, value_name = "REGISTRY/REPO:TAG", requires = "agent_binaries")]
+    pub agent_to: Option<String>,
+    /// Registry credentials file (Docker config.json format). Default: $REGISTRY_AUTH_FILE, else
+    /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json; anonymous when absent.
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
     /// Registry reached over plain HTTP instead of TLS. Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registries: Vec<String>,

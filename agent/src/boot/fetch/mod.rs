@@ -104,7 +104,12 @@ impl Error {
                 exit::VERIFY
             }
             Error::Registry(
-                R::Unavailable { .. } | R::AuthFile(_) | R::CaFile { .. } | R::Tls { .. } | R::Push { .. },
+                R::Unavailable { .. }
+                | R::AuthFile(_)
+                | R::CaFile { .. }
+                | R::Tls { .. }
+                | R::Push { .. }
+                | R::Unauthorized { .. },
             ) => exit::UNAVAILABLE,
             Error::Url { .. } => exit::UNAVAILABLE,
             Error::Memfd(_) => exit::INTERNAL,

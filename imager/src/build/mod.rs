@@ -401,7 +401,7 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
     let mut validated: Vec<Validated> = Vec::new();
     for (reference, official) in &sources {
         let bar = Progress::bytes(&format!("pulling extension {reference} for linux/{arch}"));
-        let resolved = puller.resolve(reference, arch).with_context(|| format!("extension {reference}"))?;
+        let resolved = puller.resolve(reference, arch).context("extension")?;
         let tree = puller.extension_tree(&resolved, &bar).with_context(|| format!("extension {reference}"))?;
         bar.finish();
         let (ext, manifest) = validate(&tree, &reference.to_string(), &plan.talos)?;

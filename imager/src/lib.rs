@@ -2,7 +2,7 @@
 //!
 //! One module per concern: [`cli`] holds only the command-line definitions (and imports nothing
 //! from the rest); the work lives in [`kernel_args`] (the Talos kernel command line for given
-//! arguments), [`build`], [`bundle`] (Talos's extensions and overlays bundles), [`publish`], [`inspect`], [`extension`] (Talos system
+//! arguments), [`build`], [`bundle`] (Talos's extensions and overlays bundles), [`publish`], [`inspect`], [`netboot`] (matchbox, iPXE and dnsmasq assets), [`extension`] (Talos system
 //! extensions) and [`schematic`] (Image Factory schematics and their IDs), which take their
 //! arguments from [`cli`].
 
@@ -12,6 +12,7 @@ pub mod cli;
 pub mod extension;
 pub mod inspect;
 pub mod kernel_args;
+pub mod netboot;
 pub mod oci_layout;
 pub mod publish;
 pub mod schematic;

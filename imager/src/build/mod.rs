@@ -18,6 +18,8 @@
 //! - `extension-talos-agent-<arch>/`: the talos-agent extension as an OCI image layout (what
 //!   `imager extension build` writes), for `imager publish`; only when it was built here
 //!   (`--agent-binary`, `--agent-from-source`), not when pulled from its published image;
+//! - `netboot/`: a matchbox data directory, iPXE binaries and dnsmasq configurations for this
+//!   image ([`crate::netboot`]; `imager netboot` renders it again with readiness arguments);
 //! - `build.json`: every input and output by digest, the tool version;
 //! - `SHA256SUMS`: `sha256sum -c` format, every other file, sorted by path.
 //!
@@ -252,6 +254,8 @@ struct Plan {
     cmdline_aws: String,
     /// How to reach registries.
     registry: moonboot_registry::Options,
+    /// The boot network, for `netboot/`.
+    netboot: crate::netboot::Options,
 }
 
 /// Step 1, plan: reads `SOURCE_DATE_EPOCH`, merges profile, schematic and flags
@@ -309,6 +313,7 @@ fn plan(args: &Args) -> Result<Plan> {
         cmdline_metal: cmdline_metal.to_string(),
         cmdline_aws: cmdline_aws.to_string(),
         registry,
+        netboot: crate::netboot::Options::network(&args.network),
     })
 }
 
@@ -548,6 +553,21 @@ fn write_outputs(plan: &Plan, pulled: &Pulled, assembled: &Assembled, out: &Path
             extensions: &assembled.notes,
             epoch,
         },
+    )?;
+
+    // Netboot assets: the boot artifact's kernel (iPXE starts it as an EFI application) and
+    // initramfs, under the metal command line.
+    crate::netboot::write_netboot(
+        &out.join("netboot"),
+        &[crate::netboot::BootFiles {
+            arch: arch.to_string(),
+            talos_version: plan.profile.talos_version.clone(),
+            schematic_id: assembled.schematic_id.clone(),
+            kernel: assembled.kernel_image.clone(),
+            initramfs: assembled.initramfs.initramfs.clone(),
+            cmdline: plan.cmdline_metal.clone(),
+        }],
+        &plan.netboot,
     )?;
 
     let agent_image = match &pulled.agent_layer {

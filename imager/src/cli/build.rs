@@ -49,6 +49,8 @@ pub struct Args {
     pub extra_kernel_args: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub network: super::netboot::NetworkFlags,
     /// The published talos-agent extension image to pull (default
     /// ghcr.io/moonboot/talos-agent:v<imager version>; pinned by digest in build.json).
     #[arg(long, value_name = "REF", conflicts_with_all = ["agent_binary", "agent_from_source", "no_talos_agent"])]

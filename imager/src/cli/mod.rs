@@ -1,6 +1,6 @@
 //! Command-line definitions only, one file per subcommand family; the work lives in one module
 //! per subcommand ([`crate::kernel_args`], [`crate::publish`], [`crate::inspect`],
-//! [`crate::bundle`], [`crate::build`], [`crate::schematic`]), which import their arguments
+//! [`crate::bundle`], [`crate::netboot`], [`crate::build`], [`crate::schematic`]), which import their arguments
 //! from here. This module imports nothing from them.
 //!
 //! Architectures, platforms and overlays are [`kernel_cmdline::preset`]'s enums (clap values
@@ -10,6 +10,7 @@ pub mod build;
 pub mod cmdline;
 pub mod extensions;
 pub mod inspect;
+pub mod netboot;
 pub mod publish;
 pub mod schematic;
 
@@ -38,6 +39,9 @@ pub enum Command {
     Publish(publish::Args),
     /// Show what a boot artifact, an extension image or a Talos imager image holds.
     Inspect(inspect::Args),
+    /// Write netboot assets for a build: a matchbox data directory (profiles, groups, assets),
+    /// iPXE binaries and dnsmasq configurations.
+    Netboot(netboot::Args),
     /// What a Talos release's extensions and overlays bundles offer.
     #[command(subcommand)]
     Extensions(extensions::ExtensionsCommand),

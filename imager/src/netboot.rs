@@ -1,0 +1,417 @@
+//! Netboot assets from a build: a matchbox data directory, dnsmasq configurations and the iPXE
+//! binaries the chain needs — what an operator's fileserver or the bastion serves so that a node
+//! netboots the very image `imager build` made.
+//!
+//! The chain: UEFI firmware (or U-Boot's `bootcmd_dhcp` on a Raspberry Pi CM3, which identifies
+//! as client-arch 11 too) → DHCP (dnsmasq; client-arch 11 = arm64 UEFI, 7/9 = x86-64 UEFI, RFC
+//! 4578 / IANA "Processor Architecture Types") → TFTP `ipxe-<arch>.efi` → iPXE, whose DHCP
+//! request carries user-class `iPXE` → `http://MATCHBOX/boot.ipxe` → matchbox `/ipxe?…&arch=…`
+//! selects a group by labels → the profile's `kernel`, `initrd` and `args` → Talos.
+//!
+//! Layout written (`<dir>/`):
+//! - `matchbox/` — a matchbox data directory (poseidon/matchbox v0.11.0
+//!   `matchbox/storage/storagepb/{profile,group}.go`, `matchbox/storage/filestore.go`):
+//!   `profiles/talos-<arch>.json` (`id` = file name, `name`, `boot.kernel`, `boot.initrd` list,
+//!   `boot.args` list), `groups/talos-<arch>.json` (`profile`, `selector.arch` = iPXE's
+//!   `${buildarch}`: `arm64` or `x86_64`), and `assets/talos/<version>/<arch>/{kernel,initramfs.xz}`;
+//!   serve it with `matchbox -data-path DIR/matchbox -assets-path DIR/matchbox/assets`.
+//! - `examples/groups/` — a per-node group selected by `mac` (matchbox normalises `mac` to
+//!   lower-case colon form), to copy into `matchbox/groups/` and edit.
+//! - `tftp/ipxe-arm64.efi`, `tftp/ipxe-amd64.efi` — copied from Debian's `ipxe` package
+//!   (`/usr/lib/ipxe`, trixie or later for arm64) when present.
+//! - `dnsmasq.conf` (the network's DHCP server) and `dnsmasq-proxy.conf` (proxy DHCP next to an
+//!   existing DHCP server); both pass `dnsmasq --test`.
+//! - `README.md` — how to serve it.
+//!
+//! The kernel is the one the boot artifact carries (an arm64 `Image` with its EFI stub, an x86
+//! bzImage): iPXE starts it as an EFI application. The arguments are the build's metal command
+//! line (the same `kernel_cmdline` preset as every other output) merged with Talos's rules with
+//! the readiness arguments (`talos_agent.*`), `talos.config=` and extra arguments, and checked
+//! against the 2048-byte limit. `${…}` in them is left for iPXE (and Talos: `talos.config` may
+//! use `${uuid}`, `${serial}`, `${mac}`, `${hostname}`) — matchbox does not template `args`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use boot_artifact::artifact::{self, kernel_args, Role};
+use boot_artifact::digest::Sha256Digest;
+use boot_artifact::layer::{self, LayerError, Wanted};
+use kernel_cmdline::{Cmdline, Param};
+use serde::Serialize;
+
+use crate::cli::netboot::Args;
+use crate::oci_layout::OciLayout;
+
+/// One architecture's boot files.
+pub struct BootFiles {
+    /// `arm64` or `amd64`.
+    pub arch: String,
+    /// Talos version (`v1.10.5`).
+    pub talos_version: String,
+    /// The schematic ID of the build.
+    pub schematic_id: String,
+    /// The kernel as iPXE starts it (arm64 `Image` with EFI stub, x86 bzImage).
+    pub kernel: Vec<u8>,
+    /// The initramfs with extensions.
+    pub initramfs: Vec<u8>,
+    /// The metal command line of the build.
+    pub cmdline: String,
+}
+
+/// What the operator's network looks like, for the generated configurations.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Base URL of matchbox (`http://10.20.13.140:8080`).
+    pub matchbox_url: String,
+    /// `talos.config=` URL, when nodes should fetch a machine config.
+    pub talos_config: Option<String>,
+    /// `talos_agent.report=` URL of `talos-agent wait`.
+    pub report: Option<String>,
+    /// `talos_agent.token=`.
+    pub report_token: Option<String>,
+    /// More kernel arguments (Talos merge rules).
+    pub extra_kernel_args: Vec<String>,
+    /// Where Debian's `ipxe-<arch>.efi` live.
+    pub ipxe_dir: PathBuf,
+    /// `dhcp-range` of dnsmasq.conf (`START,END,LEASE`).
+    pub dhcp_range: String,
+    /// The subnet proxy DHCP answers on (dnsmasq-proxy.conf).
+    pub proxy_subnet: String,
+}
+
+/// iPXE's `${buildarch}` for a Talos architecture (iPXE `src/config/defaults/efi.h`: `arm64`,
+/// `x86_64`).
+pub fn ipxe_buildarch(arch: &str) -> &'static str {
+    if arch == "arm64" {
+        "arm64"
+    } else {
+        "x86_64"
+    }
+}
+
+/// The DHCP client-architecture values (option 93) of UEFI on `arch`: 11 for arm64, 7 and 9 for
+/// x86-64 (IANA "Processor Architecture Types").
+pub fn client_archs(arch: &str) -> &'static [u8] {
+    if arch == "arm64" {
+        &[11]
+    } else {
+        &[7, 9]
+    }
+}
+
+#[derive(Serialize)]
+struct Profile {
+    id: String,
+    name: String,
+    boot: ProfileBoot,
+}
+
+#[derive(Serialize)]
+struct ProfileBoot {
+    kernel: String,
+    initrd: Vec<String>,
+    args: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Group {
+    id: String,
+    name: String,
+    profile: String,
+    selector: BTreeMap<String, String>,
+}
+
+/// The profile's kernel arguments: the build's command line, then readiness, config and extras,
+/// merged as Talos does.
+///
+/// # Errors
+/// An argument that does not parse, a line over 2048 bytes.
+pub fn profile_args(cmdline: &str, opts: &Options) -> Result<Vec<String>> {
+    let mut line = Cmdline::parse(cmdline).context("the build's command line")?;
+    let mut extra = Cmdline::new();
+    let mut set = |key: &str, value: &Option<String>| -> Result<()> {
+        if let Some(v) = value {
+            extra.push(Param::new(key, Some(v)).with_context(|| format!("{key}={v}"))?)?;
+        }
+        Ok(())
+    };
+    set("talos.config", &opts.talos_config)?;
+    set(kernel_args::REPORT, &opts.report)?;
+    set(kernel_args::TOKEN, &opts.report_token)?;
+    let more = crate::kernel_args::parse_extra(&opts.extra_kernel_args)?;
+    for p in more.params() {
+        extra.push(p.clone())?;
+    }
+    line.merge_talos(&extra).context("the netboot kernel arguments")?;
+    Ok(line.params().iter().map(|p| p.to_string()).collect())
+}
+
+fn write(path: &Path, data: &[u8]) -> Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut b = serde_json::to_vec_pretty(v).expect("netboot documents always serialise");
+    b.push(b'\n');
+    b
+}
+
+/// The dnsmasq configurations (full DHCP, proxy DHCP) for `arches`.
+pub fn dnsmasq_configs(arches: &[&str], opts: &Options) -> (String, String) {
+    let boot_ipxe = format!("{}/boot.ipxe", opts.matchbox_url.trim_end_matches('/'));
+    let mut common = String::from(
+        "# Generated by moonboot imager. DHCP and TFTP only: no DNS.\nport=0\nenable-tftp\n\
+         # Where netboot/tftp/ is copied.\ntftp-root=/var/lib/tftpboot\n\
+         # iPXE identifies itself with user-class iPXE: hand it matchbox, not iPXE again.\n\
+         dhcp-userclass=set:ipxe,iPXE\nlog-dhcp\n",
+    );
+    for a in arches {
+        for c in client_archs(a) {
+            common.push_str(&format!("dhcp-match=set:efi-{a},option:client-arch,{c}\n"));
+        }
+    }
+    let mut full = format!("{common}# The boot network's addresses (edit).\ndhcp-range={}\n", opts.dhcp_range);
+    for a in arches {
+        full.push_str(&format!("dhcp-boot=tag:!ipxe,tag:efi-{a},ipxe-{a}.efi\n"));
+    }
+    full.push_str(&format!("dhcp-boot=tag:ipxe,{boot_ipxe}\n"));
+
+    let mut proxy = format!(
+        "{common}# Proxy DHCP: the existing DHCP server keeps handing out addresses (edit the subnet).\n\
+         dhcp-range={},proxy\n",
+        opts.proxy_subnet
+    );
+    for a in arches {
+        let csa = if *a == "arm64" { "ARM64_EFI" } else { "X86-64_EFI" };
+        // A basename with its suffix: dnsmasq then adds no PXE layer suffix (dnsmasq(8)).
+        proxy.push_str(&format!("pxe-service=tag:!ipxe,{csa},\"iPXE ({a})\",ipxe-{a}.efi\n"));
+    }
+    proxy.push_str(&format!("dhcp-boot=tag:ipxe,{boot_ipxe}\n"));
+    (full, proxy)
+}
+
+/// Writes the netboot directory `dir` (created; our files in it replaced) for `builds`.
+/// Returns the paths written, relative to `dir`, with their sha256.
+///
+/// # Errors
+/// Kernel arguments that do not merge or exceed the limit; I/O.
+pub fn write_netboot(dir: &Path, builds: &[BootFiles], opts: &Options) -> Result<BTreeMap<String, Sha256Digest>> {
+    if builds.is_empty() {
+        bail!("no architecture to write netboot assets for");
+    }
+    let mut written = BTreeMap::new();
+    let mut put = |rel: String, data: &[u8]| -> Result<()> {
+        write(&dir.join(&rel), data)?;
+        written.insert(rel, Sha256Digest::of(data));
+        Ok(())
+    };
+    let mut arches = Vec::new();
+    for b in builds {
+        let arch = b.arch.as_str();
+        arches.push(arch);
+        let assets = format!("talos/{}/{arch}", b.talos_version);
+        put(format!("matchbox/assets/{assets}/kernel"), &b.kernel)?;
+        put(format!("matchbox/assets/{assets}/initramfs.xz"), &b.initramfs)?;
+        let id = format!("talos-{arch}");
+        let profile = Profile {
+            id: id.clone(),
+            name: format!("Talos {} {arch} (schematic {})", b.talos_version, b.schematic_id),
+            boot: ProfileBoot {
+                kernel: format!("/assets/{assets}/kernel"),
+                initrd: vec![format!("/assets/{assets}/initramfs.xz")],
+                args: profile_args(&b.cmdline, opts).with_context(|| format!("{arch} profile"))?,
+            },
+        };
+        put(format!("matchbox/profiles/{id}.json"), &json(&profile))?;
+        let group = Group {
+            id: id.clone(),
+            name: format!("every {arch} machine (iPXE ${{buildarch}} {})", ipxe_buildarch(arch)),
+            profile: id.clone(),
+            selector: BTreeMap::from([("arch".to_string(), ipxe_buildarch(arch).to_string())]),
+        };
+        put(format!("matchbox/groups/{id}.json"), &json(&group))?;
+        let mac = if arch == "arm64" { "b8:27:eb:00:00:01" } else { "52:54:00:00:00:01" };
+        let example = Group {
+            id: format!("node-{}", mac.replace(':', "-")),
+            name: format!("one {arch} node by MAC address (copy to matchbox/groups/, edit)"),
+            profile: id.clone(),
+            selector: BTreeMap::from([
+                ("arch".to_string(), ipxe_buildarch(arch).to_string()),
+                ("mac".to_string(), mac.to_string()),
+            ]),
+        };
+        put(format!("examples/groups/{}.json", example.id), &json(&example))?;
+        let ipxe = opts.ipxe_dir.join(format!("ipxe-{arch}.efi"));
+        match std::fs::read(&ipxe) {
+            Ok(data) => put(format!("tftp/ipxe-{arch}.efi"), &data)?,
+            Err(_) => crate::build::progress::line(&format!(
+                "note: no {} (Debian's ipxe package, trixie or later for arm64; --ipxe-dir): netboot/tftp/ left without it",
+                ipxe.display()
+            )),
+        }
+    }
+    let (full, proxy) = dnsmasq_configs(&arches, opts);
+    put("dnsmasq.conf".into(), full.as_bytes())?;
+    put("dnsmasq-proxy.conf".into(), proxy.as_bytes())?;
+    put("README.md".into(), readme(&arches, opts).as_bytes())?;
+    Ok(written)
+}
+
+fn readme(arches: &[&str], opts: &Options) -> String {
+    format!(
+        "# Netboot assets (generated by moonboot imager)\n\n\
+         Architectures: {}. matchbox: {}.\n\n\
+         - `matchbox -data-path matchbox -assets-path matchbox/assets -address 0.0.0.0:8080` serves the profiles,\n  \
+           groups and assets (groups select by iPXE's `${{buildarch}}`; `examples/groups/` selects one node by MAC).\n\
+         - Copy `tftp/` to dnsmasq's `tftp-root` (`/var/lib/tftpboot`), then run dnsmasq with `dnsmasq.conf` (it is\n  \
+           the network's DHCP server) or `dnsmasq-proxy.conf` (another DHCP server hands out addresses).\n\
+         - UEFI machines fetch `ipxe-<arch>.efi` by TFTP; iPXE asks again with user-class `iPXE` and is sent to\n  \
+           `boot.ipxe`, which chains matchbox's `/ipxe` with the machine's labels.\n\
+         - Raspberry Pi CM3: its boot ROM cannot netboot; U-Boot on the eMMC (`rpi_arm64`, `bootcmd_dhcp`) asks DHCP\n  \
+           as client-arch 11, receives `ipxe-arm64.efi` like any arm64 UEFI machine, and continues the same chain.\n",
+        arches.join(", "),
+        opts.matchbox_url
+    )
+}
+
+/// The boot files of the boot artifact layout `boot-<arch>/` under an `imager build` output.
+///
+/// # Errors
+/// A layout that is missing, not a boot artifact, or whose layers do not hold the files.
+pub fn from_build_output(out: &Path, arch: &str) -> Result<BootFiles> {
+    let dir = crate::publish::boot_layout_dir(out, arch);
+    let layout = OciLayout::open(&dir)?;
+    let image = layout.resolve(Some(arch))?;
+    if !artifact::is_boot_artifact(&image.manifest) {
+        bail!("{}: not a boot artifact", dir.display());
+    }
+    let mut files = BTreeMap::new();
+    for role in Role::ALL {
+        let desc = artifact::layer_for(&image.manifest, role)
+            .with_context(|| format!("{}: no {} layer", dir.display(), role.as_str()))?;
+        let limit = 4 << 30;
+        let blob = layout.open_blob(desc)?;
+        let found =
+            layer::extract(blob, layer::expansion_limit(desc.size), &[Wanted::new(role.path(), limit)], |p, r, _| {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(r, &mut v).map_err(|source| LayerError::Store { path: p.into(), source })?;
+                Ok(v)
+            })
+            .with_context(|| format!("{}: {} layer", dir.display(), role.as_str()))?;
+        let data = layer::stack([found])
+            .remove(role.path())
+            .with_context(|| format!("{}: the {} layer holds no {}", dir.display(), role.as_str(), role.path()))?;
+        files.insert(role.as_str(), data);
+    }
+    let ann = |k: &str| image.manifest.annotation(k).unwrap_or_default().to_string();
+    Ok(BootFiles {
+        arch: arch.to_string(),
+        talos_version: ann(artifact::ANNOTATION_TALOS_VERSION),
+        schematic_id: ann(artifact::ANNOTATION_SCHEMATIC_ID),
+        cmdline: String::from_utf8(files.remove("cmdline").unwrap_or_default())
+            .context("the command line is not UTF-8")?,
+        kernel: files.remove("kernel").unwrap_or_default(),
+        initramfs: files.remove("initramfs").unwrap_or_default(),
+    })
+}
+
+impl Options {
+    /// The options `imager netboot` was given.
+    pub fn from_args(args: &Args) -> Options {
+        Options {
+            talos_config: args.talos_config.clone(),
+            report: args.report.clone(),
+            report_token: args.report_token.clone(),
+            extra_kernel_args: args.extra_kernel_args.clone(),
+            ..Options::network(&args.network)
+        }
+    }
+
+    /// Options with `network`'s values and no readiness, config or extra arguments (what
+    /// `imager build` writes).
+    pub fn network(network: &crate::cli::netboot::NetworkFlags) -> Options {
+        Options {
+            matchbox_url: network.matchbox_url.clone(),
+            talos_config: None,
+            report: None,
+            report_token: None,
+            extra_kernel_args: Vec::new(),
+            ipxe_dir: network.ipxe_dir.clone(),
+            dhcp_range: network.dhcp_range.clone(),
+            proxy_subnet: network.proxy_subnet.clone(),
+        }
+    }
+}
+
+/// Runs `imager netboot`: renders the netboot directory from an `imager build` output.
+///
+/// # Errors
+/// As [`from_build_output`] and [`write_netboot`].
+pub fn run(args: &Args) -> Result<()> {
+    let arches: Vec<&str> = if args.arch.is_empty() {
+        ["arm64", "amd64"].into_iter().filter(|a| crate::publish::boot_layout_dir(&args.from, a).is_dir()).collect()
+    } else {
+        args.arch.iter().map(|a| a.as_str()).collect()
+    };
+    if arches.is_empty() {
+        bail!("no boot artifact under {} (imager build writes boot-<arch>/ there)", args.from.display());
+    }
+    let builds = arches.iter().map(|a| from_build_output(&args.from, a)).collect::<Result<Vec<_>>>()?;
+    let written = write_netboot(&args.output, &builds, &Options::from_args(args))?;
+    println!("{} files in {} ({})", written.len(), args.output.display(), arches.join(", "));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> Options {
+        Options {
+            matchbox_url: "http://10.20.13.140:8080".into(),
+            talos_config: Some("http://10.20.13.140:8080/generic?uuid=${uuid}&mac=${mac:hexhyp}".into()),
+            report: Some("http://10.20.13.140:8090/v1/report".into()),
+            report_token: Some("t0k3n".into()),
+            extra_kernel_args: vec!["-console=tty0".into()],
+            ipxe_dir: PathBuf::from("/nonexistent"),
+            dhcp_range: "10.20.13.100,10.20.13.200,12h".into(),
+            proxy_subnet: "10.20.13.0".into(),
+        }
+    }
+
+    #[test]
+    fn profile_args_merge_readiness_config_and_extras() {
+        let base = "talos.platform=metal console=ttyAMA0 console=tty0 init_on_alloc=1";
+        let args = profile_args(base, &opts()).unwrap();
+        assert_eq!(
+            args,
+            [
+                "talos.platform=metal",
+                "console=ttyAMA0",
+                "init_on_alloc=1",
+                "talos.config=http://10.20.13.140:8080/generic?uuid=${uuid}&mac=${mac:hexhyp}",
+                "talos_agent.report=http://10.20.13.140:8090/v1/report",
+                "talos_agent.token=t0k3n",
+            ]
+        );
+        let mut long = opts();
+        long.extra_kernel_args = vec![format!("x={}", "y".repeat(2100))];
+        assert!(profile_args(base, &long).is_err(), "the 2048-byte limit holds");
+    }
+
+    #[test]
+    fn dnsmasq_configs_name_each_architecture() {
+        let (full, proxy) = dnsmasq_configs(&["arm64", "amd64"], &opts());
+        assert!(full.contains("dhcp-match=set:efi-arm64,option:client-arch,11\n"), "{full}");
+        assert!(full.contains("dhcp-match=set:efi-amd64,option:client-arch,7\n"));
+        assert!(full.contains("dhcp-match=set:efi-amd64,option:client-arch,9\n"));
+        assert!(full.contains("dhcp-boot=tag:!ipxe,tag:efi-arm64,ipxe-arm64.efi\n"));
+        assert!(full.contains("dhcp-boot=tag:ipxe,http://10.20.13.140:8080/boot.ipxe\n"));
+        assert!(proxy.contains("dhcp-range=10.20.13.0,proxy\n"), "{proxy}");
+        assert!(proxy.contains("pxe-service=tag:!ipxe,ARM64_EFI,\"iPXE (arm64)\",ipxe-arm64.efi\n"), "{proxy}");
+    }
+}

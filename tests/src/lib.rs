@@ -10,6 +10,7 @@
 //! - [`build`]: what `scripts/fixtures` runs (`cargo run -p moonboot-tests --bin fixtures`);
 //! - [`fixtures`]: `target/fixtures/fixtures.json`, read by the tests;
 //! - [`qemu`]: boot a guest and wait for console marker lines;
+//! - [`matchbox`]: a matchbox-compatible HTTP test server (the netboot test's iPXE chain);
 //! - [`stage1`]: the static `talos-agent` and the first-stage initramfs of the kexec tests;
 //! - [`whiteout`]: imager images whose top layer deletes or replaces the kernel.
 #![deny(missing_docs)]
@@ -22,6 +23,7 @@ pub mod extensions;
 pub mod faulty;
 pub mod fixtures;
 pub mod kmod;
+pub mod matchbox;
 pub mod oci;
 pub mod qemu;
 pub mod registry;

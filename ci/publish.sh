@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# ci/publish.sh — build moonboot's boot artifacts and talos-agent extension image and publish them
+# to an OCI registry, from any CI (ci/github-actions/publish.yml runs these same subcommands).
+#
+# Usage: ci/publish.sh build      cargo build the release imager; cross-compile the static talos-agent
+#                                 for each of $ARCHES (Debian's toolchain, into target/cross/, as the
+#                                 imager's --agent-from-source does); `imager build --arch A
+#                                 --agent-binary …` into $OUTPUT (boot-A/, extension-talos-agent-A/)
+#        ci/publish.sh publish    `imager publish` the multi-arch boot artifact index to
+#                                 $REGISTRY/$IMAGE_PREFIX/boot:$TAG and the talos-agent extension
+#                                 index to $REGISTRY/$IMAGE_PREFIX/talos-agent:$TAG; writes imager's
+#                                 JSON report to $PUBLISH_JSON and prints the digests
+#        ci/publish.sh digests    print the digests of $PUBLISH_JSON again; as a Markdown table into
+#                                 $GITHUB_STEP_SUMMARY and as step outputs into $GITHUB_OUTPUT when set
+#        ci/publish.sh all        build, then publish
+#
+# Environment (default):
+#   REGISTRY              registry host[:port] to publish to (ghcr.io)
+#   IMAGE_PREFIX          repository prefix, lowercased (moonboot): …/boot and …/talos-agent
+#   TAG                   tag of both images (required by publish), e.g. v1.10.5-cozy.1
+#   ARCHES                architectures, space-separated (arm64 amd64)
+#   OUTPUT                the build directory (_out)
+#   PUBLISH_JSON          imager publish's JSON report ($OUTPUT/publish.json)
+#   IMAGER_BUILD_FLAGS    extra `imager build` flags, whitespace-separated, e.g.
+#                         --registry-mirror ghcr.io=10.20.13.140:5000 --insecure-registry 10.20.13.140:5000
+#   IMAGER_PUBLISH_FLAGS  extra `imager publish` flags, e.g. --insecure-registry HOST:PORT
+#   IMAGER                an imager binary to use instead of building target/release/imager
+#   CARGO                 cargo for the host build (cargo); the static agents use Debian's /usr/bin/cargo
+#   REGISTRY_AUTH_FILE    credentials for publish (Docker config.json format); else
+#                         $DOCKER_CONFIG/config.json, else ~/.docker/config.json, else anonymous
+# Needs what scripts/setup installs (Debian 12: cargo/rustc, the aarch64 cross toolchain, jq).
+# Progress goes to stderr; publish and digests print the digests on stdout.
+# Exit codes: 0 done; 1 a step failed (imager's one-line error says why); 2 bad usage.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REGISTRY=${REGISTRY:-ghcr.io}
+IMAGE_PREFIX=${IMAGE_PREFIX:-moonboot}
+IMAGE_PREFIX=${IMAGE_PREFIX,,} # OCI repository names are lowercase; GitHub owners need not be
+ARCHES=${ARCHES:-arm64 amd64}
+OUTPUT=${OUTPUT:-_out}
+PUBLISH_JSON=${PUBLISH_JSON:-$OUTPUT/publish.json}
+IMAGER=${IMAGER:-}
+read -r -a BUILD_FLAGS <<< "${IMAGER_BUILD_FLAGS:-}"
+read -r -a PUBLISH_FLAGS <<< "${IMAGER_PUBLISH_FLAGS:-}"
+read -r -a ARCH_LIST <<< "$ARCHES"
+
+say() { echo "publish.sh: $*" >&2; }
+die() { echo "publish.sh: error: $*" >&2; exit 1; }
+usage() { echo "usage: ci/publish.sh build|publish|digests|all (--help)" >&2; exit 2; }
+
+[ $# -eq 1 ] || usage
+case "$1" in
+  build|publish|digests|all) ACTION=$1 ;;
+  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+  *) usage ;;
+esac
+[ ${#ARCH_LIST[@]} -gt 0 ] || die "ARCHES is empty (arm64, amd64)"
+for a in "${ARCH_LIST[@]}"; do
+  case "$a" in arm64|amd64) ;; *) die "ARCHES: unknown architecture $a (arm64, amd64)" ;; esac
+done
+
+imager_path() {
+  if [ -n "$IMAGER" ]; then echo "$IMAGER"; else echo "${CARGO_TARGET_DIR:-$ROOT/target}/release/imager"; fi
+}
+
+# The static talos-agent for $1, built exactly as the imager's own builder does
+# (imager/src/build/agent_extension.rs `compile`), so its cargo cache in target/cross/ is shared.
+static_agent() {
+  local triple
+  case "$1" in
+    arm64) triple=aarch64-unknown-linux-gnu ;;
+    amd64) triple=x86_64-unknown-linux-gnu ;;
+  esac
+  [ -x /usr/bin/cargo ] && [ -x /usr/bin/rustc ] \
+    || die "Debian's cargo/rustc (cargo-web, rustc-web) are missing: run scripts/setup"
+  say "cross-compiling the static talos-agent for $1 ($triple)"
+  (cd "$ROOT" && env -u CARGO_ENCODED_RUSTFLAGS -u RUSTC_WRAPPER -u RUSTC_WORKSPACE_WRAPPER \
+      -u CARGO_TARGET_DIR -u CARGO_BUILD_TARGET -u CARGO_MAKEFLAGS -u CARGO_PRIMARY_PACKAGE \
+      RUSTC=/usr/bin/rustc RUSTFLAGS='-C target-feature=+crt-static' \
+      CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+      /usr/bin/cargo build --release --locked -p talos-agent --target "$triple" \
+      --target-dir "$ROOT/target/cross" < /dev/null >&2) \
+    || die "cross-compiling talos-agent for $triple failed"
+  echo "$ROOT/target/cross/$triple/release/talos-agent"
+}
+
+do_build() {
+  local imager arch agent
+  if [ -z "$IMAGER" ]; then
+    say "building imager (cargo build --release -p moonboot-imager)"
+    (cd "$ROOT" && "${CARGO:-cargo}" build --release --locked -p moonboot-imager < /dev/null >&2) \
+      || die "cargo build of imager failed"
+  fi
+  imager=$(imager_path)
+  [ -x "$imager" ] || die "no imager at $imager"
+  for arch in "${ARCH_LIST[@]}"; do
+    agent=$(static_agent "$arch")
+    say "imager build --arch $arch --output $OUTPUT ${BUILD_FLAGS[*]}"
+    "$imager" build --arch "$arch" --agent-binary "$agent" --output "$OUTPUT" "${BUILD_FLAGS[@]}" >&2
+    # The static binary itself, published as an artifact for cloud-init to fetch by digest.
+    cp "$agent" "$OUTPUT/talos-agent-$arch.tmp" && mv -f "$OUTPUT/talos-agent-$arch.tmp" "$OUTPUT/talos-agent-$arch"
+    if [ ! -f "$OUTPUT/extension-talos-agent-$arch/index.json" ]; then
+      say "imager extension build --arch $arch"
+      "$imager" extension build --arch "$arch" --agent-binary "$agent" \
+        --output "$OUTPUT/extension-talos-agent-$arch" >&2
+    fi
+  done
+  say "built $OUTPUT for ${ARCH_LIST[*]}"
+}
+
+# Prints the digests of $PUBLISH_JSON: text on stdout; Markdown into $GITHUB_STEP_SUMMARY and
+# `boot`, `boot_index_digest`, `talos_agent`, `talos_agent_index_digest` into $GITHUB_OUTPUT.
+do_digests() {
+  [ -s "$PUBLISH_JSON" ] || die "$PUBLISH_JSON is absent: run ci/publish.sh publish first"
+  command -v jq >/dev/null || die "jq is not installed: run scripts/setup"
+  jq -r '
+    def mib: "\(. / 1048576 * 10 | round / 10) MiB";
+    def image($title):
+      if . == null then "\($title): not published"
+      else "\($title): \(.reference)\n  index  \(.pinned)\n"
+           + ([.manifests[] | "  \(.arch)  \(.reference)"] | join("\n"))
+      end;
+    (.boot | image("boot artifact")),
+    (.extension | image("talos-agent extension")),
+    (.agent | image("talos-agent binaries")),
+    "blobs: \(.blobs.pushed) pushed (\(.blobs.pushed_bytes | mib)), \(.blobs.skipped) already there (\(.blobs.skipped_bytes | mib))"
+  ' "$PUBLISH_JSON"
+  if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
+    jq -r '
+      def rows($what):
+        if . == null then empty
+        else "| \($what) index | `\(.pinned)` |",
+             (.manifests[] | "| \($what) \(.arch) | `\(.reference)` |")
+        end;
+      "### moonboot published `\(.boot.reference // .extension.reference)`", "",
+      "| what | pinned reference |", "|---|---|",
+      (.boot | rows("boot artifact")), (.extension | rows("talos-agent extension")),
+      (.agent | rows("talos-agent binaries")), "",
+      (if .boot then "Boot it: `talos-agent boot \(.boot.pinned)`" else empty end), ""
+    ' "$PUBLISH_JSON" >> "$GITHUB_STEP_SUMMARY"
+  fi
+  if [ -n "${GITHUB_OUTPUT:-}" ]; then
+    jq -r '
+      "boot=\(.boot.pinned // "")", "boot_index_digest=\(.boot.index_digest // "")",
+      "talos_agent=\(.extension.pinned // "")", "talos_agent_index_digest=\(.extension.index_digest // "")",
+      "talos_agent_binary=\(.agent.pinned // "")"
+    ' "$PUBLISH_JSON" >> "$GITHUB_OUTPUT"
+  fi
+}
+
+do_publish() {
+  local imager boot ext bin arches a
+  local agent_flags=()
+  [ -n "${TAG:-}" ] || die "TAG is not set (the tag of the published images, e.g. v1.10.5-cozy.1)"
+  imager=$(imager_path)
+  [ -x "$imager" ] || die "no imager at $imager: run ci/publish.sh build first"
+  boot="$REGISTRY/$IMAGE_PREFIX/boot:$TAG"
+  ext="$REGISTRY/$IMAGE_PREFIX/talos-agent:$TAG"
+  bin="$REGISTRY/$IMAGE_PREFIX/talos-agent-binary:$TAG"
+  arches=$(IFS=,; echo "${ARCH_LIST[*]}")
+  for a in "${ARCH_LIST[@]}"; do
+    [ -f "$OUTPUT/talos-agent-$a" ] && agent_flags+=(--agent-binary "$a=$OUTPUT/talos-agent-$a")
+  done
+  [ ${#agent_flags[@]} -gt 0 ] && agent_flags+=(--agent-to "$bin")
+  say "imager publish --to $boot --extension-to $ext ${agent_flags[*]} --arch $arches ${PUBLISH_FLAGS[*]}"
+  mkdir -p "$(dirname "$PUBLISH_JSON")"
+  "$imager" publish --to "$boot" --extension-to "$ext" "${agent_flags[@]}" --arch "$arches" --output "$OUTPUT" \
+    "${PUBLISH_FLAGS[@]}" --json > "$PUBLISH_JSON.tmp" || { rm -f "$PUBLISH_JSON.tmp"; exit 1; }
+  mv -f "$PUBLISH_JSON.tmp" "$PUBLISH_JSON"
+  say "wrote $PUBLISH_JSON"
+  GITHUB_STEP_SUMMARY='' GITHUB_OUTPUT='' do_digests
+}
+
+case "$ACTION" in
+  build) do_build ;;
+  publish) do_publish ;;
+  digests) do_digests ;;
+  all) do_build; do_publish ;;
+esac

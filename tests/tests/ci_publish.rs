@@ -80,7 +80,7 @@ fn workflow_is_valid_and_shaped_as_documented() {
     for sub in ["build", "publish", "digests"] {
         assert!(runs.iter().any(|r| r.trim() == format!("ci/publish.sh {sub}")), "no `ci/publish.sh {sub}` step");
     }
-    assert!(runs.iter().any(|r| r.trim() == "scripts/setup"), "no `scripts/setup` step");
+    assert!(runs.iter().any(|r| r.trim() == "scripts/setup --build-only"), "no `scripts/setup --build-only` step");
 
     let check = root.join("target/venv/bin/check-jsonschema");
     if !check.exists() {
@@ -361,7 +361,7 @@ fn skip_reason(step: &Value) -> Option<&'static str> {
         });
     }
     match step["run"].as_str().map(str::trim) {
-        Some("scripts/setup") => {
+        Some("scripts/setup --build-only") => {
             Some("installs packages from the network (apt, PyPI); scripts/test ran it before the tests")
         }
         Some(_) => None,

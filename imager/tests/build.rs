@@ -14,6 +14,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use boot_artifact::digest::Sha256Digest;
+use boot_artifact::oci::Platform;
 use moonboot_imager::extension::tree::{Entry, Kind, Tree};
 use moonboot_tests::fixtures::{fixtures_dir, with_registry, Fixtures};
 
@@ -233,7 +235,7 @@ fn default_build_holds_base_and_three_extensions_and_is_reproducible() {
     assert_eq!(ann["dev.moonboot.boot.format"], "1");
     let sid = ann["dev.moonboot.talos.schematic"].as_str().unwrap();
     let schematic = "customization:\n    systemExtensions:\n        officialExtensions:\n            - siderolabs/spin\n            - siderolabs/tailscale\n";
-    assert_eq!(sid, boot_artifact::digest::Sha256Digest::of(schematic.as_bytes()).hex());
+    assert_eq!(sid, Sha256Digest::of(schematic.as_bytes()).hex());
     let exts: serde_json::Value = serde_json::from_str(ann["dev.moonboot.talos.extensions"].as_str().unwrap()).unwrap();
     assert_eq!(exts[0]["name"], "spin");
     assert_eq!(exts[0]["digest"], f.images["spin"].index_digest.as_str());
@@ -313,16 +315,14 @@ fn push_bad(f: &Fixtures, work: &Path, name: &str, entries: &[(&str, tar::EntryT
     std::io::Write::write_all(&mut gz, &tar).unwrap();
     let blob = gz.finish().unwrap();
     let layer = moonboot_tests::oci::Layer {
-        digest: moonboot_tests::oci::sha256_digest(&blob),
-        diff_id: moonboot_tests::oci::sha256_digest(&tar),
+        digest: Sha256Digest::of(&blob),
+        diff_id: Sha256Digest::of(&tar),
         blob,
         comment: format!("malformed extension {name} (TEST)"),
     };
     let dir = work.join(format!("layout-{name}"));
     let layout = moonboot_tests::oci::Layout::create(&dir).unwrap();
-    let desc = layout
-        .put_image(&moonboot_tests::oci::Platform::linux("arm64"), &[&layer], 0, &BTreeMap::new(), &BTreeMap::new())
-        .unwrap();
+    let desc = layout.put_image(&Platform::linux("arm64"), &[&layer], 0, &BTreeMap::new(), &BTreeMap::new()).unwrap();
     layout.finish_index(vec![desc], &BTreeMap::new(), "v1").unwrap();
     let reference = format!("{}/moonboot-test/{name}:v1", f.registry);
     run(Command::new("skopeo")

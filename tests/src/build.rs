@@ -21,9 +21,10 @@ use crate::bundles;
 use crate::extensions::{Extension, SPIN, TAILSCALE};
 use crate::fixtures::{ArchFixtures, ExtensionInfo, Fixtures, PushedImage, SCHEMA};
 use crate::kmod;
-use crate::oci::{Layer, LayerBuilder, Layout, Platform};
+use crate::oci::{Layer, LayerBuilder, Layout};
 use crate::zboot;
 use anyhow::{bail, ensure, Context, Result};
+use boot_artifact::oci::Platform;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -571,7 +572,7 @@ fn build_imager(builds: &[ArchBuild], opts: &Options) -> Result<PushedImage> {
             &labels(&upstream),
             &BTreeMap::new(),
         )?;
-        digests.insert(b.arch.clone(), desc.digest.clone());
+        digests.insert(b.arch.clone(), desc.digest.to_string());
         manifests.push(desc);
     }
     let dir = layout.dir().to_path_buf();
@@ -581,7 +582,7 @@ fn build_imager(builds: &[ArchBuild], opts: &Options) -> Result<PushedImage> {
         tag: TALOS_VERSION.to_string(),
         reference: String::new(),
         upstream_reference: upstream,
-        index_digest: index.digest,
+        index_digest: index.digest.to_string(),
         manifests: digests,
         layout: dir,
         extension: None,
@@ -597,7 +598,7 @@ fn build_extension(ext: &Extension, opts: &Options) -> Result<PushedImage> {
         let layer: Layer = ext.layer(arch, opts.epoch)?;
         let desc =
             layout.put_image(&Platform::linux(arch), &[&layer], opts.epoch, &labels(&upstream), &BTreeMap::new())?;
-        digests.insert(arch.to_string(), desc.digest.clone());
+        digests.insert(arch.to_string(), desc.digest.to_string());
         manifests.push(desc);
     }
     let dir = layout.dir().to_path_buf();
@@ -607,7 +608,7 @@ fn build_extension(ext: &Extension, opts: &Options) -> Result<PushedImage> {
         tag: ext.version.to_string(),
         reference: String::new(),
         upstream_reference: upstream,
-        index_digest: index.digest,
+        index_digest: index.digest.to_string(),
         manifests: digests,
         layout: dir,
         extension: Some(ExtensionInfo { name: ext.name.to_string(), version: ext.version.to_string() }),

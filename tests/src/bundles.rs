@@ -37,10 +37,12 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
+use boot_artifact::digest::Sha256Digest;
+use boot_artifact::oci::Platform;
 
 use crate::extensions::Extension;
 use crate::fixtures::{Fixtures, PushedImage};
-use crate::oci::{sha256_digest, Layer, LayerBuilder, Layout, Platform};
+use crate::oci::{Layer, LayerBuilder, Layout};
 use crate::registry::Repo;
 
 /// Repository of the extensions bundle (under ghcr.io upstream).
@@ -258,7 +260,7 @@ pub fn write_layout(
     let mut digests = BTreeMap::new();
     for arch in crate::build::ARCHES {
         let desc = layout.put_image(&Platform::linux(arch), layers, epoch, &labels, &BTreeMap::new())?;
-        digests.insert(arch.to_string(), desc.digest.clone());
+        digests.insert(arch.to_string(), desc.digest.to_string());
         manifests.push(desc);
     }
     let index = layout.finish_index(manifests, &labels, tag)?;
@@ -267,7 +269,7 @@ pub fn write_layout(
         tag: tag.to_string(),
         reference: String::new(),
         upstream_reference: upstream,
-        index_digest: index.digest,
+        index_digest: index.digest.to_string(),
         manifests: digests,
         layout: dir.to_path_buf(),
         extension: None,
@@ -351,7 +353,7 @@ pub fn push(registry: &str, img: &PushedImage) -> Result<String> {
         .context("running skopeo (is it installed? run scripts/setup)")?;
     ensure!(out.status.success(), "skopeo copy to {reference}: {}", String::from_utf8_lossy(&out.stderr).trim());
     let (_, body) = Repo { host: registry, name: &img.repository }.manifest(&img.tag)?;
-    let got = sha256_digest(&body);
+    let got = Sha256Digest::of(&body).to_string();
     ensure!(got == img.index_digest, "{reference} serves index {got}, built {}", img.index_digest);
     Ok(reference)
 }

@@ -3,105 +3,25 @@
 //!
 //! Reproducible means: entries sorted by path, parents before children, mtime fixed, uid/gid 0,
 //! no user/group names, fixed modes; gzip header with mtime 0, no file name, fixed OS byte.
-//! JSON is written from typed structures, so key order never depends on a map implementation.
+//! Manifests, indexes and descriptors are the shared model of [`boot_artifact::oci`]; the config
+//! blob is [`ConfigDocument`]. JSON is written from typed structures, so key order never depends on
+//! a map implementation.
 
 use anyhow::{Context, Result};
+use boot_artifact::digest::Sha256Digest;
+use boot_artifact::oci::{media_type, Descriptor, ImageIndex, ImageManifest, Platform, ANNOTATION_REF_NAME};
 use flate2::{Compression, GzBuilder};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// `application/vnd.oci.image.index.v1+json`.
-pub const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// `application/vnd.oci.image.manifest.v1+json`.
-pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// `application/vnd.oci.image.config.v1+json`.
-pub const MEDIA_TYPE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-/// `application/vnd.oci.image.layer.v1.tar+gzip`.
-pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-/// The annotation naming a tag in a layout's `index.json`.
-pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
-
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    boot_artifact::digest::Sha256Digest::of(bytes).to_string()
-}
-
-/// An OCI platform (`os`, `architecture`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Platform {
-    /// GOARCH spelling: `arm64`, `amd64`.
-    pub architecture: String,
-    /// `linux`.
-    pub os: String,
-}
-
-impl Platform {
-    /// `linux/<arch>`.
-    pub fn linux(arch: &str) -> Self {
-        Self { architecture: arch.to_string(), os: "linux".to_string() }
-    }
-}
-
-/// An OCI content descriptor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Descriptor {
-    /// Media type of the referenced content.
-    #[serde(rename = "mediaType")]
-    pub media_type: String,
-    /// `sha256:<hex>`.
-    pub digest: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Platform, in an index.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub platform: Option<Platform>,
-    /// Annotations.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub annotations: Option<BTreeMap<String, String>>,
-}
-
-/// An image manifest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Always 2.
-    #[serde(rename = "schemaVersion")]
-    pub schema_version: u32,
-    /// [`MEDIA_TYPE_MANIFEST`].
-    #[serde(rename = "mediaType")]
-    pub media_type: String,
-    /// The config blob.
-    pub config: Descriptor,
-    /// Layers, base first.
-    pub layers: Vec<Descriptor>,
-    /// Annotations.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub annotations: Option<BTreeMap<String, String>>,
-}
-
-/// An image index (also the shape of a layout's `index.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Index {
-    /// Always 2.
-    #[serde(rename = "schemaVersion")]
-    pub schema_version: u32,
-    /// [`MEDIA_TYPE_INDEX`].
-    #[serde(rename = "mediaType", skip_serializing_if = "Option::is_none", default)]
-    pub media_type: Option<String>,
-    /// The manifests.
-    pub manifests: Vec<Descriptor>,
-    /// Annotations.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub annotations: Option<BTreeMap<String, String>>,
-}
-
 #[derive(Serialize)]
 struct RootFs {
     #[serde(rename = "type")]
     kind: &'static str,
-    diff_ids: Vec<String>,
+    diff_ids: Vec<Sha256Digest>,
 }
 
 #[derive(Serialize)]
@@ -117,8 +37,10 @@ struct ExecConfig {
     labels: BTreeMap<String, String>,
 }
 
+/// The image config blob (image-spec `config.md`) the fixtures write: platform, labels, rootfs
+/// diff IDs and one history entry per layer.
 #[derive(Serialize)]
-struct ImageConfig {
+struct ConfigDocument {
     created: String,
     architecture: String,
     os: String,
@@ -132,10 +54,10 @@ struct ImageConfig {
 pub struct Layer {
     /// The `tar+gzip` bytes.
     pub blob: Vec<u8>,
-    /// `sha256:` of `blob`.
-    pub digest: String,
-    /// `sha256:` of the uncompressed tar.
-    pub diff_id: String,
+    /// The digest of `blob`.
+    pub digest: Sha256Digest,
+    /// The digest of the uncompressed tar.
+    pub diff_id: Sha256Digest,
     /// What the layer holds, for the config's history.
     pub comment: String,
 }
@@ -233,11 +155,11 @@ impl LayerBuilder {
     /// Builds the layer: tar, its digest, and the gzip stream.
     pub fn build(&self, comment: &str) -> Result<Layer> {
         let tar = self.tar()?;
-        let diff_id = sha256_digest(&tar);
+        let diff_id = Sha256Digest::of(&tar);
         let mut gz = GzBuilder::new().mtime(0).operating_system(255).write(Vec::new(), Compression::new(6));
         gz.write_all(&tar)?;
         let blob = gz.finish()?;
-        Ok(Layer { digest: sha256_digest(&blob), blob, diff_id, comment: comment.to_string() })
+        Ok(Layer { digest: Sha256Digest::of(&blob), blob, diff_id, comment: comment.to_string() })
     }
 }
 
@@ -268,38 +190,21 @@ impl Layout {
 
     /// Stores a blob (once) and returns its descriptor.
     pub fn put_blob(&self, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
-        let digest = sha256_digest(bytes);
-        let path = self.dir.join("blobs/sha256").join(&digest["sha256:".len()..]);
+        let desc = Descriptor::of(media_type, bytes);
+        let path = self.dir.join("blobs/sha256").join(desc.digest.hex());
         if !path.exists() {
             fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
         }
-        Ok(Descriptor {
-            media_type: media_type.to_string(),
-            digest,
-            size: bytes.len() as u64,
-            platform: None,
-            annotations: None,
-        })
+        Ok(desc)
     }
 
     /// Stores a layer blob (once) without hashing it again.
     pub fn put_layer(&self, layer: &Layer) -> Result<Descriptor> {
-        let path = self.dir.join("blobs/sha256").join(&layer.digest["sha256:".len()..]);
+        let path = self.dir.join("blobs/sha256").join(layer.digest.hex());
         if !path.exists() {
             fs::write(&path, &layer.blob).with_context(|| format!("writing {}", path.display()))?;
         }
-        Ok(Descriptor {
-            media_type: MEDIA_TYPE_LAYER_GZIP.to_string(),
-            digest: layer.digest.clone(),
-            size: layer.blob.len() as u64,
-            platform: None,
-            annotations: None,
-        })
-    }
-
-    fn put_json<T: Serialize>(&self, media_type: &str, value: &T) -> Result<Descriptor> {
-        let bytes = serde_json::to_vec(value)?;
-        self.put_blob(media_type, &bytes)
+        Ok(Descriptor::new(media_type::OCI_LAYER_TAR_GZIP, layer.digest, layer.blob.len() as u64))
     }
 
     /// Stores the layers, a config and a manifest for one platform; returns the manifest's
@@ -316,12 +221,12 @@ impl Layout {
         for l in layers {
             layer_descs.push(self.put_layer(l)?);
         }
-        let config = ImageConfig {
+        let config = ConfigDocument {
             created: rfc3339(created),
             architecture: platform.architecture.clone(),
             os: platform.os.clone(),
             config: ExecConfig { labels: labels.clone() },
-            rootfs: RootFs { kind: "layers", diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect() },
+            rootfs: RootFs { kind: "layers", diff_ids: layers.iter().map(|l| l.diff_id).collect() },
             history: layers
                 .iter()
                 .map(|l| History {
@@ -331,15 +236,9 @@ impl Layout {
                 })
                 .collect(),
         };
-        let config_desc = self.put_json(MEDIA_TYPE_CONFIG, &config)?;
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: MEDIA_TYPE_MANIFEST.to_string(),
-            config: config_desc,
-            layers: layer_descs,
-            annotations: (!annotations.is_empty()).then(|| annotations.clone()),
-        };
-        let mut desc = self.put_json(MEDIA_TYPE_MANIFEST, &manifest)?;
+        let config_desc = self.put_blob(media_type::OCI_CONFIG, &serde_json::to_vec(&config)?)?;
+        let manifest = ImageManifest::new(config_desc, layer_descs, annotations.clone());
+        let mut desc = self.put_blob(media_type::OCI_MANIFEST, &manifest.to_json())?;
         desc.platform = Some(platform.clone());
         Ok(desc)
     }
@@ -352,22 +251,11 @@ impl Layout {
         annotations: &BTreeMap<String, String>,
         tag: &str,
     ) -> Result<Descriptor> {
-        let index = Index {
-            schema_version: 2,
-            media_type: Some(MEDIA_TYPE_INDEX.to_string()),
-            manifests,
-            annotations: (!annotations.is_empty()).then(|| annotations.clone()),
-        };
-        let desc = self.put_json(MEDIA_TYPE_INDEX, &index)?;
+        let index = ImageIndex { annotations: annotations.clone(), ..ImageIndex::new(manifests) };
+        let desc = self.put_blob(media_type::OCI_INDEX, &index.to_json())?;
         let mut top = desc.clone();
-        top.annotations = Some(BTreeMap::from([(ANNOTATION_REF_NAME.to_string(), tag.to_string())]));
-        let layout_index = Index {
-            schema_version: 2,
-            media_type: Some(MEDIA_TYPE_INDEX.to_string()),
-            manifests: vec![top],
-            annotations: None,
-        };
-        fs::write(self.dir.join("index.json"), serde_json::to_vec(&layout_index)?)?;
+        top.annotations = BTreeMap::from([(ANNOTATION_REF_NAME.to_string(), tag.to_string())]);
+        fs::write(self.dir.join("index.json"), ImageIndex::new(vec![top]).to_json())?;
         Ok(desc)
     }
 }
@@ -375,26 +263,29 @@ impl Layout {
 /// Reads, from the OCI image layout at `dir`, the layer blobs (gzip'd tars, base first) of the
 /// `linux/<arch>` image of the index tagged `tag`.
 pub fn layout_layers(dir: &Path, tag: &str, arch: &str) -> Result<Vec<Vec<u8>>> {
-    let blob = |digest: &str| -> Result<Vec<u8>> {
-        let hex = digest.strip_prefix("sha256:").context("digest is not sha256")?;
-        let p = dir.join("blobs/sha256").join(hex);
+    let blob = |digest: &Sha256Digest| -> Result<Vec<u8>> {
+        let p = dir.join("blobs/sha256").join(digest.hex());
         let b = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-        anyhow::ensure!(sha256_digest(&b) == digest, "{} does not hash to its name", p.display());
+        anyhow::ensure!(Sha256Digest::of(&b) == *digest, "{} does not hash to its name", p.display());
         Ok(b)
     };
-    let top: Index = serde_json::from_slice(&fs::read(dir.join("index.json"))?)?;
+    let index_json = dir.join("index.json");
+    let top = ImageIndex::parse(&fs::read(&index_json)?, None)
+        .with_context(|| format!("parsing {}", index_json.display()))?;
     let tagged = top
         .manifests
         .iter()
-        .find(|d| d.annotations.as_ref().and_then(|a| a.get(ANNOTATION_REF_NAME)).map(String::as_str) == Some(tag))
+        .find(|d| d.annotation(ANNOTATION_REF_NAME) == Some(tag))
         .with_context(|| format!("no tag {tag} in {}", dir.display()))?;
-    let index: Index = serde_json::from_slice(&blob(&tagged.digest)?)?;
+    let index = ImageIndex::parse(&blob(&tagged.digest)?, Some(&tagged.media_type))
+        .with_context(|| format!("parsing the index of {}:{tag}", dir.display()))?;
     let m = index
         .manifests
         .iter()
-        .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == arch))
+        .find(|d| d.platform.as_ref().is_some_and(|p| p.is_linux(arch)))
         .with_context(|| format!("no linux/{arch} image in {}:{tag}", dir.display()))?;
-    let manifest: Manifest = serde_json::from_slice(&blob(&m.digest)?)?;
+    let manifest = ImageManifest::parse(&blob(&m.digest)?, Some(&m.media_type))
+        .with_context(|| format!("parsing the linux/{arch} manifest of {}:{tag}", dir.display()))?;
     manifest.layers.iter().map(|l| blob(&l.digest)).collect()
 }
 
@@ -419,7 +310,7 @@ mod tests {
         assert_eq!(l1.diff_id, l2.diff_id);
         let mut tar = Vec::new();
         flate2::read::GzDecoder::new(&l1.blob[..]).read_to_end(&mut tar).unwrap();
-        assert_eq!(sha256_digest(&tar), l1.diff_id);
+        assert_eq!(Sha256Digest::of(&tar), l1.diff_id);
         let mut ar = tar::Archive::new(&tar[..]);
         let mut names = Vec::new();
         for e in ar.entries().unwrap() {
@@ -448,12 +339,12 @@ mod tests {
         assert_eq!(layout_layers(&dir, "v1", "amd64").unwrap(), vec![layer.blob.clone()]);
         assert!(layout_layers(&dir, "v2", "amd64").is_err());
         assert!(layout_layers(&dir, "v1", "riscv64").is_err());
-        let top: Index = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let top = ImageIndex::parse(&fs::read(dir.join("index.json")).unwrap(), None).unwrap();
         assert_eq!(top.manifests[0].digest, idx.digest);
-        assert_eq!(top.manifests[0].annotations.as_ref().unwrap()[ANNOTATION_REF_NAME], "v1");
-        let blob = fs::read(dir.join("blobs/sha256").join(&idx.digest[7..])).unwrap();
-        assert_eq!(sha256_digest(&blob), idx.digest);
-        let index: Index = serde_json::from_slice(&blob).unwrap();
+        assert_eq!(top.manifests[0].annotation(ANNOTATION_REF_NAME), Some("v1"));
+        let blob = fs::read(dir.join("blobs/sha256").join(idx.digest.hex())).unwrap();
+        assert_eq!(Sha256Digest::of(&blob), idx.digest);
+        let index = ImageIndex::parse(&blob, None).unwrap();
         assert_eq!(index.manifests.len(), 2);
         assert_eq!(index.manifests[0].platform.as_ref().unwrap().architecture, "arm64");
         // The shared layer is stored once: 1 layer + 2 configs + 2 manifests + 1 index.

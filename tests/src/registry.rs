@@ -5,11 +5,13 @@
 //! one redirect level (the filesystem storage driver serves blobs directly).
 
 use anyhow::{bail, Context, Result};
+use std::fmt::Display;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::oci::{sha256_digest, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use boot_artifact::digest::Sha256Digest;
+use boot_artifact::oci::media_type::ACCEPTED_MANIFESTS;
 
 /// An HTTP response.
 #[derive(Debug)]
@@ -91,20 +93,17 @@ pub struct Repo<'a> {
 }
 
 impl Repo<'_> {
-    /// Fetches a manifest or index by tag or digest. Returns the media type and the bytes, after
-    /// checking `Docker-Content-Digest` against the body.
-    pub fn manifest(&self, reference: &str) -> Result<(String, Vec<u8>)> {
-        let accept = format!(
-            "{MEDIA_TYPE_INDEX}, {MEDIA_TYPE_MANIFEST}, \
-             application/vnd.docker.distribution.manifest.list.v2+json, \
-             application/vnd.docker.distribution.manifest.v2+json"
-        );
+    /// Fetches a manifest or index by tag or digest (a tag, `sha256:…` or a [`Sha256Digest`]).
+    /// Returns the media type and the bytes, after checking `Docker-Content-Digest` against the body.
+    pub fn manifest(&self, reference: impl Display) -> Result<(String, Vec<u8>)> {
+        let reference = reference.to_string();
+        let accept = ACCEPTED_MANIFESTS.join(", ");
         let path = format!("/v2/{}/manifests/{reference}", self.name);
         let r = get(self.host, &path, &[("Accept", &accept)])?;
         if r.status != 200 {
             bail!("GET {path}: HTTP {} {}", r.status, String::from_utf8_lossy(&r.body));
         }
-        let digest = sha256_digest(&r.body);
+        let digest = Sha256Digest::of(&r.body).to_string();
         if let Some(d) = r.header("docker-content-digest") {
             if d != digest {
                 bail!("GET {path}: Docker-Content-Digest {d} but the body hashes to {digest}");
@@ -117,8 +116,9 @@ impl Repo<'_> {
         Ok((media_type, r.body))
     }
 
-    /// Fetches a blob and checks its digest.
-    pub fn blob(&self, digest: &str) -> Result<Vec<u8>> {
+    /// Fetches a blob by digest (`sha256:…` or a [`Sha256Digest`]) and checks its digest.
+    pub fn blob(&self, digest: impl Display) -> Result<Vec<u8>> {
+        let digest = digest.to_string();
         let path = format!("/v2/{}/blobs/{digest}", self.name);
         let mut r = get(self.host, &path, &[])?;
         if matches!(r.status, 301 | 302 | 303 | 307 | 308) {
@@ -130,7 +130,7 @@ impl Repo<'_> {
         if r.status != 200 {
             bail!("GET {path}: HTTP {}", r.status);
         }
-        let got = sha256_digest(&r.body);
+        let got = Sha256Digest::of(&r.body).to_string();
         if got != digest {
             bail!("GET {path}: body hashes to {got}");
         }

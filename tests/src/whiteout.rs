@@ -16,9 +16,11 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
+use boot_artifact::digest::Sha256Digest;
+use boot_artifact::oci::Platform;
 
 use crate::fixtures::Fixtures;
-use crate::oci::{layout_layers, sha256_digest, Layer, LayerBuilder, Layout, Platform};
+use crate::oci::{layout_layers, Layer, LayerBuilder, Layout};
 
 /// The two pushed images and what the replaced one holds.
 #[derive(Debug, Clone)]
@@ -44,8 +46,8 @@ fn base_layers(f: &Fixtures) -> Result<Vec<Layer>> {
             let mut tar = Vec::new();
             flate2::read::MultiGzDecoder::new(&blob[..]).read_to_end(&mut tar)?;
             Ok(Layer {
-                digest: sha256_digest(&blob),
-                diff_id: sha256_digest(&tar),
+                digest: Sha256Digest::of(&blob),
+                diff_id: Sha256Digest::of(&tar),
                 blob,
                 comment: "stand-in Talos imager layer (TEST FIXTURE)".into(),
             })
@@ -98,5 +100,10 @@ pub fn push_whiteout_images(f: &Fixtures, work: &Path) -> Result<WhiteoutImages>
     base_refs.pop();
     base_refs.push(&replacing);
     let replaced = push(f, work, "whiteout-replaced", &base_refs)?;
-    Ok(WhiteoutImages { deleted, replaced, replacement_sha256: sha256_digest(&replacement), replacement })
+    Ok(WhiteoutImages {
+        deleted,
+        replaced,
+        replacement_sha256: Sha256Digest::of(&replacement).to_string(),
+        replacement,
+    })
 }

@@ -4,13 +4,15 @@
 //! Skipped (with a printed reason) when `fixtures.json` is absent. When it is present the registry
 //! must answer: run `scripts/fixtures` again to (re)start it.
 
+use boot_artifact::digest::Sha256Digest;
 use boot_artifact::kernel::{self, KernelFormat};
+use boot_artifact::oci::media_type::{OCI_INDEX, OCI_MANIFEST};
+use boot_artifact::oci::{ImageIndex, ImageManifest};
 use boot_artifact::pe::PeFile;
 use moonboot_tests::bundles;
 use moonboot_tests::cpio;
 use moonboot_tests::extensions::{SPIN, SPIN_CRI_PART, TAILSCALE, TAILSCALE_SERVICE_SPEC};
 use moonboot_tests::fixtures::{Fixtures, PushedImage};
-use moonboot_tests::oci::{Index, Manifest, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 use moonboot_tests::registry::Repo;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
@@ -21,28 +23,22 @@ fn load(test: &str) -> Option<Fixtures> {
 }
 
 /// Fetches the index of `img`, checks its digest and platforms; returns manifest digest by arch.
-fn check_index(f: &Fixtures, img: &PushedImage) -> BTreeMap<String, Manifest> {
+fn check_index(f: &Fixtures, img: &PushedImage) -> BTreeMap<String, ImageManifest> {
     let repo = Repo { host: &f.registry, name: &img.repository };
     let (media_type, body) = repo.manifest(&img.tag).unwrap();
-    assert_eq!(media_type, MEDIA_TYPE_INDEX, "{}:{}", img.repository, img.tag);
-    assert_eq!(moonboot_tests::oci::sha256_digest(&body), img.index_digest);
-    let index: Index = serde_json::from_slice(&body).unwrap();
-    let platforms: BTreeSet<String> = index
-        .manifests
-        .iter()
-        .map(|d| {
-            let p = d.platform.as_ref().expect("platform in index");
-            format!("{}/{}", p.os, p.architecture)
-        })
-        .collect();
+    assert_eq!(media_type, OCI_INDEX, "{}:{}", img.repository, img.tag);
+    assert_eq!(Sha256Digest::of(&body).to_string(), img.index_digest);
+    let index = ImageIndex::parse(&body, Some(&media_type)).unwrap();
+    let platforms: BTreeSet<String> =
+        index.manifests.iter().map(|d| d.platform.as_ref().expect("platform in index").to_string()).collect();
     assert_eq!(platforms, BTreeSet::from(["linux/amd64".to_string(), "linux/arm64".to_string()]));
     let mut out = BTreeMap::new();
     for d in &index.manifests {
         let arch = d.platform.as_ref().unwrap().architecture.clone();
-        assert_eq!(d.digest, img.manifests[&arch], "{} {arch} manifest digest", img.repository);
-        let (mt, body) = repo.manifest(&d.digest).unwrap();
-        assert_eq!(mt, MEDIA_TYPE_MANIFEST);
-        out.insert(arch, serde_json::from_slice(&body).unwrap());
+        assert_eq!(d.digest.to_string(), img.manifests[&arch], "{} {arch} manifest digest", img.repository);
+        let (mt, body) = repo.manifest(d.digest).unwrap();
+        assert_eq!(mt, OCI_MANIFEST);
+        out.insert(arch, ImageManifest::parse(&body, Some(&mt)).unwrap());
     }
     out
 }
@@ -76,7 +72,7 @@ fn registry_serves_the_stand_in_imager() {
     let manifests = check_index(&f, img);
     let repo = Repo { host: &f.registry, name: &img.repository };
     // Both platform images share the layer with /usr/install/{amd64,arm64}.
-    let first: Vec<String> = manifests.values().map(|m| m.layers[0].digest.clone()).collect();
+    let first: Vec<String> = manifests.values().map(|m| m.layers[0].digest.to_string()).collect();
     assert_eq!(first[0], first[1], "the /usr/install layer is shared");
     let files = layer_files(&repo.blob(&first[0]).unwrap());
     let names: BTreeSet<&str> = files.keys().map(String::as_str).collect();
@@ -90,7 +86,7 @@ fn registry_serves_the_stand_in_imager() {
         ])
     );
     for (arch, m) in &manifests {
-        let config = repo.blob(&m.config.digest).unwrap();
+        let config = repo.blob(m.config.digest).unwrap();
         let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
         assert_eq!(config["architecture"], arch.as_str());
         assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), m.layers.len());
@@ -155,7 +151,7 @@ fn registry_serves_the_stand_in_extensions() {
         for (arch, m) in check_index(&f, img) {
             let mut flat = BTreeMap::new();
             for l in &m.layers {
-                flat.extend(layer_files(&repo.blob(&l.digest).unwrap()));
+                flat.extend(layer_files(&repo.blob(l.digest).unwrap()));
             }
             for path in flat.keys() {
                 assert!(
@@ -195,14 +191,14 @@ fn image<'a>(f: &'a Fixtures, name: &str) -> &'a PushedImage {
 
 /// Checks that every platform's config names its architecture and that all platforms share the
 /// same layers; returns the layer digests.
-fn shared_layers(f: &Fixtures, img: &PushedImage, manifests: &BTreeMap<String, Manifest>) -> Vec<String> {
+fn shared_layers(f: &Fixtures, img: &PushedImage, manifests: &BTreeMap<String, ImageManifest>) -> Vec<String> {
     let repo = Repo { host: &f.registry, name: &img.repository };
     let mut layers: Option<Vec<String>> = None;
     for (arch, m) in manifests {
-        let config: serde_json::Value = serde_json::from_slice(&repo.blob(&m.config.digest).unwrap()).unwrap();
+        let config: serde_json::Value = serde_json::from_slice(&repo.blob(m.config.digest).unwrap()).unwrap();
         assert_eq!(config["architecture"], arch.as_str(), "{} {arch} config", img.repository);
         assert_eq!(config["os"], "linux");
-        let these: Vec<String> = m.layers.iter().map(|l| l.digest.clone()).collect();
+        let these: Vec<String> = m.layers.iter().map(|l| l.digest.to_string()).collect();
         if let Some(l) = &layers {
             assert_eq!(l, &these, "{}: the platforms have different layers", img.repository);
         }
@@ -244,7 +240,7 @@ fn pinned<'a>(f: &'a Fixtures, reference: &str, digest: &str) -> &'a PushedImage
         .unwrap_or_else(|| panic!("{reference} is not a fixture image"));
     assert_eq!(digest, img.index_digest, "{reference}: pinned digest");
     let (media_type, _) = Repo { host: &f.registry, name: &img.repository }.manifest(digest).unwrap();
-    assert_eq!(media_type, MEDIA_TYPE_INDEX, "{reference}@{digest}");
+    assert_eq!(media_type, OCI_INDEX, "{reference}@{digest}");
     img
 }
 
@@ -366,12 +362,15 @@ fn bundle_helpers_push_any_content() {
         };
         let repo = Repo { host: &f.registry, name: repository };
         let (media_type, index) = repo.manifest(&tag).unwrap();
-        assert_eq!(media_type, MEDIA_TYPE_INDEX);
-        let index: Index = serde_json::from_slice(&index).unwrap();
+        assert_eq!(media_type, OCI_INDEX);
+        let index = ImageIndex::parse(&index, Some(&media_type)).unwrap();
         let mut manifests = BTreeMap::new();
         for d in &index.manifests {
-            let (_, body) = repo.manifest(&d.digest).unwrap();
-            manifests.insert(d.platform.as_ref().unwrap().architecture.clone(), serde_json::from_slice(&body).unwrap());
+            let (mt, body) = repo.manifest(d.digest).unwrap();
+            manifests.insert(
+                d.platform.as_ref().unwrap().architecture.clone(),
+                ImageManifest::parse(&body, Some(&mt)).unwrap(),
+            );
         }
         assert_eq!(manifests.keys().map(String::as_str).collect::<Vec<_>>(), ["amd64", "arm64"]);
         let layers = shared_layers(&f, &img, &manifests);

@@ -16,9 +16,10 @@
 //! for `wait` on the host (and the amd64 guest). Skipped with a reason when the fixtures, QEMU or
 //! that toolchain are absent. Console logs: `target/fixtures/logs/standin-services-*.log`.
 
+use boot_artifact::oci::Platform;
 use moonboot_tests::build::initramfs_with_extensions;
 use moonboot_tests::fixtures::{fixtures_dir, loaded, skip, with_qemu, ArchFixtures};
-use moonboot_tests::oci::{LayerBuilder, Layout, Platform};
+use moonboot_tests::oci::{LayerBuilder, Layout};
 use moonboot_tests::qemu::{BootSpec, Guest};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};

@@ -174,6 +174,31 @@ fn bad_bundles_and_unknown_names_fail_naming_the_image() {
     assert!(stderr.contains(&line), "the error names the pinned image: {stderr}");
     assert!(!work.join("out-absent").exists());
 
+    // A registry that serves a manifest whose bytes do not hash to the digest the bundle pins
+    // (the fault-injecting proxy flips a byte of every manifest it forwards).
+    let proxy = moonboot_tests::faulty::start(&f.registry);
+    proxy.faults.corrupt_manifests.store(true, std::sync::atomic::Ordering::SeqCst);
+    let tampered = format!("{}/siderolabs/spin:v0.19.0@{}", proxy.addr, f.images["spin"].index_digest);
+    let bundle = moonboot_tests::bundles::push_extensions_bundle(
+        &f,
+        &work,
+        "moonboot-test/extensions-tampered",
+        "v1.10.5",
+        &format!("{tampered}\nghcr.io/siderolabs/tailscale:1.84.0@{}\n", f.images["tailscale"].index_digest),
+        "",
+    )
+    .unwrap();
+    let out =
+        build(&f, &work.join("out-tampered"), &["--extensions-bundle", &bundle, "--insecure-registry", &proxy.addr]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.contains(&tampered) && last.contains("digest mismatch"),
+        "the image and the mismatch are named: {last}"
+    );
+    assert!(!work.join("out-tampered").exists());
+
     // A bundle that cannot be reached: the image and the endpoints tried are named, on one line.
     let nowhere = format!("{}/moonboot-test/no-such-bundle:v1.10.5", f.registry);
     let out = build(&f, &work.join("out-nowhere"), &["--extensions-bundle", &nowhere]);

@@ -21,6 +21,9 @@ pub struct Faults {
     pub blob_truncations: AtomicUsize,
     /// Flip one byte in the middle of every blob body.
     pub corrupt_blobs: AtomicBool,
+    /// Flip one byte in the middle of every manifest (or index) body fetched with GET: a mirror
+    /// serving other bytes than the digest they are asked by.
+    pub corrupt_manifests: AtomicBool,
     /// Drop the `Range` header of requests (a registry without range support).
     pub ignore_range: AtomicBool,
     /// Require `Authorization: Bearer <this>`; hand it out at `/token` to anyone (anonymous pull).
@@ -143,6 +146,11 @@ fn serve(mut client: TcpStream, f: &Faults, upstream: &str, me: &str) -> std::io
     let (resp_head, resp_body) = resp.split_at(split);
     let mut resp_body = resp_body.to_vec();
     let ok = resp_head.starts_with(b"HTTP/1.1 20");
+    let is_manifest_get = method == "GET" && path.contains("/manifests/");
+    if is_manifest_get && ok && f.corrupt_manifests.load(Ordering::SeqCst) && !resp_body.is_empty() {
+        let mid = resp_body.len() / 2;
+        resp_body[mid] ^= 0x01;
+    }
     if is_blob_get && ok && f.corrupt_blobs.load(Ordering::SeqCst) && !resp_body.is_empty() {
         let mid = resp_body.len() / 2;
         resp_body[mid] ^= 0xff;

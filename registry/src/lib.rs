@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod token;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -228,6 +229,10 @@ pub struct Registry {
     auth: AuthFile,
     /// The auth file read (or looked for), for messages about credentials.
     auth_path: Option<PathBuf>,
+    /// Plain HTTP client for token endpoints (identity-token exchange).
+    http: reqwest::Client,
+    /// Access tokens obtained with identity tokens, by (host, repository, push).
+    tokens: std::sync::Mutex<std::collections::HashMap<(String, String, bool), String>>,
 }
 
 /// Whether an error is worth retrying on the same endpoint.
@@ -303,11 +308,19 @@ impl Registry {
             None => AuthFile::default(),
         };
         let mut extra = Vec::new();
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .user_agent(concat!("moonboot/", env!("CARGO_PKG_VERSION")));
         for path in &options.ca_files {
             let data = std::fs::read(path).map_err(|source| Error::CaFile { path: path.clone(), source })?;
+            let cert = reqwest::Certificate::from_pem(&data)
+                .map_err(|e| Error::CaFile { path: path.clone(), source: std::io::Error::other(e) })?;
+            http = http.add_root_certificate(cert);
             extra
                 .push(oci_client::client::Certificate { encoding: oci_client::client::CertificateEncoding::Pem, data });
         }
+        let http = http.build().map_err(|e| Error::Tls { reason: e.to_string() })?;
         let config = ClientConfig {
             protocol: if options.insecure.is_empty() {
                 ClientProtocol::Https
@@ -323,7 +336,7 @@ impl Registry {
         // `Client::new` would fall back to a default client — which panics — when the TLS set-up
         // fails, e.g. on a system without CA certificates: fail with the reason instead.
         let client = oci_client::Client::try_from(config).map_err(|e| Error::Tls { reason: describe(&e) })?;
-        Ok(Registry { client, options, auth, auth_path })
+        Ok(Registry { client, options, auth, auth_path, http, tokens: Default::default() })
     }
 
     /// Where the credentials for `host` come from, for messages: `credentials for HOST from
@@ -346,11 +359,31 @@ impl Registry {
         &self.options
     }
 
-    fn credentials(&self, host: &str) -> RegistryAuth {
+    /// The credentials for `repository` at `host`: basic credentials as they are, an identity
+    /// token exchanged for an access token to that repository (pull, or pull and push) at the
+    /// registry's token endpoint ([`token`]), cached for the life of this client.
+    ///
+    /// # Errors
+    /// Why the exchange failed, as one line.
+    async fn auth_for(&self, host: &str, repository: &str, push: bool) -> Result<RegistryAuth, String> {
         match self.auth.get(host) {
-            Some(Credentials::Basic { username, password }) => RegistryAuth::Basic(username.clone(), password.clone()),
-            Some(Credentials::IdentityToken(t)) => RegistryAuth::Bearer(t.clone()),
-            None => RegistryAuth::Anonymous,
+            Some(Credentials::Basic { username, password }) => {
+                Ok(RegistryAuth::Basic(username.clone(), password.clone()))
+            }
+            Some(Credentials::IdentityToken(refresh)) => {
+                let key = (host.to_string(), repository.to_string(), push);
+                if let Some(t) = self.tokens.lock().expect("token cache").get(&key) {
+                    return Ok(RegistryAuth::Bearer(t.clone()));
+                }
+                let scheme = if self.options.insecure.iter().any(|h| h == host) { "http" } else { "https" };
+                let scope = format!("repository:{repository}:{}", if push { "pull,push" } else { "pull" });
+                let access = token::exchange(&self.http, &format!("{scheme}://{host}"), &scope, refresh)
+                    .await
+                    .map_err(|e| format!("exchanging the identity token for {host}: {e}"))?;
+                self.tokens.lock().expect("token cache").insert(key, access.clone());
+                Ok(RegistryAuth::Bearer(access))
+            }
+            None => Ok(RegistryAuth::Anonymous),
         }
     }
 
@@ -380,7 +413,7 @@ impl Registry {
         digest: Option<&Sha256Digest>,
     ) -> Result<(Vec<u8>, Sha256Digest), String> {
         let oref = Self::at(host, r, digest);
-        let auth = self.credentials(host);
+        let auth = self.auth_for(host, &r.repository, false).await?;
         let mut attempt = 0;
         loop {
             match self.client.pull_manifest_raw(&oref, &auth, &media_type::ACCEPTED_MANIFESTS).await {
@@ -541,7 +574,13 @@ impl Registry {
         let mut attempts = Vec::new();
         for endpoint in &endpoints {
             let oref = Self::at(&endpoint.host, &from.reference, Some(&from.manifest_digest));
-            let auth = self.credentials(&endpoint.host);
+            let auth = match self.auth_for(&endpoint.host, &from.reference.repository, false).await {
+                Ok(a) => a,
+                Err(reason) => {
+                    attempts.push((endpoint.host.clone(), reason));
+                    continue;
+                }
+            };
             self.client.store_auth_if_needed(oref.resolve_registry(), &auth).await;
             let mut tries = 0;
             let last = loop {
@@ -678,10 +717,18 @@ impl Registry {
         Error::Push { what, target: target.to_string(), reason: describe(e) }
     }
 
+    async fn push_credentials(&self, host: &str, target: &Reference) -> Result<RegistryAuth, Error> {
+        self.auth_for(host, &target.repository, true).await.map_err(|reason| Error::Unauthorized {
+            registry: host.to_string(),
+            reason,
+            credentials: self.credential_source(host),
+        })
+    }
+
     async fn push_auth(&self, target: &Reference) -> Result<oci_client::Reference, Error> {
         let host = self.push_host(target);
         let oref = Self::at(&host, target, None);
-        let auth = self.credentials(&host);
+        let auth = self.push_credentials(&host, target).await?;
         self.client
             .auth(&oref, &auth, RegistryOperation::Push)
             .await
@@ -701,7 +748,7 @@ impl Registry {
             Some(d) => Self::at(&self.push_host(target), target, Some(&d)),
             None => oref,
         };
-        let auth = self.credentials(&self.push_host(target));
+        let auth = self.push_credentials(&self.push_host(target), target).await?;
         match self.client.fetch_manifest_digest(&oref, &auth).await {
             Ok(d) => {
                 let digest = ImageDigestText(&d).parse(target)?;

@@ -28,6 +28,10 @@ pub struct Faults {
     pub ignore_range: AtomicBool,
     /// Require `Authorization: Bearer <this>`; hand it out at `/token` to anyone (anonymous pull).
     pub bearer_token: Mutex<Option<String>>,
+    /// With a bearer token: hand it out only in exchange for this refresh token (`POST /token`,
+    /// `grant_type=refresh_token`, distribution `docs/spec/auth/oauth.md`), as a registry with an
+    /// identity provider does for Docker config `identitytoken`s; anonymous requests get 401.
+    pub refresh_token: Mutex<Option<String>>,
     /// Number of `/token` requests served.
     pub token_requests: AtomicUsize,
     /// Number of requests forwarded to the registry.
@@ -99,6 +103,17 @@ fn serve(mut client: TcpStream, f: &Faults, upstream: &str, me: &str) -> std::io
 
     if path.starts_with("/token") {
         f.token_requests.fetch_add(1, Ordering::SeqCst);
+        if let Some(refresh) = f.refresh_token.lock().unwrap().clone() {
+            let form = String::from_utf8_lossy(&body).into_owned();
+            let field = |k: &str| form.split('&').find_map(|kv| kv.strip_prefix(&format!("{k}=")).map(str::to_string));
+            let granted = method == "POST"
+                && field("grant_type").as_deref() == Some("refresh_token")
+                && field("refresh_token").as_deref() == Some(refresh.as_str());
+            if !granted {
+                let b = br#"{"error":"invalid_grant"}"#;
+                return respond(&mut client, "401 Unauthorized", &[("Content-Type", "application/json")], b);
+            }
+        }
         let token = f.bearer_token.lock().unwrap().clone().unwrap_or_default();
         let b = format!("{{\"token\":\"{token}\",\"access_token\":\"{token}\",\"expires_in\":300}}");
         return respond(&mut client, "200 OK", &[("Content-Type", "application/json")], b.as_bytes());

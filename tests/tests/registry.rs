@@ -168,3 +168,41 @@ fn refuses_an_index_without_the_architecture() {
     assert!(matches!(e, Error::NoPlatform { .. }), "{e}");
     assert!(e.to_string().contains("linux/amd64") && e.to_string().contains("linux/arm64"), "{e}");
 }
+
+#[test]
+fn identity_tokens_are_exchanged_for_access_tokens() {
+    let Some(f) = with_registry("identity_tokens_are_exchanged_for_access_tokens") else { return };
+    let proxy = faulty::start(&f.registry);
+    *proxy.faults.bearer_token.lock().unwrap() = Some("access-7c1f".into());
+    *proxy.faults.refresh_token.lock().unwrap() = Some("refresh-2b9e".into());
+    // The proxy is named directly (no mirror), so that a failure never falls back to ghcr.io.
+    let direct: Reference = format!("{}/siderolabs/imager:v1.10.5", proxy.addr).parse().unwrap();
+    let dir = moonboot_tests::fixtures::fixtures_dir().join("tmp").join(format!("identity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let with_identity_token = |token: &str| {
+        let file = dir.join(format!("{token}.json"));
+        std::fs::write(&file, format!(r#"{{"auths":{{"{}":{{"identitytoken":"{token}"}}}}}}"#, proxy.addr)).unwrap();
+        let options = Options {
+            insecure: vec![proxy.addr.clone()],
+            auth_file: Some(file),
+            retries: 0,
+            backoff: Duration::from_millis(10),
+            connect_timeout: Duration::from_secs(2),
+            ..Options::default()
+        };
+        Registry::new(options).unwrap()
+    };
+    let rt = rt();
+    // The refresh token is exchanged for the access token, which then serves the pull.
+    let r = rt.block_on(with_identity_token("refresh-2b9e").resolve(&direct, "arm64")).unwrap();
+    assert_eq!(r.manifest_digest, expected_manifest(&f, "arm64"));
+    let posts = proxy.faults.log.lock().unwrap().iter().filter(|l| l.starts_with("POST /token")).count();
+    assert!(posts >= 1, "no refresh-token exchange: {:?}", proxy.faults.log.lock().unwrap());
+    // A refresh token the endpoint refuses: the pull fails, and says why; nothing is sent as a
+    // bearer token that was never granted.
+    let before = proxy.faults.forwarded.load(Ordering::SeqCst);
+    let err = rt.block_on(with_identity_token("stale").resolve(&direct, "arm64")).unwrap_err().to_string();
+    assert!(err.contains("refused the identity token"), "{err}");
+    assert_eq!(proxy.faults.forwarded.load(Ordering::SeqCst), before, "nothing reached the registry");
+    let _ = std::fs::remove_dir_all(&dir);
+}

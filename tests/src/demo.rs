@@ -64,7 +64,7 @@ fn say(o: &Options, s: &str) {
 pub fn host_binaries() -> Result<(PathBuf, PathBuf)> {
     let root = stage1::workspace();
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "CARGO_MAKEFLAGS"] {
+    for var in moonboot_imager::build::agent_extension::OUTER_CARGO_VARS {
         cmd.env_remove(var);
     }
     let out = cmd

@@ -300,19 +300,10 @@ impl Runner {
         std::fs::write(&output_file, "").unwrap();
         let mut cmd = Command::new("bash");
         cmd.args(["--noprofile", "--norc", "-eo", "pipefail"]).arg(&file).current_dir(&self.root);
-        // What the outer cargo (this test run) set must not leak into the builds.
-        for var in [
-            "RUSTFLAGS",
-            "CARGO_ENCODED_RUSTFLAGS",
-            "RUSTC_WRAPPER",
-            "RUSTC_WORKSPACE_WRAPPER",
-            "CARGO_TARGET_DIR",
-            "CARGO_BUILD_TARGET",
-            "CARGO_MAKEFLAGS",
-            "CARGO_PRIMARY_PACKAGE",
-            "REGISTRY_AUTH_FILE",
-            "DOCKER_CONFIG",
-        ] {
+        // What the outer cargo (this test run) set must not leak into the builds, nor this
+        // machine's registry credentials into the workflow.
+        let outer = moonboot_imager::build::agent_extension::OUTER_CARGO_VARS;
+        for var in outer.into_iter().chain(["REGISTRY_AUTH_FILE", "DOCKER_CONFIG"]) {
             cmd.env_remove(var);
         }
         let mut env = self.env.clone();

@@ -36,6 +36,19 @@ pub const SPEC_PATH: &str = "rootfs/usr/local/etc/containers/talos-agent.yaml";
 /// Bound on the binary: 64 MiB.
 pub const MAX_BINARY: u64 = 64 << 20;
 
+/// What an outer cargo (a test run, `cargo run`) sets for its own build and must not leak into a
+/// nested cargo build (flags, wrappers, target directory and target, jobserver, package).
+pub const OUTER_CARGO_VARS: [&str; 8] = [
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "CARGO_MAKEFLAGS",
+    "CARGO_PRIMARY_PACKAGE",
+];
+
 /// The Rust target triple for a Talos architecture.
 pub fn triple(arch: &str) -> Result<&'static str> {
     match arch {
@@ -63,17 +76,7 @@ pub fn compile(arch: &str) -> Result<PathBuf> {
     let triple = triple(arch)?;
     let target_dir = ws.join("target/cross");
     let mut cmd = std::process::Command::new("/usr/bin/cargo");
-    // What an outer cargo (a test run, `cargo run`) set must not leak into this build.
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_MAKEFLAGS",
-        "CARGO_PRIMARY_PACKAGE",
-    ] {
+    for var in OUTER_CARGO_VARS {
         cmd.env_remove(var);
     }
     let status = cmd

@@ -25,16 +25,15 @@ pub(super) struct Seen {
     kind: Kind,
     size: u64,
     mode: u32,
+    /// What was kept of a file's content ([`Keep`]): all of a small file, or a head.
+    content: Option<Vec<u8>>,
 }
 
-/// What scanning layers collected, with the layers stacked (whiteouts applied).
+/// What scanning layers collected, with the layers stacked (whiteouts applied): each entry with
+/// what was kept of its content, so a whiteout or a replacement removes both at once.
 #[derive(Default)]
 pub(super) struct Scan {
     pub(super) entries: BTreeMap<String, Seen>,
-    /// Full contents of small files asked for.
-    small: BTreeMap<String, Vec<u8>>,
-    /// First bytes of files asked for.
-    heads: BTreeMap<String, Vec<u8>>,
 }
 
 /// Which files' contents to keep while scanning.
@@ -56,8 +55,6 @@ impl Scan {
         let mut whiteouts = Vec::new();
         let mut seen = Vec::new();
         let mut count = 0;
-        let mut small = BTreeMap::new();
-        let mut heads = BTreeMap::new();
         layer::read_layer(blob, layer::expansion_limit(compressed), |item| {
             count += 1;
             let e = match item {
@@ -74,49 +71,43 @@ impl Scan {
                 EntryKind::Symlink(target) => (Kind::Symlink(target), 0),
                 EntryKind::Special(what) => (Kind::Special(what), 0),
             };
+            let mut content = None;
             if matches!(kind, Kind::File(_)) {
                 let take = if (keep.small)(&e.path) && size <= MAX_SMALL_FILE {
-                    Some((&mut small, size))
+                    Some(size)
                 } else if (keep.head)(&e.path) {
-                    Some((&mut heads, DETECT_LEN as u64))
+                    Some(DETECT_LEN as u64)
                 } else {
                     None
                 };
-                if let Some((map, n)) = take {
+                if let Some(n) = take {
                     let mut data = Vec::with_capacity(n as usize);
                     e.data.take(n).read_to_end(&mut data).map_err(LayerError::Io)?;
-                    map.insert(e.path.clone(), data);
+                    content = Some(data);
                 }
             }
-            seen.push((e.path, Seen { kind, size, mode: e.mode }));
+            seen.push((e.path, Seen { kind, size, mode: e.mode, content }));
             Ok(())
         })?;
-        self.stack(&whiteouts, seen, small, heads);
+        self.stack(&whiteouts, seen);
         Ok(count)
     }
 
-    fn stack(
-        &mut self,
-        whiteouts: &[Whiteout],
-        seen: Vec<(String, Seen)>,
-        small: BTreeMap<String, Vec<u8>>,
-        heads: BTreeMap<String, Vec<u8>>,
-    ) {
+    fn stack(&mut self, whiteouts: &[Whiteout], seen: Vec<(String, Seen)>) {
         layer::apply_whiteouts(&mut self.entries, whiteouts);
-        layer::apply_whiteouts(&mut self.small, whiteouts);
-        layer::apply_whiteouts(&mut self.heads, whiteouts);
         for (path, s) in seen {
             let dir_over_dir =
                 matches!((&s.kind, self.entries.get(&path).map(|e| &e.kind)), (Kind::Dir, Some(Kind::Dir)));
             if !dir_over_dir {
                 layer::remove_subtree(&mut self.entries, &path, false);
-                layer::remove_subtree(&mut self.small, &path, false);
-                layer::remove_subtree(&mut self.heads, &path, false);
             }
             self.entries.insert(path, s);
         }
-        self.small.extend(small);
-        self.heads.extend(heads);
+    }
+
+    /// What was kept of the content of the file at `path`.
+    fn content(&self, path: &str) -> Option<&Vec<u8>> {
+        self.entries.get(path).and_then(|s| s.content.as_ref())
     }
 }
 
@@ -177,7 +168,7 @@ pub(super) fn boot_info(
             reason: format!("not a JSON array of {{name, version, digest}}: {e}"),
         })?,
     };
-    let cmdline = scan.small.get(Role::Cmdline.path()).ok_or(InspectError::Annotation {
+    let cmdline = scan.content(Role::Cmdline.path()).ok_or(InspectError::Annotation {
         key: ANNOTATION_ROLE,
         reason: format!("{} is larger than {MAX_SMALL_FILE} bytes", Role::Cmdline.path()),
     })?;
@@ -187,8 +178,8 @@ pub(super) fn boot_info(
         format: Some(format),
     };
     let empty = Vec::new();
-    let kernel_head = scan.heads.get(Role::Kernel.path()).unwrap_or(&empty);
-    let initramfs_head = scan.heads.get(Role::Initramfs.path()).unwrap_or(&empty);
+    let kernel_head = scan.content(Role::Kernel.path()).unwrap_or(&empty);
+    let initramfs_head = scan.content(Role::Initramfs.path()).unwrap_or(&empty);
     Ok(BootInfo {
         format_version: annotations.get(ANNOTATION_FORMAT).cloned().unwrap_or_default(),
         talos_version: annotations.get(ANNOTATION_TALOS_VERSION).cloned(),
@@ -202,7 +193,7 @@ pub(super) fn boot_info(
 }
 
 pub(super) fn extension_info(scan: &Scan) -> ExtensionInfo {
-    let text = scan.small.get("manifest.yaml").map(|b| String::from_utf8_lossy(b).into_owned());
+    let text = scan.content("manifest.yaml").map(|b| String::from_utf8_lossy(b).into_owned());
     let manifest = match text {
         Some(t) => Manifest::parse(&t).map_err(|e| e.to_string()),
         None => Err(format!("manifest.yaml is larger than {MAX_SMALL_FILE} bytes")),
@@ -269,7 +260,7 @@ pub(super) fn imager_info(scan: &Scan) -> ImagerInfo {
         if matches!(seen.kind, Kind::Dir) {
             continue;
         }
-        let format = scan.heads.get(path).map(|h| kernel_format(h));
+        let format = seen.content.as_ref().map(|h| kernel_format(h));
         install.entry(arch.to_string()).or_default().push(FileInfo { path: path.clone(), size: seen.size, format });
     }
     ImagerInfo { install }

@@ -473,6 +473,16 @@ pub fn extract<R: Read, T>(
     Ok(out)
 }
 
+/// The simplest `store` for [`extract`]: keeps the file in memory (at most `limit` bytes reach it).
+///
+/// # Errors
+/// [`LayerError::Store`] when reading the content fails.
+pub fn to_vec(path: &str, content: &mut dyn Read, limit: u64) -> Result<Vec<u8>, LayerError> {
+    let mut v = Vec::new();
+    content.take(limit).read_to_end(&mut v).map_err(|source| LayerError::Store { path: path.into(), source })?;
+    Ok(v)
+}
+
 /// Stacks the wanted files of an image's layers, base first, as an unpacked image would hold
 /// them: each layer's whiteouts remove what lower layers gave, then its files replace lower ones.
 pub fn stack<T>(layers: impl IntoIterator<Item = LayerFiles<T>>) -> BTreeMap<String, T> {
@@ -564,12 +574,6 @@ mod tests {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(data).unwrap();
         e.finish().unwrap()
-    }
-
-    fn to_vec(_: &str, r: &mut dyn Read, _: u64) -> Result<Vec<u8>, LayerError> {
-        let mut v = Vec::new();
-        r.read_to_end(&mut v).map_err(|source| LayerError::Store { path: String::new(), source })?;
-        Ok(v)
     }
 
     const K: &str = "usr/install/arm64/vmlinuz";

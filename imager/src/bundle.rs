@@ -26,11 +26,10 @@
 //! themselves recorded by digest in `build.json`.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use anyhow::{bail, Context, Result};
 use boot_artifact::digest::Sha256Digest;
-use boot_artifact::layer::{self, LayerError, Wanted};
+use boot_artifact::layer::{self, Wanted};
 use boot_artifact::reference::Reference;
 use serde::{Deserialize, Serialize};
 
@@ -275,16 +274,20 @@ fn read_bundle(
     let mut layers = Vec::new();
     for d in &resolved.manifest.layers {
         let blob = puller.fetch_small(&resolved, d, MAX_BUNDLE_FILE).with_context(|| format!("bundle {reference}"))?;
-        let found = layer::extract(&blob[..], layer::expansion_limit(d.size), &wanted, |path, r, limit| {
-            let mut s = String::new();
-            r.take(limit).read_to_string(&mut s).map_err(|source| LayerError::Store { path: path.into(), source })?;
-            Ok(s)
-        })
-        .with_context(|| format!("bundle {reference}: layer {}", d.digest))?;
+        let found = layer::extract(&blob[..], layer::expansion_limit(d.size), &wanted, layer::to_vec)
+            .with_context(|| format!("bundle {reference}: layer {}", d.digest))?;
         layers.push(found);
     }
     let mut stacked = layer::stack(layers);
-    let texts = files.iter().map(|f| stacked.remove(*f)).collect();
+    let texts = files
+        .iter()
+        .map(|f| {
+            stacked
+                .remove(*f)
+                .map(|bytes| String::from_utf8(bytes).with_context(|| format!("bundle {reference}: /{f} is not UTF-8")))
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
     let source = BundleSource {
         reference: reference.to_string(),
         index_digest: resolved.index_digest.map(|d| d.to_string()),

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use boot_artifact::artifact::{self, kernel_args, Role};
 use boot_artifact::digest::Sha256Digest;
-use boot_artifact::layer::{self, LayerError, Wanted};
+use boot_artifact::layer::{self, Wanted};
 use kernel_cmdline::{Cmdline, Param};
 use serde::Serialize;
 
@@ -289,33 +289,27 @@ pub fn from_build_output(out: &Path, arch: &str) -> Result<BootFiles> {
     if !artifact::is_boot_artifact(&image.manifest) {
         bail!("{}: not a boot artifact", dir.display());
     }
-    let mut files = BTreeMap::new();
-    for role in Role::ALL {
+    let read = |role: Role| -> Result<Vec<u8>> {
         let desc = artifact::layer_for(&image.manifest, role)
             .with_context(|| format!("{}: no {} layer", dir.display(), role.as_str()))?;
-        let limit = 4 << 30;
-        let blob = layout.open_blob(desc)?;
-        let found =
-            layer::extract(blob, layer::expansion_limit(desc.size), &[Wanted::new(role.path(), limit)], |p, r, _| {
-                let mut v = Vec::new();
-                std::io::Read::read_to_end(r, &mut v).map_err(|source| LayerError::Store { path: p.into(), source })?;
-                Ok(v)
-            })
+        let wanted = [Wanted::new(role.path(), 4 << 30)];
+        let found = layer::extract(layout.open_blob(desc)?, layer::expansion_limit(desc.size), &wanted, layer::to_vec)
             .with_context(|| format!("{}: {} layer", dir.display(), role.as_str()))?;
-        let data = layer::stack([found])
-            .remove(role.path())
+        let (_, data) = found
+            .files
+            .into_iter()
+            .next()
             .with_context(|| format!("{}: the {} layer holds no {}", dir.display(), role.as_str(), role.path()))?;
-        files.insert(role.as_str(), data);
-    }
+        Ok(data)
+    };
     let ann = |k: &str| image.manifest.annotation(k).unwrap_or_default().to_string();
     Ok(BootFiles {
         arch: arch.to_string(),
         talos_version: ann(artifact::ANNOTATION_TALOS_VERSION),
         schematic_id: ann(artifact::ANNOTATION_SCHEMATIC_ID),
-        cmdline: String::from_utf8(files.remove("cmdline").unwrap_or_default())
-            .context("the command line is not UTF-8")?,
-        kernel: files.remove("kernel").unwrap_or_default(),
-        initramfs: files.remove("initramfs").unwrap_or_default(),
+        cmdline: String::from_utf8(read(Role::Cmdline)?).context("the command line is not UTF-8")?,
+        kernel: read(Role::Kernel)?,
+        initramfs: read(Role::Initramfs)?,
     })
 }
 

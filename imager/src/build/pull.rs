@@ -7,7 +7,7 @@
 //! applied layer by layer — the same reader `talos-agent boot` uses, so both agree on which
 //! `vmlinuz` an image holds.
 
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::path::Path;
 
 use boot_artifact::digest::Sha256Digest;
@@ -159,18 +159,8 @@ impl Puller {
         let mut layers = Vec::new();
         for d in &from.manifest.layers {
             let file = self.fetch_to_file(from, d, tmp, bar)?;
-            let found = layer::extract(file, layer::expansion_limit(d.size), &wanted, |path, r, limit| {
-                let mut data = Vec::new();
-                r.take(limit)
-                    .read_to_end(&mut data)
-                    .map_err(|source| LayerError::Store { path: path.into(), source })?;
-                Ok(data)
-            })
-            .map_err(|source| PullError::BootLayer {
-                reference: reference.clone(),
-                digest: d.digest,
-                source,
-            })?;
+            let found = layer::extract(file, layer::expansion_limit(d.size), &wanted, layer::to_vec)
+                .map_err(|source| PullError::BootLayer { reference: reference.clone(), digest: d.digest, source })?;
             layers.push(found);
         }
         let mut files = layer::stack(layers);

@@ -19,10 +19,7 @@ const COPY_BUFFER: usize = 1 << 20;
 /// Copies one wanted file into a new memfd, hashing the exact bytes that will be loaded.
 fn to_memfd(path: &str, content: &mut dyn Read, _limit: u64) -> Result<Memfile, LayerError> {
     let store = |source: io::Error| LayerError::Store { path: path.to_string(), source };
-    let mut file = memfd(&path.replace('/', "_")).map_err(|e| match e {
-        Error::Memfd(source) => store(source),
-        other => store(io::Error::other(other.to_string())),
-    })?;
+    let mut file = memfd(&path.replace('/', "_")).map_err(|e| store(io::Error::other(e)))?;
     let mut hashing = HashingWriter::new(&mut file);
     let mut reader = io::BufReader::with_capacity(COPY_BUFFER, content);
     let len = io::copy(&mut reader, &mut hashing).map_err(store)?;

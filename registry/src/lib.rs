@@ -725,7 +725,9 @@ impl Registry {
         })
     }
 
-    async fn push_auth(&self, target: &Reference) -> Result<oci_client::Reference, Error> {
+    /// Authenticates for pushing to `target`'s repository. Returns the oci-client reference
+    /// (by `target`'s digest when it has one, else its tag) and the credentials used.
+    async fn push_auth(&self, target: &Reference) -> Result<(oci_client::Reference, RegistryAuth), Error> {
         let host = self.push_host(target);
         let oref = Self::at(&host, target, None);
         let auth = self.push_credentials(&host, target).await?;
@@ -733,7 +735,7 @@ impl Registry {
             .auth(&oref, &auth, RegistryOperation::Push)
             .await
             .map_err(|e| self.push_error("credentials".into(), target, &e))?;
-        Ok(oref)
+        Ok((oref, auth))
     }
 
     /// The digest of the manifest `target` (by tag or digest) names in its repository, or `None`
@@ -743,12 +745,7 @@ impl Registry {
     /// # Errors
     /// [`Error::Unauthorized`], [`Error::Push`] for other failures.
     pub async fn manifest_digest(&self, target: &Reference) -> Result<Option<Sha256Digest>, Error> {
-        let oref = self.push_auth(target).await?;
-        let oref = match target.digest {
-            Some(d) => Self::at(&self.push_host(target), target, Some(&d)),
-            None => oref,
-        };
-        let auth = self.push_credentials(&self.push_host(target), target).await?;
+        let (oref, auth) = self.push_auth(target).await?;
         match self.client.fetch_manifest_digest(&oref, &auth).await {
             Ok(d) => {
                 let digest = ImageDigestText(&d).parse(target)?;
@@ -773,7 +770,7 @@ impl Registry {
 
     /// Whether `target`'s repository already has the blob `digest` (HEAD request).
     pub async fn blob_exists(&self, target: &Reference, digest: &Sha256Digest) -> Result<bool, Error> {
-        let oref = self.push_auth(target).await?;
+        let (oref, _) = self.push_auth(target).await?;
         self.client
             .blob_exists(&oref, &digest.to_string())
             .await
@@ -786,7 +783,7 @@ impl Registry {
         if actual != *digest {
             return Err(Error::DigestMismatch { what: "blob to push".into(), expected: *digest, actual });
         }
-        let oref = self.push_auth(target).await?;
+        let (oref, _) = self.push_auth(target).await?;
         self.client
             .push_blob(&oref, data, &digest.to_string())
             .await
@@ -802,7 +799,7 @@ impl Registry {
         bytes: Vec<u8>,
     ) -> Result<Sha256Digest, Error> {
         let digest = Sha256Digest::of(&bytes);
-        let oref = self.push_auth(target).await?;
+        let (oref, _) = self.push_auth(target).await?;
         let content_type = media_type.parse().map_err(|_| Error::Push {
             what: "manifest".into(),
             target: target.to_string(),

@@ -317,6 +317,16 @@ fn plan(args: &Args) -> Result<Plan> {
     })
 }
 
+/// One extension image to pull.
+struct ExtensionSource {
+    /// Where to pull it from (pinned by digest for official extensions).
+    reference: boot_artifact::reference::Reference,
+    /// The Image Factory name it was resolved by (`siderolabs/spin`), for official extensions.
+    official: Option<String>,
+    /// The `metadata.name` its manifest must have, when one was asked for by name.
+    name: Option<String>,
+}
+
 /// Everything a build is made from, pulled or compiled and validated.
 struct Pulled {
     /// Talos's `vmlinuz` for the architecture, as shipped (arm64: EFI zboot).
@@ -360,7 +370,7 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
     let puller = pull::Puller::new(plan.registry.clone())?;
 
     // Official extensions by name, through the bundle of this very Talos version.
-    let mut sources: Vec<(boot_artifact::reference::Reference, Option<String>)> = Vec::new();
+    let mut sources: Vec<ExtensionSource> = Vec::new();
     let mut extensions_bundle = None;
     if !plan.profile.official_extensions.is_empty() {
         let r = &plan.profile.extensions_bundle;
@@ -369,13 +379,23 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
         for name in &plan.profile.official_extensions {
             let e = bundle.find(name)?;
             let reference = e.image.parse().with_context(|| format!("{}: {}", bundle.source.reference, e.image))?;
-            sources.push((reference, Some(name.clone())));
+            // The name is the image's repository path; the manifest names the extension itself.
+            let short = name.rsplit('/').next().unwrap_or(name).to_string();
+            sources.push(ExtensionSource { reference, official: Some(name.clone()), name: Some(short) });
         }
         extensions_bundle = Some(bundle.source);
     }
-    sources.extend(plan.profile.system_extensions.iter().map(|r| (r.clone(), None)));
+    sources.extend(plan.profile.system_extensions.iter().map(|r| ExtensionSource {
+        reference: r.clone(),
+        official: None,
+        name: None,
+    }));
     if let TalosAgent::Image(r) = &plan.profile.talos_agent {
-        sources.push((r.clone(), Some(agent_extension::NAME.to_string())));
+        sources.push(ExtensionSource {
+            reference: r.clone(),
+            official: None,
+            name: Some(agent_extension::NAME.to_string()),
+        });
     }
     let overlay = match &plan.profile.overlay {
         None => None,
@@ -404,25 +424,20 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
     );
 
     let mut validated: Vec<Validated> = Vec::new();
-    for (reference, official) in &sources {
+    for ExtensionSource { reference, official, name } in &sources {
         let bar = Progress::bytes(&format!("pulling extension {reference} for linux/{arch}"));
         let resolved = puller.resolve(reference, arch).context("extension")?;
         let tree = puller.extension_tree(&resolved, &bar).with_context(|| format!("extension {reference}"))?;
         bar.finish();
         let (ext, manifest) = validate(&tree, &reference.to_string(), &plan.talos)?;
-        // The name asked for is the image's repository path (`siderolabs/spin`); the manifest
-        // names the extension itself (`spin`).
-        if let Some(asked) = official {
-            let short = asked.rsplit('/').next().unwrap_or(asked);
-            if manifest.metadata.name != short {
-                bail!("extension {reference}: manifest name {:?} is not {short:?}", manifest.metadata.name);
-            }
+        if let Some(name) = name.as_ref().filter(|n| **n != manifest.metadata.name) {
+            bail!("extension {reference}: manifest name {:?} is not {name:?}", manifest.metadata.name);
         }
         validated.push(Validated {
             input: ExtensionInput {
                 name: manifest.metadata.name.clone(),
                 version: manifest.metadata.version.clone(),
-                official: official.clone().filter(|n| n.contains('/')),
+                official: official.clone(),
                 image: Some(image_input(&resolved, BTreeMap::new())),
                 files: BTreeMap::new(),
             },

@@ -26,7 +26,7 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::rc::Rc;
 
 /// The OCI whiteout prefix (image-spec `layer.md`).
@@ -140,11 +140,6 @@ impl<R: Read> Limited<R> {
         let tripped = Rc::new(Cell::new(false));
         (Limited { inner, read: 0, limit, tripped: tripped.clone() }, tripped)
     }
-
-    /// Bytes read so far.
-    pub fn read_so_far(&self) -> u64 {
-        self.read
-    }
 }
 
 impl<R: Read> Read for Limited<R> {
@@ -159,40 +154,44 @@ impl<R: Read> Read for Limited<R> {
     }
 }
 
+/// A reader whose first bytes were read ahead (to sniff them) and are given back first.
+pub type Peeked<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
+
 /// The decompressor [`Compression::sniff`] chose, over a buffered reader.
 pub enum Decoder<R: Read> {
     /// Plain tar.
-    Plain(BufReader<R>),
+    Plain(BufReader<Peeked<R>>),
     /// gzip, every member (boxed: its inflate state is large).
-    Gzip(Box<flate2::bufread::MultiGzDecoder<BufReader<R>>>),
+    Gzip(Box<flate2::bufread::MultiGzDecoder<BufReader<Peeked<R>>>>),
     /// zstd (boxed: its decoder state is large).
-    Zstd(Box<zstd::stream::read::Decoder<'static, BufReader<R>>>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, BufReader<Peeked<R>>>>),
 }
 
 impl<R: Read> Decoder<R> {
-    /// Sniffs the first bytes of `r` and wraps it in the matching decompressor.
+    /// Reads the first 4 bytes of `r` (fewer only at end of stream, however short the reads that
+    /// deliver them: a network stream may hand over its first byte alone), sniffs them and wraps
+    /// the whole stream in the matching decompressor.
     ///
     /// # Errors
     /// Reading the first bytes; setting up zstd.
-    pub fn new(r: R) -> io::Result<Decoder<R>> {
-        let mut r = BufReader::with_capacity(256 << 10, r);
-        let head = r.fill_buf()?;
-        // A short first read cannot hold a magic split across reads in practice (the magic is the
-        // first 2-4 bytes of the stream), but a 0-3 byte stream simply reads as plain.
-        Ok(match Compression::sniff(head) {
+    pub fn new(mut r: R) -> io::Result<Decoder<R>> {
+        let mut head = [0u8; 4];
+        let mut n = 0;
+        while n < head.len() {
+            match r.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let compression = Compression::sniff(&head[..n]);
+        let r = BufReader::with_capacity(256 << 10, io::Cursor::new(head[..n].to_vec()).chain(r));
+        Ok(match compression {
             Compression::Gzip => Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(r))),
             Compression::Zstd => Decoder::Zstd(Box::new(zstd::stream::read::Decoder::with_buffer(r)?)),
             Compression::None => Decoder::Plain(r),
         })
-    }
-
-    /// The compression detected.
-    pub fn compression(&self) -> Compression {
-        match self {
-            Decoder::Plain(_) => Compression::None,
-            Decoder::Gzip(_) => Compression::Gzip,
-            Decoder::Zstd(_) => Compression::Zstd,
-        }
     }
 }
 
@@ -601,6 +600,20 @@ mod tests {
         two.extend(gzip(y));
         for blob in [a.clone(), two, zstd::encode_all(&a[..], 3).unwrap()] {
             let got = extract(&blob[..], 1 << 20, &want(), to_vec).unwrap();
+            assert_eq!(got.files, vec![(K.to_string(), b"kernel".to_vec())]);
+        }
+        // However short the reads that deliver the magic (a network stream may hand over one byte).
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.0.len().min(buf.len()).min(1);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        for blob in [gzip(&a), zstd::encode_all(&a[..], 3).unwrap()] {
+            let got = extract(Trickle(&blob), 1 << 20, &want(), to_vec).unwrap();
             assert_eq!(got.files, vec![(K.to_string(), b"kernel".to_vec())]);
         }
         assert_eq!(Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Compression::Zstd);

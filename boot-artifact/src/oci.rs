@@ -312,10 +312,7 @@ struct RawDocument {
 }
 
 /// Parses `sha256:<64 hex>`; `field` names where it was read, for the error.
-///
-/// # Errors
-/// [`ParseError`] for another algorithm or malformed hex.
-pub fn parse_digest(field: &str, text: &str) -> Result<Sha256Digest, ParseError> {
+fn parse_digest(field: &str, text: &str) -> Result<Sha256Digest, ParseError> {
     text.strip_prefix("sha256:")
         .ok_or_else(|| err(field, format!("{text:?} is not a sha256 digest")))
         .and_then(|hex| Sha256Digest::from_hex(hex).map_err(|e| err(field, e.to_string())))

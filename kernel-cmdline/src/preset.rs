@@ -36,9 +36,6 @@ pub enum Arch {
 }
 
 impl Arch {
-    /// Both architectures, arm64 first.
-    pub const ALL: [Arch; 2] = [Arch::Arm64, Arch::Amd64];
-
     /// Talos's spelling: `amd64` or `arm64`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -174,7 +174,6 @@ impl Tree {
         let mut whiteouts = Vec::new();
         let mut pending: Vec<(String, u32, Pending)> = Vec::new();
         let mut layer_bytes = 0u64;
-        let mut too_large = false;
         // Tar framing on top of the content bound: 512-byte headers, padding.
         let max_expanded = limit.saturating_add(layer::EXPANSION_SLACK);
         layer::read_layer(blob, max_expanded, |item| {
@@ -189,7 +188,6 @@ impl Tree {
                 EntryKind::Dir => Pending::Entry(Entry { mode: e.mode, kind: Kind::Dir }),
                 EntryKind::File { size } => {
                     if self.bytes + layer_bytes + size > limit {
-                        too_large = true;
                         return Err(LayerError::TooLarge { path: e.path, size, limit });
                     }
                     let mut data = Vec::with_capacity(size as usize);
@@ -204,7 +202,11 @@ impl Tree {
             pending.push((e.path, e.mode, kind));
             Ok(())
         })
-        .map_err(|e| if too_large { TreeError::TooLarge { limit } } else { TreeError::Layer(e) })?;
+        .map_err(|e| match e {
+            // Only the content bound above returns TooLarge here.
+            LayerError::TooLarge { .. } => TreeError::TooLarge { limit },
+            e => TreeError::Layer(e),
+        })?;
 
         for (_, removed) in layer::apply_whiteouts(&mut self.entries, &whiteouts) {
             self.forget(removed);

@@ -347,7 +347,7 @@ impl Options {
 /// As [`from_build_output`] and [`write_netboot`].
 pub fn run(args: &Args) -> Result<()> {
     let arches: Vec<&str> = if args.arch.is_empty() {
-        ["arm64", "amd64"].into_iter().filter(|a| crate::publish::boot_layout_dir(&args.from, a).is_dir()).collect()
+        crate::publish::arches_present(&args.from, crate::publish::boot_layout_dir)
     } else {
         args.arch.iter().map(|a| a.as_str()).collect()
     };

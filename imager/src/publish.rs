@@ -57,6 +57,12 @@ pub fn boot_layout_dir(output: &Path, arch: &str) -> PathBuf {
     output.join(format!("boot-{arch}"))
 }
 
+/// The architectures (arm64 first) whose `dir(output, arch)` layout exists under `output`
+/// ([`boot_layout_dir`], [`extension_layout_dir`]): what a command does without `--arch`.
+pub fn arches_present(output: &Path, dir: fn(&Path, &str) -> PathBuf) -> Vec<&'static str> {
+    ["arm64", "amd64"].into_iter().filter(|a| dir(output, a).is_dir()).collect()
+}
+
 /// Where `imager build` writes the talos-agent extension image of `arch`:
 /// `<output>/extension-talos-agent-<arch>/`.
 pub fn extension_layout_dir(output: &Path, arch: &str) -> PathBuf {
@@ -430,17 +436,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         None => None,
     };
     anyhow::ensure!(agents.is_empty() == agent_to.is_none(), "--agent-binary and --agent-to go together");
-    let present = |dir: fn(&Path, &str) -> PathBuf| -> Vec<&'static str> {
-        ["arm64", "amd64"].into_iter().filter(|a| dir(&args.output, a).is_dir()).collect()
-    };
     let arches: Vec<&str> = if extension_to.is_none() {
         Vec::new() // only the agent binaries
     } else if !args.arch.is_empty() {
         args.arch.iter().map(|a| a.as_str()).collect()
     } else if to.is_some() {
-        present(boot_layout_dir)
+        arches_present(&args.output, boot_layout_dir)
     } else {
-        present(extension_layout_dir)
+        arches_present(&args.output, extension_layout_dir)
     };
     if extension_to.is_some() && arches.is_empty() {
         if to.is_some() {

@@ -6,14 +6,19 @@
 //!    the target platform's arguments merged with Talos semantics ([`Cmdline::merge_talos`]:
 //!    `talos.platform` and `console` replaced in place), and the old platform's other arguments
 //!    removed (leaving `aws` drops `net.ifnames=0`);
-//! 3. **network** — `ip=` per carried-over address ([`NetworkState::ip_configs`]) unless
+//! 3. **console** — each `console=` of the running system ([`running_consoles`], from
+//!    `/proc/cmdline`) whose device the line does not name yet is appended, so Talos prints where
+//!    the operator reads this machine (the EC2 serial console is `ttyS0` on Graviton, `ttyAMA0`
+//!    under QEMU `virt`); the last one becomes `/dev/console`, as it was for the running system.
+//!    An extra `-console=DEV` removes it again;
+//! 4. **network** — `ip=` per carried-over address ([`NetworkState::ip_configs`]) unless
 //!    disabled, or unless the base already has `ip=` (the artifact's choice wins). The device name
 //!    is `eth<N>` when the *final* line has `net.ifnames=0`, else the current name (see
 //!    [`super::network`]);
-//! 4. **talos.config** — `talos.config=URL`, replacing any in the base;
-//! 5. **report** — `talos_agent.report=`, `talos_agent.token=`, `talos_agent.node=`,
+//! 5. **talos.config** — `talos.config=URL`, replacing any in the base;
+//! 6. **report** — `talos_agent.report=`, `talos_agent.token=`, `talos_agent.node=`,
 //!    `talos_agent.role=` for the Talos-side `talos-agent report`, each replacing any in the base;
-//! 6. **extra** — the user's `--extra-kernel-arg`s, joined with spaces and merged last with Talos
+//! 7. **extra** — the user's `--extra-kernel-arg`s, joined with spaces and merged last with Talos
 //!    semantics: `-key` removes a key, `-key=value` one value, `console=`/`talos.platform=`
 //!    replace, anything else is added (talos `pkg/imager/imager.go` `buildCmdline`, go-procfs
 //!    `AppendAll`). `-ip` removes the carried-over network.
@@ -90,6 +95,8 @@ pub enum Source {
     TalosPreset,
     /// The target platform's arguments (the base was for another platform).
     Platform,
+    /// `console=` of the running system.
+    Console,
     /// `ip=` from the running system.
     Network,
     /// `--talos-config`.
@@ -107,6 +114,7 @@ impl Source {
             Source::Uki => "uki",
             Source::TalosPreset => "talos_preset",
             Source::Platform => "platform",
+            Source::Console => "console",
             Source::Network => "network",
             Source::TalosConfig => "talos_config",
             Source::Report => "report",
@@ -189,6 +197,8 @@ pub struct Request<'a> {
     /// The Talos version when known (image tag or annotation); platform arguments only differ by
     /// version for metal amd64 before 1.8, so without it 1.10.0 is assumed.
     pub talos_version: Option<TalosVersion>,
+    /// The running system's `console=` values ([`running_consoles`]), in order.
+    pub consoles: &'a [String],
     /// The network to carry over; `None` with `--no-network-carry-over`.
     pub network: Option<&'a NetworkState>,
     /// `--talos-config URL`.
@@ -245,6 +255,15 @@ fn platform_from(name: &str) -> Option<Platform> {
         "aws" => Some(Platform::Aws),
         "metal" => Some(Platform::Metal),
         _ => None,
+    }
+}
+
+/// The `console=` values of a kernel command line (`/proc/cmdline` of the running system), in
+/// order; an unreadable or unparsable line gives none.
+pub fn running_consoles(proc_cmdline: &str) -> Vec<String> {
+    match Cmdline::parse(proc_cmdline.trim()) {
+        Ok(line) => line.values("console").flatten().map(str::to_string).collect(),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -348,6 +367,32 @@ fn build(req: &Request<'_>, naming: Option<DeviceNaming>) -> Result<Built, Error
         }
     }
 
+    // Console.
+    let device = |v: &str| v.split(',').next().unwrap_or_default().to_string();
+    let named: Vec<String> = line.values("console").flatten().map(device).collect();
+    let mut added = Vec::new();
+    for value in req.consoles {
+        if named.contains(&device(value)) || added.iter().any(|p: &Param| p.value().map(device) == Some(device(value))) {
+            continue;
+        }
+        let param = Param::new("console", Some(value.as_str())).map_err(|source| Error::Invalid {
+            what: "the running system's console=",
+            value: value.clone(),
+            source,
+        })?;
+        added.push(param);
+    }
+    if !added.is_empty() {
+        for p in &added {
+            line.push(p.clone()).expect("within the assembly limit");
+        }
+        attribution.mark(&added, Source::Console);
+        notes.push(format!(
+            "added the running system's {} (the line named no such console)",
+            added.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ")
+        ));
+    }
+
     // Network.
     if let (Some(state), Some(naming)) = (req.network, naming) {
         if line.contains("ip") {
@@ -446,6 +491,7 @@ mod tests {
             platform,
             arch: Arch::Arm64,
             talos_version: Some(v1105()),
+            consoles: &[],
             network,
             talos_config: None,
             agent: AgentParams::default(),
@@ -593,5 +639,40 @@ mod tests {
         let drop_ip = vec!["-ip".to_string()];
         let got = assemble(&request(full, Platform::Aws, Some(&net), &drop_ip)).unwrap();
         assert_eq!(got.kexec_len, 2048);
+    }
+
+    #[test]
+    fn running_console_is_carried_over_when_the_line_lacks_it() {
+        // Ubuntu on Graviton: console=tty1 console=ttyS0, both in Talos's aws arguments: nothing added.
+        let base = Base::talos_preset(v1105(), Platform::Aws, Arch::Arm64).unwrap();
+        let ubuntu = running_consoles("BOOT_IMAGE=/vmlinuz root=LABEL=cloudimg-rootfs ro console=tty1 console=ttyS0");
+        assert_eq!(ubuntu, ["tty1", "ttyS0"]);
+        let mut req = request(base.clone(), Platform::Aws, None, &[]);
+        req.consoles = &ubuntu;
+        let got = assemble(&req).unwrap();
+        assert_eq!(got.cmdline.to_string(), AWS_1105);
+        // QEMU virt: the running serial console is ttyAMA0 (with options); it is appended last, so it
+        // becomes /dev/console, and the origin says where it came from.
+        let virt = running_consoles("root=/dev/nvme0n1 rw console=ttyAMA0,115200n8");
+        let mut req = request(base.clone(), Platform::Aws, None, &[]);
+        req.consoles = &virt;
+        let got = assemble(&req).unwrap();
+        let line = got.cmdline.to_string();
+        assert!(line.ends_with(" console=ttyAMA0,115200n8"), "{line}");
+        assert!(line.contains("console=tty1 console=ttyS0"), "{line}");
+        assert_eq!(got.origins.iter().filter(|o| o.source == Source::Console).count(), 1);
+        assert!(got.notes.iter().any(|n| n.contains("console=ttyAMA0,115200n8")), "{:?}", got.notes);
+        // The same device with other options counts as named.
+        let same = vec!["ttyS0,115200".to_string()];
+        let mut req = request(base.clone(), Platform::Aws, None, &[]);
+        req.consoles = &same;
+        assert_eq!(assemble(&req).unwrap().cmdline.to_string(), AWS_1105);
+        // An extra `-console=DEV` removes it again.
+        let extra = vec!["-console=ttyAMA0,115200n8".to_string()];
+        let mut req = request(base, Platform::Aws, None, &extra);
+        req.consoles = &virt;
+        assert_eq!(assemble(&req).unwrap().cmdline.to_string(), AWS_1105);
+        // An unparsable /proc/cmdline carries nothing over.
+        assert!(running_consoles("console=\"unterminated").is_empty());
     }
 }

@@ -132,6 +132,9 @@ pub struct Args {
     /// Do not carry the running network over as `ip=` arguments (Talos then uses DHCP).
     #[arg(long)]
     pub no_network_carry_over: bool,
+    /// The running system's command line, whose `console=` values are carried over (tests).
+    #[arg(long, value_name = "FILE", default_value = "/proc/cmdline", hide = true)]
+    pub proc_cmdline: PathBuf,
     /// Give up after this long (e.g. 90s, 10m); covers resolving and every download.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::wait::parse_duration)]
     pub timeout: Duration,
@@ -501,7 +504,7 @@ async fn fetch(args: &Args, target: &Target) -> Result<(fetch::Fetched, f64), Er
 
 /// Step 3, assemble: the next kernel's command line: the base (the artifact's or the UKI's own
 /// line, else Talos's defaults for the version, platform and architecture), the platform, the
-/// carried-over network, `talos.config=`, the readiness reporter's `talos_agent.*` arguments and
+/// running system's `console=`, the carried-over network, `talos.config=`, the readiness reporter's `talos_agent.*` arguments and
 /// `--extra-kernel-arg`s, its length checked against the kernel's limit ([`cmdline`]).
 fn assemble(
     args: &Args,
@@ -519,11 +522,14 @@ fn assemble(
         }
     };
     let node = args.node.clone().or_else(|| network.and_then(|n| n.hostname.clone()));
+    // An unreadable /proc/cmdline only means no console to carry over.
+    let consoles = cmdline::running_consoles(&std::fs::read_to_string(&args.proc_cmdline).unwrap_or_default());
     Ok(cmdline::assemble(&cmdline::Request {
         base,
         platform: detected.platform,
         arch: target.arch,
         talos_version: target.version,
+        consoles: &consoles,
         network,
         talos_config: args.talos_config.as_deref(),
         agent: cmdline::AgentParams {

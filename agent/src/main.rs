@@ -33,7 +33,7 @@ struct Cli {
 enum Command {
     /// Fetch a Talos kernel + initramfs by digest, verify every byte, and kexec into it
     /// (Ubuntu/EC2 side; run as root from cloud-init).
-    Boot(boot::Args),
+    Boot(Box<boot::Args>),
     /// Report this node's readiness phase to `talos-agent wait` (Talos side; runs as the extension
     /// service `ext-talos-agent`).
     Report(report::Args),
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
     // `boot` runs once, from cloud-init: its lines carry the time since start, as they always did.
     logging::init(name, matches!(cli.command, Command::Boot(_)));
     match cli.command {
-        Command::Boot(args) => finish(name, boot::run(args), boot::Error::exit_code),
+        Command::Boot(args) => finish(name, boot::run(*args), boot::Error::exit_code),
         Command::Report(args) => finish(name, report::run(args), report::Error::exit_code),
         Command::Wait(args) => finish(name, wait::run(args), wait::Error::exit_code),
     }

@@ -1,0 +1,213 @@
+//! Network namespaces with no route out, for tests that must use real addresses.
+//!
+//! The EC2 end-to-end test lets a guest reach the instance metadata service at 169.254.169.254 and
+//! the bastion's registry cache at 10.20.13.140, the addresses the user-data names. Those must never
+//! be reached on the machine's own network, so they exist only on the `lo` of a namespace the test
+//! creates, and everything that uses them (QEMU, whose user-mode networking turns the guest's
+//! connections into the namespace's own; the registry; the metadata server; `talos-agent wait`)
+//! runs inside it. [`Netns::create`] checks, before it returns, that the namespace has no interface
+//! but `lo` and no route that is not on `lo`, and refuses otherwise.
+//!
+//! Needs root and iproute2 (`ip netns`). TEST TOOLING, not shipped.
+
+use anyhow::{bail, Context, Result};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::process::{Command, Stdio};
+
+/// A named network namespace (`/run/netns/<name>`), deleted on drop.
+pub struct Netns {
+    name: String,
+}
+
+fn ip(args: &[&str]) -> Result<String> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running ip {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!("ip {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Netns {
+    /// Creates `moonboot-<tag>-<pid>`, brings `lo` up, puts each of `addresses` on it as a /32, and
+    /// checks it is isolated ([`Netns::check_isolated`]); the namespace is deleted again when any
+    /// step fails.
+    ///
+    /// # Errors
+    /// Not root, no iproute2, or the namespace is not isolated.
+    pub fn create(tag: &str, addresses: &[Ipv4Addr]) -> Result<Self> {
+        let name = format!("moonboot-{tag}-{}", std::process::id());
+        // A namespace left by a killed run of this same process id would be reused: start afresh.
+        let _ = ip(&["netns", "del", &name]);
+        ip(&["netns", "add", &name]).context("creating a network namespace (needs root)")?;
+        let ns = Self { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
+        for a in addresses {
+            ip(&["-n", &ns.name, "addr", "add", &format!("{a}/32"), "dev", "lo"])?;
+        }
+        ns.check_isolated()?;
+        Ok(ns)
+    }
+
+    /// The namespace's name (`ip netns exec <name> …`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Checks that the namespace has only the `lo` interface and that every route, in every table
+    /// and both address families, is on `lo`: nothing sent in it can leave the machine.
+    ///
+    /// # Errors
+    /// Names the interface or route that breaks the rule.
+    pub fn check_isolated(&self) -> Result<()> {
+        for line in ip(&["-n", &self.name, "-o", "link", "show"])?.lines() {
+            let ifname = line.split(':').nth(1).map(str::trim).unwrap_or_default();
+            let ifname = ifname.split('@').next().unwrap_or_default();
+            if ifname != "lo" {
+                bail!("network namespace {} has interface {ifname:?} besides lo: refusing to run", self.name);
+            }
+        }
+        for family in ["-4", "-6"] {
+            for route in ip(&["-n", &self.name, family, "route", "show", "table", "all"])?.lines() {
+                let on_lo = route.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w == ["dev", "lo"]);
+                if !route.trim().is_empty() && !on_lo {
+                    bail!("network namespace {} has a route that is not on lo ({route:?}): refusing to run", self.name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `ip netns exec <name> <program>`: a command that runs inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Runs `f` on a thread that has entered the namespace (`setns(2)` changes only the calling
+    /// thread's namespace), and returns its result: sockets it creates belong to the namespace and
+    /// stay there wherever they are used afterwards.
+    ///
+    /// # Errors
+    /// Opening `/run/netns/<name>` or `setns` failing; `f`'s own error.
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || -> Result<T> {
+            let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering {path}"))?;
+            // Checked, not assumed: this thread's namespace is the file's.
+            let mine = std::fs::metadata("/proc/thread-self/ns/net")?;
+            let theirs = file.metadata()?;
+            use std::os::unix::fs::MetadataExt;
+            if (mine.dev(), mine.ino()) != (theirs.dev(), theirs.ino()) {
+                bail!("setns into {path} did not take effect");
+            }
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread in the namespace panicked"))?
+    }
+
+    /// A TCP listener on `addr` inside the namespace.
+    ///
+    /// # Errors
+    /// See [`Netns::run_in`]; binding failing.
+    pub fn bind(&self, addr: SocketAddr) -> Result<TcpListener> {
+        self.run_in(move || TcpListener::bind(addr).with_context(|| format!("binding {addr} in the namespace")))
+    }
+
+    /// A TCP connection to `addr` made inside the namespace.
+    ///
+    /// # Errors
+    /// See [`Netns::run_in`]; connecting failing.
+    pub fn connect(&self, addr: SocketAddr) -> Result<TcpStream> {
+        self.run_in(move || {
+            TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+                .with_context(|| format!("connecting to {addr} in the namespace"))
+        })
+    }
+
+    /// Waits until something accepts TCP connections on `addr` inside the namespace.
+    ///
+    /// # Errors
+    /// Nothing listens within `timeout`.
+    pub fn wait_listening(&self, addr: SocketAddr, timeout: std::time::Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.connect(addr) {
+                Ok(_) => return Ok(()),
+                Err(e) if std::time::Instant::now() > deadline => return Err(e.context(format!("{addr} never listened"))),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+/// Forwards every connection accepted on `listener` (typically bound inside a namespace with
+/// [`Netns::bind`]) to `upstream`, connected from the calling thread's namespace (typically the
+/// host's loopback): one process on the host serves instances in several namespaces. Runs until
+/// the process exits.
+pub fn forward(listener: TcpListener, upstream: SocketAddr) {
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let Ok(up) = TcpStream::connect(upstream) else { return };
+                let (Ok(mut c2), Ok(mut u2)) = (conn.try_clone(), up.try_clone()) else { return };
+                let (mut c, mut u) = (conn, up);
+                let t = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut u2);
+                    let _ = u2.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut u, &mut c);
+                let _ = c.shutdown(std::net::Shutdown::Write);
+                let _ = t.join();
+            });
+        }
+    });
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> bool {
+        nix::unistd::geteuid().is_root() && crate::qemu::have("ip")
+    }
+
+    #[test]
+    fn addresses_exist_only_inside_and_nothing_routes_out() {
+        if !root() {
+            crate::fixtures::skip("netns::addresses_exist_only_inside…", "needs root and iproute2");
+            return;
+        }
+        let addr: Ipv4Addr = "10.20.13.140".parse().unwrap();
+        let ns = Netns::create("unit", &[addr]).unwrap();
+        ns.check_isolated().unwrap();
+        let listener = ns.bind(SocketAddr::from((addr, 0))).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Reachable inside…
+        ns.connect(SocketAddr::from((addr, port))).unwrap();
+        // …and a command started in it sees the address on lo and no default route.
+        let out = ns.command("ip").args(["-4", "-o", "addr", "show", "dev", "lo"]).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("10.20.13.140/32"));
+        // Adding a way out is noticed.
+        ip(&["-n", ns.name(), "link", "add", "veth-leak", "type", "veth", "peer", "name", "veth-leak-p"]).unwrap();
+        let err = ns.check_isolated().unwrap_err().to_string();
+        assert!(err.contains("veth-leak"), "{err}");
+        let name = ns.name().to_string();
+        drop(ns);
+        assert!(!std::path::Path::new(&format!("/run/netns/{name}")).exists());
+    }
+}

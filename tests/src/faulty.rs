@@ -52,7 +52,13 @@ pub struct Proxy {
 
 /// Starts a proxy to `upstream` (`HOST:PORT`) on an ephemeral loopback port.
 pub fn start(upstream: &str) -> Proxy {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    start_on(TcpListener::bind("127.0.0.1:0").expect("bind proxy"), upstream)
+}
+
+/// Starts a proxy to `upstream` on a listener the caller bound, e.g. inside a test network
+/// namespace ([`crate::netns::Netns::bind`]): clients reach it there, while the connections to
+/// `upstream` are made from this process's own namespace (the host's loopback registry).
+pub fn start_on(listener: TcpListener, upstream: &str) -> Proxy {
     let addr = listener.local_addr().unwrap().to_string();
     let faults = Arc::new(Faults::default());
     let (f, up, me) = (faults.clone(), upstream.to_string(), addr.clone());

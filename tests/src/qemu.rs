@@ -19,8 +19,9 @@ pub fn have(binary: &str) -> bool {
 /// A running QEMU guest.
 pub struct Guest {
     child: Child,
-    lines: Receiver<String>,
+    lines: Receiver<(Instant, String)>,
     seen: Vec<String>,
+    seen_at: Vec<Instant>,
     log: PathBuf,
 }
 
@@ -45,9 +46,6 @@ pub struct BootSpec<'a> {
 impl Guest {
     /// Starts QEMU with `-nographic -no-reboot` and the console on its stdout.
     pub fn boot(spec: &BootSpec<'_>) -> Result<Self> {
-        if let Some(dir) = spec.log.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
         let mut cmd = Command::new(spec.qemu);
         cmd.args(spec.machine_args)
             .args(["-nographic", "-no-reboot"])
@@ -57,14 +55,22 @@ impl Guest {
             .arg(spec.initrd)
             .arg("-append")
             .arg(spec.append)
-            .args(spec.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .args(spec.extra);
+        Self::spawn(cmd, spec.log)
+    }
+
+    /// Starts a QEMU command line built by the caller (e.g. under `ip netns exec`, or with UEFI
+    /// firmware and no `-initrd`), whose console is on its stdout; copies the console to `log`.
+    pub fn spawn(mut cmd: Command, log: &Path) -> Result<Self> {
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let shown = format!("{cmd:?}");
         let mut child = cmd.spawn().with_context(|| format!("starting {shown}"))?;
         let (tx, rx) = channel();
-        let mut log = File::create(spec.log).with_context(|| format!("creating {}", spec.log.display()))?;
+        let log_path = log.to_path_buf();
+        let mut log = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         writeln!(log, "# {shown}")?;
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
@@ -78,7 +84,7 @@ impl Guest {
                 }
                 let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
                 let _ = writeln!(log, "{line}");
-                if tx.send(line).is_err() {
+                if tx.send((Instant::now(), line)).is_err() {
                     // Keep draining so QEMU never blocks on a full pipe.
                 }
                 buf.clear();
@@ -86,10 +92,10 @@ impl Guest {
         });
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-                let _ = tx2.send(format!("[qemu stderr] {line}"));
+                let _ = tx2.send((Instant::now(), format!("[qemu stderr] {line}")));
             }
         });
-        Ok(Self { child, lines: rx, seen: Vec::new(), log: spec.log.to_path_buf() })
+        Ok(Self { child, lines: rx, seen: Vec::new(), seen_at: Vec::new(), log: log_path })
     }
 
     /// Waits until a console line satisfies `pred`, at most until `deadline`; returns the line.
@@ -101,9 +107,10 @@ impl Guest {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) => {
+                Ok((at, line)) => {
                     let hit = pred(&line);
                     self.seen.push(line.clone());
+                    self.seen_at.push(at);
                     if hit {
                         return Ok(line);
                     }
@@ -129,6 +136,11 @@ impl Guest {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// When the first console line read so far that satisfies `pred` arrived.
+    pub fn first_at(&self, pred: impl Fn(&str) -> bool) -> Option<Instant> {
+        self.seen.iter().position(|l| pred(l)).map(|i| self.seen_at[i])
     }
 
     /// Every console line read so far.

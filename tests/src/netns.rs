@@ -142,7 +142,9 @@ impl Netns {
         loop {
             match self.connect(addr) {
                 Ok(_) => return Ok(()),
-                Err(e) if std::time::Instant::now() > deadline => return Err(e.context(format!("{addr} never listened"))),
+                Err(e) if std::time::Instant::now() > deadline => {
+                    return Err(e.context(format!("{addr} never listened")))
+                }
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
             }
         }

@@ -372,7 +372,8 @@ fn build(req: &Request<'_>, naming: Option<DeviceNaming>) -> Result<Built, Error
     let named: Vec<String> = line.values("console").flatten().map(device).collect();
     let mut added = Vec::new();
     for value in req.consoles {
-        if named.contains(&device(value)) || added.iter().any(|p: &Param| p.value().map(device) == Some(device(value))) {
+        if named.contains(&device(value)) || added.iter().any(|p: &Param| p.value().map(device) == Some(device(value)))
+        {
             continue;
         }
         let param = Param::new("console", Some(value.as_str())).map_err(|source| Error::Invalid {

@@ -2,13 +2,14 @@
 //!
 //! One module per concern: [`cli`] holds only the command-line definitions (and imports nothing
 //! from the rest); the work lives in [`kernel_args`] (the Talos kernel command line for given
-//! arguments), [`build`], [`bundle`] (Talos's extensions and overlays bundles), [`publish`], [`inspect`], [`netboot`] (matchbox, iPXE and dnsmasq assets), [`extension`] (Talos system
+//! arguments), [`build`], [`bundle`] (Talos's extensions and overlays bundles), [`publish`], [`inspect`], [`netboot`] (matchbox, iPXE and dnsmasq assets), [`cloud_init`] (EC2 user-data), [`extension`] (Talos system
 //! extensions) and [`schematic`] (Image Factory schematics and their IDs), which take their
 //! arguments from [`cli`].
 
 pub mod build;
 pub mod bundle;
 pub mod cli;
+pub mod cloud_init;
 pub mod extension;
 pub mod inspect;
 pub mod kernel_args;

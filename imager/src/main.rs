@@ -6,7 +6,7 @@
 use anyhow::Context;
 use clap::Parser;
 use moonboot_imager::cli::{extensions::ExtensionsCommand, schematic::SchematicCommand, Cli, Command};
-use moonboot_imager::{build, bundle, inspect, kernel_args, netboot, publish, schematic::Schematic};
+use moonboot_imager::{build, bundle, cloud_init, inspect, kernel_args, netboot, publish, schematic::Schematic};
 
 fn main() {
     let cli = Cli::parse();
@@ -15,6 +15,7 @@ fn main() {
         Command::Schematic(SchematicCommand::Id { file, json }) => schematic_id(&file, json),
         Command::Publish(args) => publish::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::CloudInit(args) => cloud_init::run(&args),
         Command::Netboot(args) => netboot::run(&args),
         Command::Extensions(ExtensionsCommand::List(args)) => bundle::run_list(&args),
         Command::Build(args) => build::run(&args),

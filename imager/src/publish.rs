@@ -21,8 +21,10 @@
 //!   `imager build` / `imager extension build`) goes to `REGISTRY/REPO-extension:TAG` unless
 //!   `--extension-to` names another reference; when the build wrote none, publish says so and
 //!   pushes the boot artifacts alone.
-//! - `--agent-binary ARCH=PATH` (with `--agent-to`) publishes the static `talos-agent` binaries as
-//!   an OCI artifact index: per architecture a manifest with `artifactType`
+//! - `--agent-to REF` publishes the static `talos-agent` binaries — `--agent-binary ARCH=PATH`, or
+//!   without it `<output>/talos-agent-<arch>` ([`agent_binary_path`], written by `imager build`)
+//!   for each architecture given with `--arch` or present — as an OCI artifact index: per
+//!   architecture a manifest with `artifactType`
 //!   [`AGENT_ARTIFACT_TYPE`], the empty config (`application/vnd.oci.empty.v1+json`, `{}`) and one
 //!   layer holding the binary as is, annotated `org.opencontainers.image.title: talos-agent` — the
 //!   layout `oras push` writes, so `oras pull` and `skopeo copy` read it, and a stock Ubuntu
@@ -57,10 +59,17 @@ pub fn boot_layout_dir(output: &Path, arch: &str) -> PathBuf {
     output.join(format!("boot-{arch}"))
 }
 
-/// The architectures (arm64 first) whose `dir(output, arch)` layout exists under `output`
-/// ([`boot_layout_dir`], [`extension_layout_dir`]): what a command does without `--arch`.
+/// The architectures (arm64 first) whose `dir(output, arch)` exists under `output`
+/// ([`boot_layout_dir`], [`extension_layout_dir`], [`agent_binary_path`]): what a command does
+/// without `--arch`.
 pub fn arches_present(output: &Path, dir: fn(&Path, &str) -> PathBuf) -> Vec<&'static str> {
-    ["arm64", "amd64"].into_iter().filter(|a| dir(output, a).is_dir()).collect()
+    ["arm64", "amd64"].into_iter().filter(|a| dir(output, a).exists()).collect()
+}
+
+/// Where `imager build` writes the static talos-agent binary of `arch`:
+/// `<output>/talos-agent-<arch>`.
+pub fn agent_binary_path(output: &Path, arch: &str) -> PathBuf {
+    output.join(format!("talos-agent-{arch}"))
 }
 
 /// Where `imager build` writes the talos-agent extension image of `arch`:
@@ -435,7 +444,34 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    anyhow::ensure!(agents.is_empty() == agent_to.is_none(), "--agent-binary and --agent-to go together");
+    anyhow::ensure!(agent_to.is_some() || agents.is_empty(), "--agent-binary needs --agent-to");
+    if agent_to.is_some() && agents.is_empty() {
+        // The binaries `imager build` wrote next to the boot artifacts.
+        let arches: Vec<&str> = if args.arch.is_empty() {
+            arches_present(&args.output, agent_binary_path)
+        } else {
+            args.arch.iter().map(|a| a.as_str()).collect()
+        };
+        anyhow::ensure!(
+            !arches.is_empty(),
+            "--agent-to without --agent-binary: no talos-agent-<arch> under {} (imager build writes it when it \
+             packs talos-agent)",
+            args.output.display()
+        );
+        for arch in arches {
+            let path = agent_binary_path(&args.output, arch);
+            let what = path.display().to_string();
+            let size = std::fs::metadata(&path).with_context(|| format!("--agent-to: reading {what}"))?.len();
+            anyhow::ensure!(
+                size <= crate::build::agent_extension::MAX_BINARY,
+                "{what}: {size} bytes, over the {}-byte bound",
+                crate::build::agent_extension::MAX_BINARY
+            );
+            let bin = std::fs::read(&path).with_context(|| format!("--agent-to: reading {what}"))?;
+            crate::build::agent_extension::check_binary(&bin, arch, &what)?;
+            agents.push(Source::agent_binary(arch, bin));
+        }
+    }
     let arches: Vec<&str> = if extension_to.is_none() {
         Vec::new() // only the agent binaries
     } else if !args.arch.is_empty() {

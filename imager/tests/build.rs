@@ -104,8 +104,19 @@ fn default_build_holds_base_and_three_extensions_and_is_reproducible() {
     let work = scratch("default");
     let out1 = work.join("out1");
     let out2 = work.join("nested/out2");
+    // With --boot-repository the build also renders the EC2 user-data.
+    let user_data = [
+        "--boot-repository",
+        "ghcr.io/moonboot/boot",
+        "--instance-registry-mirror",
+        "ghcr.io=10.20.13.140:5000",
+        "--instance-insecure-registry",
+        "10.20.13.140:5000",
+    ];
     for out in [&out1, &out2] {
-        let o = imager(&f, &["--output", out.to_str().unwrap()]);
+        let mut args = vec!["--output", out.to_str().unwrap()];
+        args.extend(user_data);
+        let o = imager(&f, &args);
         assert!(o.status.success(), "imager build failed: {}", String::from_utf8_lossy(&o.stderr));
     }
     // Reproducible: identical SHA256SUMS, and the sums hold.
@@ -119,6 +130,8 @@ fn default_build_holds_base_and_three_extensions_and_is_reproducible() {
         "cmdline-aws-arm64",
         "build.json",
         "boot-arm64/index.json",
+        "talos-agent-arm64",
+        "cloud-init/user-data-ec2-arm64.yaml",
     ] {
         assert!(sums1.contains(&format!("  {name}\n")), "SHA256SUMS lacks {name}:\n{sums1}");
     }
@@ -215,6 +228,11 @@ fn default_build_holds_base_and_three_extensions_and_is_reproducible() {
                 Kind::File(d) => d.clone(),
                 other => panic!("talos-agent binary is {other:?}"),
             };
+            // The same binary is in the output, executable, for publish --agent-to and the user-data.
+            let out_bin = out1.join("talos-agent-arm64");
+            assert!(std::fs::read(&out_bin).unwrap() == bin, "talos-agent-arm64 is not the packed binary");
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&out_bin).unwrap().permissions().mode() & 0o777, 0o755);
             assert_eq!(&bin[..4], b"\x7fELF");
             assert_eq!(u16::from_le_bytes([bin[18], bin[19]]), 183, "talos-agent is not an aarch64 binary");
             let files: Vec<&String> =
@@ -268,6 +286,34 @@ fn default_build_holds_base_and_three_extensions_and_is_reproducible() {
     assert_eq!(build["inputs"]["base"]["manifest_digest"], f.images["imager"].manifests["arm64"].as_str());
     assert_eq!(build["inputs"]["extensions"][1]["image"]["index_digest"], f.images["tailscale"].index_digest.as_str());
     assert!(build["outputs"]["initramfs-metal-arm64.xz"].as_str().unwrap().starts_with("sha256:"));
+
+    // The EC2 user-data boots this very build: the manifest digest build.json records, the
+    // talos-agent binary next to it by digest, through the instance's mirror.
+    let boot_digest = build["outputs"]["boot-arm64@manifest"].as_str().unwrap();
+    assert_eq!(boot_digest, mdigest);
+    let agent = Sha256Digest::of(&std::fs::read(out1.join("talos-agent-arm64")).unwrap());
+    let yaml = std::fs::read_to_string(out1.join("cloud-init/user-data-ec2-arm64.yaml")).unwrap();
+    assert!(yaml.starts_with("#cloud-config\n"), "{yaml}");
+    assert!(yaml.contains(&format!("boot_ref='ghcr.io/moonboot/boot@{boot_digest}'\n")), "{yaml}");
+    assert!(yaml.contains(&format!("agent_sha256='{}'\n", agent.hex())), "{yaml}");
+    assert!(
+        yaml.contains(&format!(
+            "set -- 'http://10.20.13.140:5000/v2/moonboot/boot-agent/blobs/{agent}' 'https://ghcr.io/"
+        )),
+        "{yaml}"
+    );
+    assert_eq!(
+        build["outputs"]["cloud-init/user-data-ec2-arm64.yaml"],
+        Sha256Digest::of(yaml.as_bytes()).to_string().as_str()
+    );
+    // `imager cloud-init` renders the same bytes from the output.
+    let o = Command::new(IMAGER)
+        .args(["cloud-init", "--from", out1.to_str().unwrap(), "--output", "-"])
+        .args(user_data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout == yaml.as_bytes(), "imager cloud-init renders another user-data than imager build");
 
     // SOURCE_DATE_EPOCH changes the times, hence the bytes.
     let out3 = work.join("out3");

@@ -166,6 +166,12 @@ fn publish_refuses_a_layout_that_is_not_a_boot_artifact_and_a_missing_output() {
     ]);
     assert_eq!(code, 1);
     assert!(stderr.contains("give a tag"), "{stderr}");
+    // --agent-to without --agent-binary needs the talos-agent-<arch> that imager build writes.
+    let (code, _, stderr) =
+        imager(&["publish", "--agent-to", "127.0.0.1:1/x/y:v1", "--output", work.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--agent-to without --agent-binary: no talos-agent-<arch> under"), "{stderr}");
 }
 
 #[test]
@@ -238,6 +244,31 @@ fn a_moved_tag_is_reported_and_agent_binaries_are_an_oras_style_artifact() {
     assert_eq!(tag["status"], "moved", "{second:#}");
     assert_eq!(tag["previous"], index.as_str());
     assert_ne!(tag["digest"], index.as_str());
+    // Without --agent-binary, the talos-agent-<arch> that imager build wrote into --output is
+    // published: the layer the EC2 user-data fetches by digest is that file.
+    let out = work.path().join("_out");
+    std::fs::create_dir(&out).unwrap();
+    let built = elf("written by imager build");
+    std::fs::write(out.join("talos-agent-arm64"), &built).unwrap();
+    let (code, stdout, stderr) = imager(&[
+        "publish",
+        "--agent-to",
+        &to,
+        "--output",
+        out.to_str().unwrap(),
+        "--insecure-registry",
+        &f.registry,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let third: Value = serde_json::from_str(&stdout).unwrap();
+    let m = third["agent"]["manifests"][0]["digest"].as_str().unwrap();
+    assert_eq!(third["agent"]["manifests"][0]["arch"], "arm64");
+    let manifest: Value = serde_json::from_slice(&skopeo_raw(&format!("{}/{repo}@{m}", f.registry))).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    assert_eq!(layer, Sha256Digest::of(&built).to_string());
+    let bytes = moonboot_tests::registry::Repo { host: &f.registry, name: &repo }.blob(layer).unwrap();
+    assert_eq!(bytes, built);
     // A binary for another architecture than named is refused.
     let spec = format!("amd64={}", one.display());
     let (code, _, stderr) =

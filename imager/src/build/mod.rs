@@ -18,8 +18,14 @@
 //! - `extension-talos-agent-<arch>/`: the talos-agent extension as an OCI image layout (what
 //!   `imager extension build` writes), for `imager publish`; only when it was built here
 //!   (`--agent-binary`, `--agent-from-source`), not when pulled from its published image;
+//! - `talos-agent-<arch>`: the static talos-agent binary packed into the extension (mode 0755;
+//!   what `imager publish --agent-to` publishes and the EC2 user-data fetches by digest), whether
+//!   built here or taken from the pulled extension image;
 //! - `netboot/`: a matchbox data directory, iPXE binaries and dnsmasq configurations for this
 //!   image ([`crate::netboot`]; `imager netboot` renders it again with readiness arguments);
+//! - `cloud-init/user-data-ec2-<arch>.yaml`: with `--boot-repository` and a talos-agent binary,
+//!   the EC2 user-data that boots this build ([`crate::cloud_init`]; `imager cloud-init` renders
+//!   it again, e.g. gzip'd); builds of other architectures into the same directory keep theirs;
 //! - `build.json`: every input and output by digest, the tool version;
 //! - `SHA256SUMS`: `sha256sum -c` format, every other file, sorted by path.
 //!
@@ -256,6 +262,10 @@ struct Plan {
     registry: moonboot_registry::Options,
     /// The boot network, for `netboot/`.
     netboot: crate::netboot::Options,
+    /// What the EC2 instance uses, with `--boot-repository` (for `cloud-init/`).
+    user_data: Option<crate::cloud_init::Instance>,
+    /// `--output`, for the hint of how to render the user-data later.
+    output: PathBuf,
 }
 
 /// Step 1, plan: reads `SOURCE_DATE_EPOCH`, merges profile, schematic and flags
@@ -305,6 +315,19 @@ fn plan(args: &Args) -> Result<Plan> {
         }
     }
     let registry = args.registry.options()?;
+    let user_data = crate::cloud_init::Instance::from_flags(&args.user_data)?;
+    if let Some(instance) = &user_data {
+        // Every value and the size are known now (digests have a fixed length): fail before
+        // pulling anything rather than after the whole build.
+        let zero = Sha256Digest::from_bytes([0; 32]);
+        crate::cloud_init::render_ec2(&crate::cloud_init::UserData {
+            arch: args.arch,
+            boot_digest: zero,
+            agent_digest: zero,
+            instance: instance.clone(),
+            provenance: crate::cloud_init::Provenance::new(&profile.talos_version, &zero.hex()),
+        })?;
+    }
     Ok(Plan {
         arch: args.arch,
         epoch,
@@ -314,6 +337,8 @@ fn plan(args: &Args) -> Result<Plan> {
         cmdline_aws: cmdline_aws.to_string(),
         registry,
         netboot: crate::netboot::Options::network(&args.network),
+        user_data,
+        output: args.output.clone(),
     })
 }
 
@@ -339,6 +364,8 @@ struct Pulled {
     extensions: Vec<Validated>,
     /// The talos-agent extension's image layer (a tar) and its version, when it was built here.
     agent_layer: Option<(Vec<u8>, String)>,
+    /// The static talos-agent binary in the talos-agent extension, or why there is none.
+    agent_binary: Result<Vec<u8>, String>,
     /// The extensions bundle, when official extensions were resolved through it.
     extensions_bundle: Option<crate::bundle::BundleSource>,
     /// The overlays bundle and the overlay, when one was asked for.
@@ -476,7 +503,34 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
             bail!("extension {} is listed twice", v.ext.metadata.name);
         }
     }
-    Ok(Pulled { vmlinuz, base_initramfs, base_input, extensions: validated, agent_layer, extensions_bundle, overlay })
+    let agent_binary = agent_binary_of(&validated, arch);
+    Ok(Pulled {
+        vmlinuz,
+        base_initramfs,
+        base_input,
+        extensions: validated,
+        agent_layer,
+        agent_binary,
+        extensions_bundle,
+        overlay,
+    })
+}
+
+/// The static binary in the talos-agent extension among `extensions` (built here or pulled),
+/// checked to be a static ELF executable for `arch`; or why there is none.
+fn agent_binary_of(extensions: &[Validated], arch: &str) -> Result<Vec<u8>, String> {
+    let Some(agent) = extensions.iter().find(|v| v.ext.metadata.name == agent_extension::NAME) else {
+        return Err("the build has no talos-agent extension (--no-talos-agent)".to_string());
+    };
+    let path = agent_extension::BINARY_PATH.strip_prefix("rootfs/").expect("under rootfs/");
+    match agent.ext.rootfs.get(path) {
+        Some(Entry { kind: Kind::File(bin), .. }) => {
+            let what = format!("the talos-agent extension's /{path}");
+            agent_extension::check_binary(bin, arch, &what).map_err(|e| format!("{e:#}"))?;
+            Ok(bin.clone())
+        }
+        _ => Err(format!("the talos-agent extension has no file /{path}")),
+    }
 }
 
 /// What a build assembled from its inputs, ready to be written.
@@ -596,6 +650,19 @@ fn write_outputs(plan: &Plan, pulled: &Pulled, assembled: &Assembled, out: &Path
         None => None,
     };
 
+    // The static talos-agent binary, for `imager publish --agent-to` and the EC2 user-data.
+    match &pulled.agent_binary {
+        Ok(bin) => {
+            use std::os::unix::fs::PermissionsExt;
+            let name = format!("talos-agent-{arch}");
+            write(&name, bin)?;
+            std::fs::set_permissions(out.join(&name), std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("writing {name}"))?;
+        }
+        Err(why) => line(&format!("note: no talos-agent-{arch} written: {why}")),
+    }
+    write_user_data(plan, pulled, assembled, &boot.digest, out)?;
+
     let mut outputs = sums(out)?;
     outputs.insert(format!("boot-{arch}@manifest"), boot.digest.to_string());
     if let Some(desc) = &agent_image {
@@ -639,6 +706,54 @@ fn write_outputs(plan: &Plan, pulled: &Pulled, assembled: &Assembled, out: &Path
     Ok(boot.digest.to_string())
 }
 
+/// Writes `cloud-init/user-data-ec2-<arch>.yaml` into `out` when `--boot-repository` was given
+/// and the build has a talos-agent binary; otherwise prints one note saying why not and how to
+/// render it later.
+///
+/// # Errors
+/// Rendering (checked in [`plan`] already) or writing failed.
+fn write_user_data(plan: &Plan, pulled: &Pulled, assembled: &Assembled, boot: &Sha256Digest, out: &Path) -> Result<()> {
+    use crate::cloud_init;
+    let arch = plan.arch.as_str();
+    let (instance, bin) = match (&plan.user_data, &pulled.agent_binary) {
+        (Some(instance), Ok(bin)) => (instance, bin),
+        (None, Ok(_)) => {
+            line(&format!(
+                "note: no EC2 user-data written (no --boot-repository); render it later with \
+                 `imager cloud-init --from {} --arch {arch} --boot-repository REGISTRY/REPO …`",
+                plan.output.display()
+            ));
+            return Ok(());
+        }
+        (_, Err(why)) => {
+            if plan.user_data.is_some() {
+                line(&format!("note: no EC2 user-data written: it runs the talos-agent binary, and {why}"));
+            }
+            return Ok(());
+        }
+    };
+    let user_data = cloud_init::UserData {
+        arch: plan.arch,
+        boot_digest: *boot,
+        agent_digest: Sha256Digest::of(bin),
+        instance: instance.clone(),
+        provenance: cloud_init::Provenance::new(&plan.profile.talos_version, &assembled.schematic_id),
+    };
+    let text = cloud_init::render_ec2(&user_data)?;
+    let dir = out.join(cloud_init::OUTPUT_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = cloud_init::file_name(plan.arch, false);
+    std::fs::write(dir.join(&name), &text).with_context(|| format!("writing {}/{name}", cloud_init::OUTPUT_DIR))?;
+    line(&format!(
+        "EC2 user-data {}/{name} ({} bytes): boots {} with talos-agent {}",
+        cloud_init::OUTPUT_DIR,
+        text.len(),
+        user_data.boot_source(),
+        user_data.agent_digest
+    ));
+    Ok(())
+}
+
 /// `sha256:` digests of every regular file under `dir` except `SHA256SUMS`, by relative path.
 fn sums(dir: &Path) -> Result<BTreeMap<String, String>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result<()> {
@@ -672,13 +787,18 @@ fn sums(dir: &Path) -> Result<BTreeMap<String, String>> {
 }
 
 /// Moves every top-level entry of `from` into `to` (created if needed), replacing entries of the
-/// same name.
+/// same name; the entries of `cloud-init/` are moved one by one, so that the user-data of
+/// another architecture built into the same directory stays.
 fn install(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     let mut names: Vec<_> = std::fs::read_dir(from)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
     names.sort();
     for name in names {
         let dest = to.join(&name);
+        if name == crate::cloud_init::OUTPUT_DIR && dest.is_dir() && !dest.is_symlink() {
+            install(&from.join(&name), &dest)?;
+            continue;
+        }
         match std::fs::symlink_metadata(&dest) {
             Ok(m) if m.is_dir() => std::fs::remove_dir_all(&dest)?,
             Ok(_) => std::fs::remove_file(&dest)?,
@@ -716,4 +836,46 @@ pub fn run_extension(cmd: &ExtensionCommand) -> Result<()> {
     std::fs::rename(&dir, &args.output).with_context(|| format!("moving into {}", args.output.display()))?;
     println!("{}", desc.digest);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arm64_elf() -> Vec<u8> {
+        let mut elf = vec![0u8; 64];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[18] = 183;
+        elf.extend_from_slice(b"talos-agent");
+        elf
+    }
+
+    /// The talos-agent extension as `pull_inputs` holds it, pulled or built here alike: a
+    /// flattened tree, validated.
+    fn agent_extension(bin: Vec<u8>) -> Validated {
+        let talos = semver::Version::new(1, 10, 5);
+        let (ext, manifest) = validate(&agent_extension::tree(bin).unwrap(), "test", &talos).unwrap();
+        let input = ExtensionInput {
+            name: manifest.metadata.name.clone(),
+            version: manifest.metadata.version.clone(),
+            official: None,
+            image: None,
+            files: BTreeMap::new(),
+        };
+        Validated { ext, input }
+    }
+
+    #[test]
+    fn the_agent_binary_comes_out_of_the_talos_agent_extension() {
+        let elf = arm64_elf();
+        assert_eq!(agent_binary_of(&[agent_extension(elf.clone())], "arm64"), Ok(elf.clone()));
+        let err = agent_binary_of(&[agent_extension(elf)], "amd64").unwrap_err();
+        assert!(err.contains("ELF machine 183, not 62"), "{err}");
+        let err = agent_binary_of(&[agent_extension(b"#!/bin/sh\n".repeat(8))], "arm64").unwrap_err();
+        assert!(err.contains("not a 64-bit little-endian ELF file"), "{err}");
+        assert_eq!(
+            agent_binary_of(&[], "arm64").unwrap_err(),
+            "the build has no talos-agent extension (--no-talos-agent)"
+        );
+    }
 }

@@ -51,6 +51,9 @@ pub struct Args {
     pub registry: RegistryFlags,
     #[command(flatten)]
     pub network: super::netboot::NetworkFlags,
+    // With --boot-repository the build also writes cloud-init/user-data-ec2-<arch>.yaml.
+    #[command(flatten)]
+    pub user_data: super::cloud_init::UserDataFlags,
     /// The published talos-agent extension image to pull (default
     /// ghcr.io/moonboot/talos-agent:v<imager version>; pinned by digest in build.json).
     #[arg(long, value_name = "REF", conflicts_with_all = ["agent_binary", "agent_from_source", "no_talos_agent"])]

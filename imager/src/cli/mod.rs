@@ -1,12 +1,14 @@
 //! Command-line definitions only, one file per subcommand family; the work lives in one module
 //! per subcommand ([`crate::kernel_args`], [`crate::publish`], [`crate::inspect`],
-//! [`crate::bundle`], [`crate::netboot`], [`crate::build`], [`crate::schematic`]), which import their arguments
-//! from here. This module imports nothing from them.
+//! [`crate::bundle`], [`crate::netboot`], [`crate::build`], [`crate::schematic`],
+//! [`crate::cloud_init`]), which import their arguments from here. This module imports nothing
+//! from them.
 //!
 //! Architectures, platforms and overlays are [`kernel_cmdline::preset`]'s enums (clap values
 //! `arm64`/`amd64`, `metal`/`aws`, `rpi_generic`).
 
 pub mod build;
+pub mod cloud_init;
 pub mod cmdline;
 pub mod extensions;
 pub mod inspect;
@@ -39,6 +41,11 @@ pub enum Command {
     Publish(publish::Args),
     /// Show what a boot artifact, an extension image or a Talos imager image holds.
     Inspect(inspect::Args),
+    /// Render the EC2 user-data (#cloud-config) for a build: on a stock Ubuntu instance it
+    /// fetches talos-agent by digest, checks its sha256 and runs `talos-agent boot
+    /// REPO@<manifest digest>`, which kexecs into Talos (see docs/ec2.md).
+    #[command(name = "cloud-init")]
+    CloudInit(cloud_init::Args),
     /// Write netboot assets for a build: a matchbox data directory (profiles, groups, assets),
     /// iPXE binaries and dnsmasq configurations.
     Netboot(netboot::Args),

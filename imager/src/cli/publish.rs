@@ -12,7 +12,7 @@ pub struct Args {
     #[arg(long, value_name = "REGISTRY/REPO:TAG", required_unless_present_any = ["extension_to", "agent_to"])]
     pub to: Option<String>,
     /// Architectures to publish, comma-separated; default: every `boot-<arch>/` in the output
-    /// directory.
+    /// directory (for --agent-to without --agent-binary: every `talos-agent-<arch>`).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub arch: Vec<Arch>,
     /// The directory `imager build` wrote.
@@ -23,11 +23,14 @@ pub struct Args {
     #[arg(long, value_name = "REGISTRY/REPO:TAG")]
     pub extension_to: Option<String>,
     /// A static talos-agent binary to publish as an OCI artifact, ARCH=PATH (arm64=…, amd64=…);
-    /// repeatable, with --agent-to.
+    /// repeatable, with --agent-to. Default: the talos-agent-<arch> files `imager build` wrote
+    /// into --output (those the EC2 user-data of the build fetches by digest).
     #[arg(long = "agent-binary", value_name = "ARCH=PATH", requires = "agent_to")]
     pub agent_binaries: Vec<String>,
-    /// Where to push the talos-agent binaries artifact index: REGISTRY/REPO:TAG.
-    #[arg(long, value_name = "REGISTRY/REPO:TAG", requires = "agent_binaries")]
+    /// Where to push the talos-agent binaries artifact index: REGISTRY/REPO:TAG (the EC2
+    /// user-data's --agent-repository, by default <boot repository>-agent). Without
+    /// --agent-binary, publishes <output>/talos-agent-<arch> for each --arch, or each present.
+    #[arg(long, value_name = "REGISTRY/REPO:TAG")]
     pub agent_to: Option<String>,
     /// Registry credentials file (Docker config.json format). Default: $REGISTRY_AUTH_FILE, else
     /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json; anonymous when absent.

@@ -60,19 +60,23 @@ fn say(o: &Options, s: &str) {
 }
 
 /// Builds the host's release `imager` and `talos-agent` (cargo's fingerprints make this a no-op
-/// when nothing changed) and returns their paths.
+/// when nothing changed) and returns their paths. Cargo's progress goes to stderr when
+/// `MOONBOOT_PROGRESS=1` (the demo sets it: a fresh machine compiles for minutes).
 pub fn host_binaries() -> Result<(PathBuf, PathBuf)> {
     let root = stage1::workspace();
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     for var in moonboot_imager::build::agent_extension::OUTER_CARGO_VARS {
         cmd.env_remove(var);
     }
-    let out = cmd
-        .current_dir(&root)
-        .args(["build", "--release", "--quiet", "--locked", "-p", "moonboot-imager", "-p", "talos-agent"])
-        .stdin(Stdio::null())
-        .output()
-        .context("running cargo build")?;
+    let progress = std::env::var_os("MOONBOOT_PROGRESS").is_some_and(|v| v == "1");
+    cmd.current_dir(&root)
+        .args(["build", "--release", "--locked", "-p", "moonboot-imager", "-p", "talos-agent"])
+        .arg(if progress { "--color=never" } else { "--quiet" })
+        .stdin(Stdio::null());
+    if progress {
+        cmd.stderr(Stdio::inherit());
+    }
+    let out = cmd.output().context("running cargo build")?;
     if !out.status.success() {
         bail!("cargo build --release failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -80,7 +84,8 @@ pub fn host_binaries() -> Result<(PathBuf, PathBuf)> {
     Ok((dir.join("imager"), dir.join("talos-agent")))
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
+/// Runs `cmd` to completion; its stdout, or an error with its stderr.
+pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
     let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("{what}: starting {cmd:?}"))?;
     if !out.status.success() {
         bail!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
@@ -94,7 +99,7 @@ fn free_port() -> Result<u16> {
 }
 
 /// Kills the child on drop.
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -271,7 +276,7 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
 }
 
 /// A random u64 from the kernel (for tokens).
-fn rand_u64() -> u64 {
+pub(crate) fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         use std::io::Read;

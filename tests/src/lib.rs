@@ -12,18 +12,26 @@
 //! - [`qemu`]: boot a guest and wait for console marker lines;
 //! - [`matchbox`]: a matchbox-compatible HTTP test server (the netboot test's iPXE chain);
 //! - [`stage1`]: the static `talos-agent` and the first-stage initramfs of the kexec tests;
-//! - [`whiteout`]: imager images whose top layer deletes or replaces the kernel.
+//! - [`whiteout`]: imager images whose top layer deletes or replaces the kernel;
+//! - [`ec2`]: the EC2 path end to end (user-data, cloud-init, IMDSv2, the bastion's registry);
+//! - [`imds`]: an EC2 instance metadata service (IMDSv2) test server;
+//! - [`netns`]: network namespaces with no route out, for tests that use real addresses;
+//! - [`cloud_guest`]: the cached Debian 12 arm64 cloud guest (cloud-init, Ec2 datasource).
 #![deny(missing_docs)]
 
 pub mod build;
 pub mod bundles;
+pub mod cloud_guest;
 pub mod cpio;
 pub mod demo;
+pub mod ec2;
 pub mod extensions;
 pub mod faulty;
 pub mod fixtures;
+pub mod imds;
 pub mod kmod;
 pub mod matchbox;
+pub mod netns;
 pub mod oci;
 pub mod qemu;
 pub mod registry;

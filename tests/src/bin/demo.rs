@@ -1,28 +1,42 @@
-//! `demo`: the main job end to end on this machine (see `moonboot_tests::demo`), printing the
-//! readiness table and the time from VM power-on to the phase. Run through `scripts/demo`, which
-//! installs what it needs and builds the fixtures first.
+//! `demo`: the main job end to end on this machine, run through `scripts/demo` (which installs what
+//! it needs and builds the fixtures and the cloud guest first).
 //!
-//! Exit codes: 0 the node reached the phase; 1 a step failed (the error says which); 2 bad usage.
+//! Default, the EC2 path (`moonboot_tests::ec2`): imager build (with EC2 user-data) → imager
+//! publish (boot artifact + talos-agent binary) → the bastion's registry cache and IMDSv2 at their
+//! real addresses inside an isolated network namespace → a Debian arm64 cloud guest boots under
+//! QEMU (UEFI, EC2 SMBIOS) → cloud-init → the user-data fetches and verifies the agent → kexec →
+//! the stand-in Talos → `ext-talos-agent`'s report reaches `talos-agent wait`. Prints the readiness
+//! table, `wait --json`, each phase's time from power-on and `cloud-init analyze show`.
+//!
+//! `--quick`: the earlier path, a busybox first stage running `talos-agent boot` directly
+//! (`moonboot_tests::demo`), about a minute instead of three.
+//!
+//! Exit codes: 0 the node reached the phase; 1 a step failed (the error says which).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use moonboot_tests::demo::{run_demo, Options};
 use moonboot_tests::fixtures::Fixtures;
 
-/// Build the arm64 image, publish it, boot it by kexec in an emulated arm64 VM and wait for
-/// the node's readiness report.
+/// Build the arm64 image, publish it, boot an emulated EC2 instance with the rendered user-data
+/// and wait for the node's readiness report.
 #[derive(Parser)]
 #[command(name = "demo")]
 struct Cli {
-    /// Working directory for the build output and logs.
+    /// Working directory for the build output, disks and logs.
     #[arg(long, default_value = "target/demo")]
     work: PathBuf,
-    /// Make the stand-in apid ask for a client certificate and wait for `configured` instead of
-    /// `maintenance_ready`.
+    /// The quick path: a busybox first stage runs talos-agent boot (no cloud-init, no IMDS).
     #[arg(long)]
+    quick: bool,
+    /// With --quick: make the stand-in apid ask for a client certificate and wait for
+    /// `configured` instead of `maintenance_ready`.
+    #[arg(long, requires = "quick")]
     configured: bool,
+    /// Instances to boot against one `talos-agent wait --nodes N` (EC2 path).
+    #[arg(long, default_value_t = 1, conflicts_with = "quick")]
+    nodes: usize,
 }
 
 fn main() -> ExitCode {
@@ -38,33 +52,76 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Cargo's progress on stderr while the tools compile (minutes on a fresh machine).
+    std::env::set_var("MOONBOOT_PROGRESS", "1");
     eprintln!("demo: everything below runs under software emulation (QEMU TCG, no KVM) with TEST FIXTURES:");
     eprintln!("demo: a stand-in Talos {} built from Debian's kernel, not Talos itself.", f.talos_version);
-    let o = Options { work: cli.work, configured: cli.configured, verbose: true };
-    match run_demo(&f, &o) {
-        Ok(out) => {
-            println!("published: {}", out.published);
-            println!("booted:    {}", out.boot_reference);
-            println!();
-            println!("{}", out.wait_log.trim_end());
-            println!();
-            for n in &out.nodes {
-                println!("{n}");
-            }
-            println!();
-            for (step, secs) in &out.step_seconds {
-                println!("{step:<22} {secs:7.1} s");
-            }
-            println!(
-                "VM power-on to {}: {:.1} s (software emulation; a Graviton instance is many times faster)",
-                if cli.configured { "configured" } else { "maintenance_ready" },
-                out.seconds_to_phase
-            );
-            ExitCode::SUCCESS
-        }
+    let result = if cli.quick { quick(&f, &cli) } else { ec2(&f, &cli) };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("demo: error: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+fn ec2(f: &Fixtures, cli: &Cli) -> anyhow::Result<()> {
+    use moonboot_tests::ec2;
+    eprintln!("demo: the cloud guest (Debian 12 arm64, cloud-init; built once, about 6 minutes):");
+    let guest = moonboot_tests::cloud_guest::ensure()?;
+    let o = ec2::Options { work: std::fs::canonicalize(".")?.join(&cli.work), verbose: true, nodes: cli.nodes };
+    let out = ec2::run_ec2(f, &guest, &o)?;
+    println!("published:  {}", serde_json::to_string(&out.built.published)?);
+    println!(
+        "user-data:  {} ({} bytes)",
+        out.built.user_data.display(),
+        std::fs::metadata(&out.built.user_data)?.len()
+    );
+    println!("boot:       10.20.13.140:5000/moonboot/boot@{}", out.built.boot_digest);
+    println!("agent:      {}", out.built.agent_digest);
+    println!();
+    println!("{}", out.wait_log.trim_end());
+    println!();
+    for n in &out.nodes {
+        println!("{n}");
+    }
+    println!();
+    for (step, secs) in &out.built.steps {
+        println!("{step:<30} {secs:7.1} s");
+    }
+    for (i, node) in out.instances.iter().enumerate() {
+        println!("instance {i}, seconds from power-on (software emulation; a Graviton instance is many times faster):");
+        for (phase, secs) in &node.phases {
+            println!("  {phase:<28} {secs:7.1} s");
+        }
+    }
+    println!();
+    println!("cloud-init analyze show (instance 0, until the kexec):");
+    println!("{}", out.analyze.trim_end());
+    Ok(())
+}
+
+fn quick(f: &Fixtures, cli: &Cli) -> anyhow::Result<()> {
+    use moonboot_tests::demo::{run_demo, Options};
+    let o = Options { work: cli.work.clone(), configured: cli.configured, verbose: true };
+    let out = run_demo(f, &o)?;
+    println!("published: {}", out.published);
+    println!("booted:    {}", out.boot_reference);
+    println!();
+    println!("{}", out.wait_log.trim_end());
+    println!();
+    for n in &out.nodes {
+        println!("{n}");
+    }
+    println!();
+    for (step, secs) in &out.step_seconds {
+        println!("{step:<22} {secs:7.1} s");
+    }
+    println!(
+        "VM power-on to {}: {:.1} s (software emulation; a Graviton instance is many times faster)",
+        if cli.configured { "configured" } else { "maintenance_ready" },
+        out.seconds_to_phase
+    );
+    Ok(())
 }

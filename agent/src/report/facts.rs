@@ -142,6 +142,17 @@ pub fn etcd_data_empty(root: &Path) -> Option<bool> {
     Some(rd.next().is_none())
 }
 
+/// Whether something accepts TCP connections on `addr`: `Some(true)` a connection was accepted,
+/// `Some(false)` it was refused (nothing listens), `None` anything else (timeout, unreachable):
+/// cannot tell. The connection is closed at once; nothing is sent.
+pub fn listening(addr: std::net::SocketAddr, timeout: std::time::Duration) -> Option<bool> {
+    match std::net::TcpStream::connect_timeout(&addr, timeout) {
+        Ok(_) => Some(true),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(false),
+        Err(_) => None,
+    }
+}
+
 /// Every non-loopback address of every interface that is up, sorted.
 pub fn addresses() -> Vec<Address> {
     use nix::net::if_::InterfaceFlags;
@@ -312,5 +323,15 @@ mod tests {
     #[test]
     fn addresses_exclude_loopback() {
         assert!(addresses().iter().all(|a| !a.address.is_loopback()));
+    }
+
+    #[test]
+    fn listening_tells_accepted_from_refused() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::time::Duration::from_millis(500);
+        assert_eq!(listening(addr, t), Some(true));
+        drop(l);
+        assert_eq!(listening(addr, t), Some(false));
     }
 }

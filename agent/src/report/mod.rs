@@ -322,7 +322,20 @@ async fn gather(args: &Args, settings: &Settings, sequence: u64) -> Report {
         ),
     };
     let role = settings.role.as_ref().map(|r| r.as_ref().copied().map_err(String::as_str));
-    let bootstrap = bootstrap_readiness(phase, role, facts::etcd_data_empty(root));
+    // The ports are probed on apid's host, and only once Talos is configured.
+    let probe_port = |port: u16| {
+        if phase >= Phase::Configured {
+            facts::listening(SocketAddr::new(addr.ip(), port), PORT_PROBE_TIMEOUT)
+        } else {
+            None
+        }
+    };
+    let signals = Signals {
+        etcd_data_empty: facts::etcd_data_empty(root),
+        etcd_listening: probe_port(ETCD_CLIENT_PORT),
+        trustd_listening: probe_port(TRUSTD_PORT),
+    };
+    let bootstrap = bootstrap_readiness(phase, role, signals);
     if bootstrap.ready == Some(true) {
         phase = Phase::BootstrapReady;
     }
@@ -356,25 +369,79 @@ async fn gather(args: &Args, settings: &Settings, sequence: u64) -> Report {
     }
 }
 
+/// etcd's client port (Talos `constants.EtcdClientPort`).
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+/// trustd's port (Talos `constants.TrustdPort`).
+pub const TRUSTD_PORT: u16 = 50001;
+/// How long a port probe waits for an answer on the node itself.
+pub const PORT_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What the agent can see, without credentials, that tells whether `talosctl bootstrap` may run
+/// on this node (each `None` when it cannot tell).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Signals {
+    /// Whether `/var/lib/etcd` is empty, when it is visible ([`facts::etcd_data_empty`]).
+    pub etcd_data_empty: Option<bool>,
+    /// Whether anything listens on etcd's client port of this node.
+    pub etcd_listening: Option<bool>,
+    /// Whether anything listens on trustd's port of this node.
+    pub trustd_listening: Option<bool>,
+}
+
 /// Bootstrap readiness from what is known: the phase, the declared role (`Err`: a value that is
-/// no role) and whether the etcd data directory is empty (`None`: not visible). Never guesses:
-/// without a role, or without a view of `/var/lib/etcd`, `ready` is `None` with the reason.
-pub fn bootstrap_readiness(phase: Phase, role: Option<Result<Role, &str>>, etcd_empty: Option<bool>) -> Bootstrap {
+/// no role) and [`Signals`]. Never guesses: what it cannot tell gives `ready: None` and the reason.
+///
+/// The rule rests on Talos v1.10 (tag v1.10.5):
+/// - **etcd listens only once bootstrapped or joined.** A control-plane node loads the etcd
+///   service at boot (`internal/app/machined/pkg/runtime/v1alpha1/v1alpha1_sequencer_tasks.go`,
+///   `StartAllServices`), but with an empty data directory and no bootstrap request its `PreFunc`
+///   (`internal/app/machined/pkg/system/services/etcd.go`, `argsForControlPlane` →
+///   `buildInitialCluster`) keeps waiting ("etcd is waiting to join the cluster"); the etcd
+///   process, and so its listener, is created only after `PreFunc` returns
+///   (`internal/app/machined/pkg/system/service_runner.go`). Its client URLs always cover
+///   loopback (`internal/app/machined/pkg/controllers/etcd/spec.go`). So: something on
+///   `:2379` ⇒ bootstrapped (or joined): never bootstrap again; nothing there on a configured
+///   control plane ⇒ not bootstrapped yet. A TCP connect needs no etcd client certificate.
+/// - **trustd runs only on control-plane nodes** (`StartAllServices` adds it for the
+///   control-plane machine type), so trustd on `:50001` gives the role when none was declared.
+/// - Extension services share the host's network namespace
+///   (`internal/app/machined/pkg/system/services/extension.go`), so these probes reach the node's
+///   own ports from the `ext-talos-agent` service with no mount and no credential.
+///
+/// A second control-plane node looks the same as the first until it joins: run `talosctl
+/// bootstrap` on exactly one of the nodes that report ready (`talos-agent wait --until
+/// bootstrap_ready` exits at the first).
+pub fn bootstrap_readiness(phase: Phase, role: Option<Result<Role, &str>>, s: Signals) -> Bootstrap {
     let no = |reason: &str| Bootstrap { ready: Some(false), reason: reason.to_string() };
     let unknown = |reason: &str| Bootstrap { ready: None, reason: reason.to_string() };
     if phase < Phase::Configured {
         return no("not configured yet (apid does not request a client certificate)");
     }
-    match role {
-        Some(Ok(Role::Worker)) => return no("a worker node: bootstrap runs on a control-plane node"),
-        Some(Ok(Role::ControlPlane)) => {}
-        Some(Err(other)) => return unknown(&format!("unknown role {other:?} (controlplane or worker)")),
-        None => return unknown("role not given (talos_agent.role=controlplane|worker)"),
+    let role = match (role, s.trustd_listening) {
+        (Some(Ok(r)), _) => r,
+        (Some(Err(other)), _) => return unknown(&format!("unknown role {other:?} (controlplane or worker)")),
+        (None, Some(true)) => Role::ControlPlane,
+        (None, _) => {
+            return unknown("role not given (talos_agent.role=controlplane|worker) and trustd (:50001) not listening")
+        }
+    };
+    if role == Role::Worker {
+        return no("a worker node: bootstrap runs on a control-plane node");
     }
-    match etcd_empty {
-        Some(true) => Bootstrap { ready: Some(true), reason: "control plane, configured, etcd data empty".into() },
-        Some(false) => no("etcd data directory /var/lib/etcd is not empty (already bootstrapped?)"),
-        None => unknown("/var/lib/etcd is not visible to the agent (mount it read-only into the service)"),
+    if s.etcd_listening == Some(true) {
+        return no("etcd listens on :2379: this node is bootstrapped or has joined");
+    }
+    if s.etcd_data_empty == Some(false) {
+        return no("etcd data directory /var/lib/etcd is not empty (already bootstrapped?)");
+    }
+    match (s.etcd_listening, s.etcd_data_empty) {
+        (Some(false), _) => Bootstrap {
+            ready: Some(true),
+            reason: "configured control plane; nothing listens on etcd's :2379 (Talos starts etcd only after bootstrap or join)"
+                .into(),
+        },
+        (None, Some(true)) => Bootstrap { ready: Some(true), reason: "control plane, configured, etcd data empty".into() },
+        _ => unknown("cannot tell whether etcd runs: :2379 did not answer and /var/lib/etcd is not visible"),
     }
 }
 
@@ -428,14 +495,32 @@ mod tests {
     fn bootstrap_never_guesses() {
         use Phase::*;
         let cp = Some(Ok(Role::ControlPlane));
-        assert_eq!(bootstrap_readiness(MaintenanceReady, cp, Some(true)).ready, Some(false));
-        assert_eq!(bootstrap_readiness(Configured, None, Some(true)).ready, None);
-        assert_eq!(bootstrap_readiness(Configured, cp, None).ready, None);
-        assert_eq!(bootstrap_readiness(Configured, Some(Ok(Role::Worker)), Some(true)).ready, Some(false));
-        assert_eq!(bootstrap_readiness(Configured, cp, Some(false)).ready, Some(false));
-        assert_eq!(bootstrap_readiness(Configured, cp, Some(true)).ready, Some(true));
-        let odd = bootstrap_readiness(Configured, Some(Err("master")), Some(true));
+        let sig =
+            |empty, etcd, trustd| Signals { etcd_data_empty: empty, etcd_listening: etcd, trustd_listening: trustd };
+        assert_eq!(bootstrap_readiness(MaintenanceReady, cp, sig(Some(true), Some(false), None)).ready, Some(false));
+        assert_eq!(bootstrap_readiness(Configured, None, sig(Some(true), Some(false), None)).ready, None);
+        assert_eq!(bootstrap_readiness(Configured, cp, sig(None, None, None)).ready, None);
+        assert_eq!(
+            bootstrap_readiness(Configured, Some(Ok(Role::Worker)), sig(Some(true), Some(false), None)).ready,
+            Some(false)
+        );
+        assert_eq!(bootstrap_readiness(Configured, cp, sig(Some(false), None, None)).ready, Some(false));
+        assert_eq!(bootstrap_readiness(Configured, cp, sig(Some(true), None, None)).ready, Some(true));
+        let odd = bootstrap_readiness(Configured, Some(Err("master")), sig(Some(true), Some(false), Some(true)));
         assert_eq!(odd.ready, None);
-        assert!(odd.reason.contains("\"master\""), "{}", odd.reason);
+        assert!(odd.reason.contains("master"), "{}", odd.reason);
+        // The port signals (what real Talos lets an extension service see): etcd closed on a
+        // configured control plane → ready; etcd open → never again, whatever the data directory.
+        let ready = bootstrap_readiness(Configured, cp, sig(None, Some(false), None));
+        assert_eq!(ready.ready, Some(true));
+        assert!(ready.reason.contains(":2379"), "{}", ready.reason);
+        let done = bootstrap_readiness(Configured, cp, sig(Some(true), Some(true), None));
+        assert_eq!(done.ready, Some(false));
+        assert!(done.reason.contains("bootstrapped or has joined"), "{}", done.reason);
+        // trustd gives the role when none was declared; a declared role wins.
+        assert_eq!(bootstrap_readiness(Configured, None, sig(None, Some(false), Some(true))).ready, Some(true));
+        assert_eq!(bootstrap_readiness(Configured, None, sig(None, Some(false), Some(false))).ready, None);
+        let w = Some(Ok(Role::Worker));
+        assert_eq!(bootstrap_readiness(Configured, w, sig(None, Some(false), Some(true))).ready, Some(false));
     }
 }

@@ -196,6 +196,8 @@ pub struct JsonLine<'a> {
     pub uptime_seconds: Option<f64>,
     /// Bootstrap readiness (`null`: the node cannot tell).
     pub bootstrap_ready: Option<bool>,
+    /// Why (`configured control plane; nothing listens on etcd's :2379 …`).
+    pub bootstrap_reason: &'a str,
     /// TCP peer the latest report came from.
     pub peer: String,
 }
@@ -215,6 +217,7 @@ pub fn json_line(n: &NodeState) -> String {
         boot_id: r.boot_id.as_deref(),
         uptime_seconds: r.uptime_seconds,
         bootstrap_ready: r.bootstrap.ready,
+        bootstrap_reason: &r.bootstrap.reason,
         peer: n.peer.to_string(),
     };
     serde_json::to_string(&j).expect("serializes")

@@ -25,8 +25,33 @@ pub struct Options {
     /// `configured` boots the stand-in with `standin.apid=configured` (apid asks for a client
     /// certificate) and waits for that phase instead of `maintenance_ready`.
     pub configured: bool,
+    /// A configured control-plane node (`standin.role=controlplane`: trustd listens), waited for
+    /// until `bootstrap_ready`; with `etcd_running` etcd listens too, as once bootstrapped, and
+    /// the wait is for `configured`. Implies `configured`.
+    pub controlplane: Option<ControlPlane>,
     /// Print progress lines on stderr.
     pub verbose: bool,
+}
+
+/// The stand-in control plane's etcd (see [`Options::controlplane`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlPlane {
+    /// Never bootstrapped: nothing listens on :2379.
+    NotBootstrapped,
+    /// Bootstrapped (or joined): etcd listens on :2379.
+    Bootstrapped,
+}
+
+impl Options {
+    /// The phase `wait` waits for.
+    pub fn until(&self) -> &'static str {
+        match self.controlplane {
+            Some(ControlPlane::NotBootstrapped) => "bootstrap_ready",
+            Some(ControlPlane::Bootstrapped) => "configured",
+            None if self.configured => "configured",
+            None => "maintenance_ready",
+        }
+    }
 }
 
 /// What happened.
@@ -160,7 +185,7 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
     // 3. talos-agent wait on loopback
     let token = format!("demo-{:016x}", rand_u64());
     let wait_port = free_port()?;
-    let until = if o.configured { "configured" } else { "maintenance_ready" };
+    let until = o.until();
     say(o, &format!("talos-agent wait --listen 127.0.0.1:{wait_port} --nodes 1 --until {until}"));
     let wait_log = o.work.join("wait.log");
     let mut wait = Killed(
@@ -177,8 +202,14 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
     // 4. the arm64 VM: stage 1 runs talos-agent boot
     // `standin.hold`: the stand-in init keeps running (and serving apid) instead of powering off.
     let mut extra = format!("--extra-kernel-arg console={} --extra-kernel-arg standin.hold", a.console);
-    if o.configured {
+    if o.configured || o.controlplane.is_some() {
         extra.push_str(" --extra-kernel-arg standin.apid=configured");
+    }
+    if let Some(cp) = o.controlplane {
+        extra.push_str(" --extra-kernel-arg standin.role=controlplane");
+        if cp == ControlPlane::Bootstrapped {
+            extra.push_str(" --extra-kernel-arg standin.etcd=running");
+        }
     }
     let script = format!(
         "echo STAGE1: running talos-agent boot\n\

@@ -5,19 +5,19 @@
 //! apid in maintenance mode (`maintenance_ready`) and asking for a client certificate
 //! (`configured`). Software emulation; slow (minutes).
 
-use moonboot_tests::demo::{run_demo, Options, Outcome};
+use moonboot_tests::demo::{run_demo, ControlPlane, Options, Outcome};
 use moonboot_tests::fixtures::with_registry;
 use moonboot_tests::qemu::have;
 use serde_json::Value;
 
-fn demo(test: &str, configured: bool) -> Option<Outcome> {
+fn demo(test: &str, configured: bool, controlplane: Option<ControlPlane>) -> Option<Outcome> {
     let f = with_registry(test)?;
     if !have(&f.arches["arm64"].qemu_binary) {
         moonboot_tests::fixtures::skip(test, "qemu-system-aarch64 is not installed (run scripts/setup)");
         return None;
     }
     let work = std::env::temp_dir().join(format!("moonboot-{test}-{}", std::process::id()));
-    let out = run_demo(&f, &Options { work: work.clone(), configured, verbose: true })
+    let out = run_demo(&f, &Options { work: work.clone(), configured, controlplane, verbose: true })
         .unwrap_or_else(|e| panic!("{test}: {e:#}"));
     let _ = std::fs::remove_dir_all(&work);
     Some(out)
@@ -51,8 +51,31 @@ fn check(out: &Outcome, phase: &str) -> Value {
 
 #[test]
 fn demo_reaches_maintenance_ready_then_configured() {
-    let Some(out) = demo("demo_reaches_maintenance_ready", false) else { return };
+    let Some(out) = demo("demo_reaches_maintenance_ready", false, None) else { return };
     check(&out, "maintenance_ready");
-    let Some(out) = demo("demo_reaches_configured", true) else { return };
-    check(&out, "configured");
+    let Some(out) = demo("demo_reaches_configured", true, None) else { return };
+    let n = check(&out, "configured");
+    assert_eq!(n["bootstrap_ready"], false, "no role given, no trustd: cannot tell, never ready: {n}");
+}
+
+/// The bootstrap rule on the stand-in control plane, both answers: configured with trustd on
+/// :50001 and nothing on etcd's :2379 → `bootstrap_ready`; the same with etcd listening (as
+/// once bootstrapped) → stays `configured`, never ready again.
+#[test]
+fn bootstrap_ready_only_while_etcd_does_not_listen() {
+    let Some(out) = demo("bootstrap_ready_not_bootstrapped", true, Some(ControlPlane::NotBootstrapped)) else {
+        return;
+    };
+    let n = check(&out, "bootstrap_ready");
+    assert_eq!(n["bootstrap_ready"], true, "{n}");
+    assert!(n["bootstrap_reason"].as_str().unwrap_or_default().contains("nothing listens on etcd's :2379"), "{n}");
+    assert!(out.console.iter().any(|l| l.contains("trustd listening on :50001")), "the stand-in ran trustd");
+    assert!(!out.console.iter().any(|l| l.contains("etcd listening on :2379")), "etcd must not listen");
+
+    let Some(out) = demo("bootstrap_ready_bootstrapped", true, Some(ControlPlane::Bootstrapped)) else { return };
+    let n = check(&out, "configured");
+    assert_eq!(n["bootstrap_ready"], false, "etcd listens: already bootstrapped: {n}");
+    assert!(out.console.iter().any(|l| l.contains("etcd listening on :2379")), "the stand-in ran etcd");
+    let reason = n["bootstrap_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(":2379") && reason.contains("bootstrapped or has joined"), "{n}");
 }

@@ -104,7 +104,7 @@ fn ec2(f: &Fixtures, cli: &Cli) -> anyhow::Result<()> {
 
 fn quick(f: &Fixtures, cli: &Cli) -> anyhow::Result<()> {
     use moonboot_tests::demo::{run_demo, Options};
-    let o = Options { work: cli.work.clone(), configured: cli.configured, verbose: true };
+    let o = Options { work: cli.work.clone(), configured: cli.configured, controlplane: None, verbose: true };
     let out = run_demo(f, &o)?;
     println!("published: {}", out.published);
     println!("booted:    {}", out.boot_reference);
@@ -120,7 +120,7 @@ fn quick(f: &Fixtures, cli: &Cli) -> anyhow::Result<()> {
     }
     println!(
         "VM power-on to {}: {:.1} s (software emulation; a Graviton instance is many times faster)",
-        if cli.configured { "configured" } else { "maintenance_ready" },
+        o.until(),
         out.seconds_to_phase
     );
     Ok(())

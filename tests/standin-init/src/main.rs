@@ -24,6 +24,8 @@
 //! 9. answers TLS on :50000 like apid in maintenance mode, or, with `standin.apid=configured`,
 //!    like a configured apid that requests a client certificate, and prints the served
 //!    certificate's SPKI fingerprint ([`apid`]);
+//!    With `standin.role=controlplane` trustd's :50001 accepts connections, and with
+//!    `standin.etcd=running` also etcd's :2379, as on a bootstrapped node ([`controlplane`]);
 //! 10. starts the extension services of `/root/usr/local/etc/containers/*.yaml` that Talos would
 //!     start in maintenance mode, chrooted into their roots, output on the console as
 //!     `ext-<name>: …`, restarted as their spec says ([`services`]);
@@ -54,6 +56,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 mod apid;
+mod controlplane;
 mod net;
 mod services;
 
@@ -399,6 +402,7 @@ fn run() -> Result<()> {
     talos_runtime_files()?;
     let network_up = net::configure(&cmdline)?;
     apid::start(&cmdline)?;
+    controlplane::start(&cmdline)?;
     services::start_all(Path::new("/root"), network_up);
     Ok(())
 }

@@ -40,6 +40,46 @@ pub struct Faults {
     pub blob_gets: AtomicUsize,
     /// Request lines seen, in order (`GET /v2/…`), with the Range header if any.
     pub log: Mutex<Vec<String>>,
+    /// Chaos: this percentage (0–100) of blob GETs gets one fault picked at random: a 503, a stall
+    /// of [`Faults::stall_seconds`] before the connection is dropped, a body cut in half, or a
+    /// flipped byte ([`Chaos`]). For load tests.
+    pub chaos_percent: AtomicUsize,
+    /// How long a chaos stall lasts, in seconds.
+    pub stall_seconds: AtomicUsize,
+    /// Faults chaos injected, by kind.
+    pub chaos: Mutex<Chaos>,
+    /// State of the chaos random generator (xorshift64; any non-zero seed).
+    pub seed: std::sync::atomic::AtomicU64,
+}
+
+/// What [`Faults::chaos_percent`] injected.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Chaos {
+    /// 503 answers.
+    pub unavailable: usize,
+    /// Stalled, then dropped connections.
+    pub stalls: usize,
+    /// Bodies cut short.
+    pub truncations: usize,
+    /// Bodies with a flipped byte.
+    pub corruptions: usize,
+}
+
+impl Faults {
+    /// A number in `0..n` from the chaos generator.
+    fn random(&self, n: u64) -> u64 {
+        let mut x = self.seed.load(Ordering::SeqCst);
+        loop {
+            let mut y = if x == 0 { 0x9e37_79b9_7f4a_7c15 } else { x };
+            y ^= y << 13;
+            y ^= y >> 7;
+            y ^= y << 17;
+            match self.seed.compare_exchange(x, y, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return y % n,
+                Err(now) => x = now,
+            }
+        }
+    }
 }
 
 /// A running proxy; it stops serving when the process exits.
@@ -138,10 +178,28 @@ fn serve(mut client: TcpStream, f: &Faults, upstream: &str, me: &str) -> std::io
         }
     }
     let is_blob_get = method == "GET" && path.contains("/blobs/sha256:");
+    // 0: none, 1: 503, 2: stall, 3: truncate, 4: corrupt.
+    let mut chaos = 0;
     if is_blob_get {
         f.blob_gets.fetch_add(1, Ordering::SeqCst);
         if take_one(&f.blob_503s) {
             return respond(&mut client, "503 Service Unavailable", &[], b"try again");
+        }
+        let pct = f.chaos_percent.load(Ordering::SeqCst) as u64;
+        if pct > 0 && f.random(100) < pct {
+            chaos = 1 + f.random(4);
+        }
+        match chaos {
+            1 => {
+                f.chaos.lock().unwrap().unavailable += 1;
+                return respond(&mut client, "503 Service Unavailable", &[], b"try again");
+            }
+            2 => {
+                f.chaos.lock().unwrap().stalls += 1;
+                thread::sleep(std::time::Duration::from_secs(f.stall_seconds.load(Ordering::SeqCst) as u64));
+                return client.shutdown(std::net::Shutdown::Both);
+            }
+            _ => {}
         }
     }
 
@@ -172,11 +230,20 @@ fn serve(mut client: TcpStream, f: &Faults, upstream: &str, me: &str) -> std::io
         let mid = resp_body.len() / 2;
         resp_body[mid] ^= 0x01;
     }
+    if is_blob_get && ok && chaos == 4 && !resp_body.is_empty() {
+        f.chaos.lock().unwrap().corruptions += 1;
+        let i = f.random(resp_body.len() as u64) as usize;
+        resp_body[i] ^= 0x20;
+    }
     if is_blob_get && ok && f.corrupt_blobs.load(Ordering::SeqCst) && !resp_body.is_empty() {
         let mid = resp_body.len() / 2;
         resp_body[mid] ^= 0xff;
     }
-    if is_blob_get && ok && resp_body.len() > 1 && take_one(&f.blob_truncations) {
+    let truncate = chaos == 3 && {
+        f.chaos.lock().unwrap().truncations += 1;
+        true
+    };
+    if is_blob_get && ok && resp_body.len() > 1 && (truncate || take_one(&f.blob_truncations)) {
         // Send the head as is (with the full Content-Length) and half the body, then hang up.
         client.write_all(resp_head)?;
         client.write_all(&resp_body[..resp_body.len() / 2])?;

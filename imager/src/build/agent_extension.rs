@@ -64,7 +64,8 @@ pub fn workspace_dir() -> PathBuf {
 }
 
 /// Cross-compiles `talos-agent` statically for `arch` into `<workspace>/target/cross` and returns
-/// the binary's path. Cargo's output goes to our stderr.
+/// the binary's path. Cargo's progress goes to our stderr when it is a terminal or
+/// `MOONBOOT_PROGRESS=1` (a fresh build takes minutes); otherwise only its errors.
 ///
 /// # Errors
 /// The workspace is not there (an installed imager: use `--agent-binary`), or cargo failed.
@@ -79,12 +80,16 @@ pub fn compile(arch: &str) -> Result<PathBuf> {
     for var in OUTER_CARGO_VARS {
         cmd.env_remove(var);
     }
+    use std::io::IsTerminal;
+    let progress =
+        std::io::stderr().is_terminal() || std::env::var_os("MOONBOOT_PROGRESS").is_some_and(|v| v == "1");
     let status = cmd
         .current_dir(&ws)
         .env("RUSTC", "/usr/bin/rustc")
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "aarch64-linux-gnu-gcc")
-        .args(["build", "--release", "--quiet", "--locked", "-p", "talos-agent", "--target", triple, "--target-dir"])
+        .args(["build", "--release", if progress { "--color=never" } else { "--quiet" }, "--locked"])
+        .args(["-p", "talos-agent", "--target", triple, "--target-dir"])
         .arg(&target_dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

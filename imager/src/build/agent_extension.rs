@@ -88,7 +88,7 @@ pub fn compile(arch: &str) -> Result<PathBuf> {
         .env("RUSTC", "/usr/bin/rustc")
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "aarch64-linux-gnu-gcc")
-        .args(["build", "--release", if progress { "--color=never" } else { "--quiet" }, "--locked"])
+        .args(["build", "--release", if progress { "--color=auto" } else { "--quiet" }, "--locked"])
         .args(["-p", "talos-agent", "--target", triple, "--target-dir"])
         .arg(&target_dir)
         .stdin(std::process::Stdio::null())

@@ -72,8 +72,9 @@ pub struct Layout {
     pub trampoline_memsz: u64,
 }
 
-fn align_up(v: u64, a: u64) -> u64 {
-    v.div_ceil(a) * a
+/// `v` rounded up to a multiple of `a`; `None` when that does not fit in a u64.
+fn align_up(v: u64, a: u64) -> Option<u64> {
+    v.checked_next_multiple_of(a)
 }
 
 /// Places the kernel, initramfs, DTB and trampoline, in that order, in the lowest usable RAM that
@@ -83,7 +84,9 @@ fn align_up(v: u64, a: u64) -> u64 {
 /// `kernel_len`, `initrd_len`, `dtb_len`: file sizes in bytes.
 ///
 /// # Errors
-/// [`PlaceError`] when the DTB is too big or nothing fits.
+/// [`PlaceError`] when the DTB is too big or nothing fits — including sizes from a hostile kernel
+/// header (`text_offset`, `image_size`) whose sum would not fit in 64 bits (`needed` is then
+/// `u64::MAX`): every sum here is checked, none wraps.
 pub fn place(
     ram: &[RangeInclusive<u64>],
     page: u64,
@@ -95,22 +98,30 @@ pub fn place(
     if dtb_len > DTB_MAX {
         return Err(PlaceError::DtbTooBig(dtb_len));
     }
-    let kernel_memsz = align_up(header.image_size.max(kernel_len), page);
-    let dtb_memsz = align_up(dtb_len, page);
-    let initrd_memsz = align_up(initrd_len, page);
-    let text_offset = align_up(header.text_offset, page);
-    let needed = text_offset + kernel_memsz + initrd_memsz + dtb_memsz + page;
-    let mut largest = 0;
+    let largest = ram.iter().map(|r| (r.end() - r.start()).saturating_add(1)).max().unwrap_or(0);
+    let no_room = |needed| PlaceError::NoRoom { needed, largest };
+    let sizes = (|| {
+        let kernel_memsz = align_up(header.image_size.max(kernel_len), page)?;
+        let dtb_memsz = align_up(dtb_len, page)?;
+        let initrd_memsz = align_up(initrd_len, page)?;
+        let text_offset = align_up(header.text_offset, page)?;
+        let needed = text_offset
+            .checked_add(kernel_memsz)?
+            .checked_add(initrd_memsz)?
+            .checked_add(dtb_memsz)?
+            .checked_add(page)?;
+        Some((kernel_memsz, dtb_memsz, initrd_memsz, needed))
+    })();
+    let Some((kernel_memsz, dtb_memsz, initrd_memsz, needed)) = sizes else { return Err(no_room(u64::MAX)) };
     for r in ram {
-        let size = r.end() - r.start() + 1;
-        largest = largest.max(size);
-        let base = align_up(*r.start(), KERNEL_ALIGN);
+        let Some(base) = align_up(*r.start(), KERNEL_ALIGN) else { continue };
         let Some(last) = base.checked_add(needed - 1) else { continue };
-        if base < *r.start() || last > *r.end() {
+        if last > *r.end() {
             continue;
         }
+        // base + needed - 1 fits, and every address below is inside [base, base + needed).
         let kernel = base + header.text_offset;
-        let initrd = align_up(kernel + kernel_memsz, page);
+        let initrd = align_up(kernel + kernel_memsz, page).ok_or(no_room(needed))?;
         let dtb = initrd + initrd_memsz;
         let trampoline = dtb + dtb_memsz;
         return Ok(Layout {
@@ -124,7 +135,7 @@ pub fn place(
             trampoline_memsz: page,
         });
     }
-    Err(PlaceError::NoRoom { needed, largest })
+    Err(no_room(needed))
 }
 
 /// `/chosen` properties the next kernel must not inherit: the old command line and initramfs, the
@@ -258,6 +269,26 @@ mod tests {
             Err(PlaceError::NoRoom { needed: 16 * MIB + 8192, largest: 16 * MIB })
         );
         assert_eq!(place(&ram, 4096, &header(MIB), MIB, MIB, 3 * MIB), Err(PlaceError::DtbTooBig(3 * MIB)));
+    }
+
+    /// Found by `fuzz/fuzz_targets/iomem.rs`: a kernel header's `text_offset` or `image_size`
+    /// near 2^64, or a RAM range covering the whole address space, wrapped the sums (a panic in
+    /// debug builds, a wrong layout for kexec_load in release ones). Now each is a refusal.
+    #[test]
+    fn hostile_sizes_are_refused_not_wrapped() {
+        let ram = [0x0..=0xf];
+        let text = Arm64Header { text_offset: 0xffff_ffff_ffff_0a0a, image_size: 0, flags: 0 };
+        assert_eq!(place(&ram, 4096, &text, 1, MIB, 0), Err(PlaceError::NoRoom { needed: u64::MAX, largest: 16 }));
+        let big = Arm64Header { text_offset: 0, image_size: u64::MAX - 5, flags: 0 };
+        assert!(matches!(place(&ram, 4096, &big, 1, 0, 0), Err(PlaceError::NoRoom { needed: u64::MAX, .. })));
+        let everything = [0..=u64::MAX];
+        let l = place(&everything, 4096, &header(MIB), MIB, MIB, 4096).unwrap();
+        assert_eq!(l.kernel, 0);
+        let top = [u64::MAX - 4095..=u64::MAX];
+        assert!(matches!(
+            place(&top, 4096, &header(MIB), MIB, MIB, 4096),
+            Err(PlaceError::NoRoom { largest: 4096, .. })
+        ));
     }
 
     #[test]

@@ -222,12 +222,13 @@ fn parse_comparator(part: &str) -> Result<Comparator, String> {
     let fields: Vec<&str> = ver.split('.').collect();
     if fields.last() == Some(&"x") && (fields.len() == 2 || fields.len() == 3) {
         let num = |s: &str| s.parse::<u64>().map_err(|_| format!("invalid wildcard version {ver:?}"));
+        let next = |n: u64| n.checked_add(1).ok_or_else(|| format!("wildcard version {ver:?} is out of range"));
         let (lo, hi) = if fields.len() == 2 {
             let major = num(fields[0])?;
-            (Version::new(major, 0, 0), Version::new(major + 1, 0, 0))
+            (Version::new(major, 0, 0), Version::new(next(major)?, 0, 0))
         } else {
             let (major, minor) = (num(fields[0])?, num(fields[1])?);
-            (Version::new(major, minor, 0), Version::new(major, minor + 1, 0))
+            (Version::new(major, minor, 0), Version::new(major, next(minor)?, 0))
         };
         return Ok(match op {
             Op::Eq => Comparator::Within(lo, hi),
@@ -345,5 +346,16 @@ metadata:
             assert!(err.contains(needle), "{err:?} should contain {needle:?}");
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
+    }
+
+    /// Found by reading while fuzzing (`fuzz/fuzz_targets/extension_manifest.rs`): the upper bound
+    /// of a wildcard at u64::MAX overflowed.
+    #[test]
+    fn wildcards_at_the_top_of_the_range_are_refused() {
+        for v in ["18446744073709551615.x", "1.18446744073709551615.x"] {
+            let err = parse_comparator(v).unwrap_err();
+            assert!(err.contains("out of range"), "{v}: {err}");
+        }
+        assert!(parse_comparator("1.x").is_ok());
     }
 }

@@ -187,7 +187,8 @@ impl Tree {
             let kind = match e.kind {
                 EntryKind::Dir => Pending::Entry(Entry { mode: e.mode, kind: Kind::Dir }),
                 EntryKind::File { size } => {
-                    if self.bytes + layer_bytes + size > limit {
+                    // Checked: a hostile header's size near 2^64 must not wrap past the bound.
+                    if self.bytes.saturating_add(layer_bytes).saturating_add(size) > limit {
                         return Err(LayerError::TooLarge { path: e.path, size, limit });
                     }
                     let mut data = Vec::with_capacity(size as usize);
@@ -455,5 +456,25 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(t.get("rootfs/usr/local/b").unwrap().kind, Kind::File(b"same".to_vec()));
+    }
+
+    /// Found by `fuzz/fuzz_targets/extension_tree.rs`: over a lower layer, a tar header whose size
+    /// is near 2^64 wrapped the bound's sum, and the allocation for it aborted the imager.
+    #[test]
+    fn a_size_near_two_to_the_64_is_refused_by_the_bound() {
+        let mut t = Tree::new();
+        let lower = "x".repeat(2048);
+        t.apply_layer(&layer(&[("rootfs/usr/local/a", F, 0o644, &lower)])[..], 1 << 20).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(F);
+        h.set_mode(0o644);
+        h.set_path("rootfs/usr/local/b").unwrap();
+        // 2^64 - 2048: the tar reader's own offsets still fit, the bound's sum (2048 already held) does not.
+        h.set_size(u64::MAX - 2047);
+        h.set_cksum();
+        let mut hostile = h.as_bytes().to_vec();
+        hostile.extend_from_slice(&[0; 1024]);
+        let err = t.apply_layer(&hostile[..], 1 << 20).unwrap_err();
+        assert!(matches!(err, TreeError::TooLarge { limit: 1048576 }), "{err}");
     }
 }

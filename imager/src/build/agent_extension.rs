@@ -81,8 +81,7 @@ pub fn compile(arch: &str) -> Result<PathBuf> {
         cmd.env_remove(var);
     }
     use std::io::IsTerminal;
-    let progress =
-        std::io::stderr().is_terminal() || std::env::var_os("MOONBOOT_PROGRESS").is_some_and(|v| v == "1");
+    let progress = std::io::stderr().is_terminal() || std::env::var_os("MOONBOOT_PROGRESS").is_some_and(|v| v == "1");
     let status = cmd
         .current_dir(&ws)
         .env("RUSTC", "/usr/bin/rustc")

@@ -87,6 +87,7 @@
 //! Every answer is recorded ([`Imds::requests`], e.g. `"GET /2021-03-23/meta-data/instance-id 401"`)
 //! with counters for 401s, tokens issued and user-data served.
 
+use base64::Engine as _;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -434,7 +435,7 @@ impl Shared {
         for i in 0..5u64 {
             bytes.extend_from_slice(&RandomState::new().hash_one((n, i, nanos)).to_le_bytes());
         }
-        base64(&bytes)
+        base64::engine::general_purpose::STANDARD.encode(&bytes)
     }
 }
 
@@ -844,36 +845,6 @@ fn handle(shared: &Shared, mut conn: TcpStream) {
     let _ = std::io::copy(&mut (&mut conn).take(MAX_BODY_BYTES), &mut std::io::sink());
 }
 
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (k, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if k <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
 /// Seconds since the epoch split into (days, hour, minute, second).
 fn split_time(t: SystemTime) -> (i64, u64, u64, u64) {
     let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -882,9 +853,7 @@ fn split_time(t: SystemTime) -> (i64, u64, u64, u64) {
 
 /// `2024-05-01T12:34:56Z`, as `pendingTime`.
 fn rfc3339(t: SystemTime) -> String {
-    let (days, h, m, s) = split_time(t);
-    let (year, month, day) = civil(days);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+    moonboot_imager::build::artifact::rfc3339(t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
 }
 
 /// `Wed, 01 May 2024 12:34:56 GMT` (RFC 9110 IMF-fixdate).
@@ -892,7 +861,7 @@ fn http_date(t: SystemTime) -> String {
     const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let (days, h, m, s) = split_time(t);
-    let (year, month, day) = civil(days);
+    let (year, month, day) = moonboot_imager::build::artifact::civil_from_days(days);
     let weekday = WEEKDAYS[days.rem_euclid(7) as usize];
     let month = MONTHS[(month - 1) as usize];
     format!("{weekday}, {day:02} {month} {year:04} {h:02}:{m:02}:{s:02} GMT")
@@ -1301,10 +1270,6 @@ mod tests {
 
     #[test]
     fn formats() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
         let t = UNIX_EPOCH + Duration::from_secs(784_111_777);
         assert_eq!(http_date(t), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(rfc3339(t), "1994-11-06T08:49:37Z");

@@ -42,8 +42,8 @@ pub const TEMPLATE: &str = include_str!("../../cloud-init/user-data-ec2.yaml");
 pub const MAX_USER_DATA: usize = 16384;
 /// Where the user-data writes the boot script on the instance.
 pub const SCRIPT_PATH: &str = "/usr/local/sbin/moonboot-talos-boot";
-/// The `cloud-init-per` name of the boot (its marker:
-/// `/var/lib/cloud/instance/sem/bootper.moonboot-talos-boot.instance`).
+/// The `cloud-init-per` name of the boot (its marker, dashes turned into underscores:
+/// `/var/lib/cloud/instance/sem/bootper.moonboot_talos_boot.instance`).
 pub const PER_INSTANCE_NAME: &str = "moonboot-talos-boot";
 /// The subdirectory of a build output that holds rendered user-data.
 pub const OUTPUT_DIR: &str = "cloud-init";
@@ -179,32 +179,26 @@ impl UserData {
             .collect()
     }
 
-    /// The options of `talos-agent boot` after SOURCE, as (flag, value): `--registry-mirror` per
-    /// mirror, `--insecure-registry` per insecure registry, `--report`, `--report-token`,
-    /// `--talos-config`, `--extra-kernel-arg` per argument. The platform is left to the agent
-    /// (aws on EC2).
-    pub fn boot_args(&self) -> Vec<(&'static str, String)> {
+    /// The options of `talos-agent boot` after SOURCE, as (agent flag, the imager flag it comes
+    /// from, value): `--registry-mirror` per mirror, `--insecure-registry` per insecure registry,
+    /// `--report`, `--report-token`, `--talos-config`, `--extra-kernel-arg` per argument. The
+    /// platform is left to the agent (aws on EC2).
+    pub fn boot_args(&self) -> Vec<(&'static str, &'static str, String)> {
         let i = &self.instance;
         let mut out = Vec::new();
-        out.extend(i.mirrors.iter().map(|m| ("--registry-mirror", format!("{}={}", m.origin, m.host))));
-        out.extend(i.insecure_registries.iter().map(|h| ("--insecure-registry", h.clone())));
-        out.extend(i.report.iter().map(|r| ("--report", r.clone())));
-        out.extend(i.report_token.iter().map(|t| ("--report-token", t.clone())));
-        out.extend(i.talos_config.iter().map(|c| ("--talos-config", c.clone())));
-        out.extend(i.extra_kernel_args.iter().map(|a| ("--extra-kernel-arg", a.clone())));
+        out.extend(
+            i.mirrors
+                .iter()
+                .map(|m| ("--registry-mirror", "--instance-registry-mirror", format!("{}={}", m.origin, m.host))),
+        );
+        out.extend(
+            i.insecure_registries.iter().map(|h| ("--insecure-registry", "--instance-insecure-registry", h.clone())),
+        );
+        out.extend(i.report.iter().map(|r| ("--report", "--report", r.clone())));
+        out.extend(i.report_token.iter().map(|t| ("--report-token", "--report-token", t.clone())));
+        out.extend(i.talos_config.iter().map(|c| ("--talos-config", "--talos-config", c.clone())));
+        out.extend(i.extra_kernel_args.iter().map(|a| ("--extra-kernel-arg", "--instance-kernel-arg", a.clone())));
         out
-    }
-}
-
-/// The flag each `talos-agent boot` option comes from, for error messages.
-fn imager_flag(agent_flag: &str) -> &'static str {
-    match agent_flag {
-        "--registry-mirror" => "--instance-registry-mirror",
-        "--insecure-registry" => "--instance-insecure-registry",
-        "--report" => "--report",
-        "--report-token" => "--report-token",
-        "--talos-config" => "--talos-config",
-        _ => "--instance-kernel-arg",
     }
 }
 
@@ -280,8 +274,8 @@ fn render_text(u: &UserData) -> Result<String> {
     let boot = u.boot_source();
     let urls = u.agent_urls();
     let mut flags = String::new();
-    for (flag, value) in u.boot_args() {
-        flags.push_str(&format!(" {flag}={}", sh_word(imager_flag(flag), &value)?));
+    for (flag, from, value) in u.boot_args() {
+        flags.push_str(&format!(" {flag}={}", sh_word(from, &value)?));
     }
     let words = urls.iter().map(|url| sh_word("--agent-repository", url)).collect::<Result<Vec<_>>>()?;
     let p = &u.provenance;

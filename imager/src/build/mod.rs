@@ -654,10 +654,10 @@ fn write_outputs(plan: &Plan, pulled: &Pulled, assembled: &Assembled, out: &Path
     match &pulled.agent_binary {
         Ok(bin) => {
             use std::os::unix::fs::PermissionsExt;
-            let name = format!("talos-agent-{arch}");
-            write(&name, bin)?;
-            std::fs::set_permissions(out.join(&name), std::fs::Permissions::from_mode(0o755))
-                .with_context(|| format!("writing {name}"))?;
+            let path = crate::publish::agent_binary_path(out, arch);
+            std::fs::write(&path, bin)
+                .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)))
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         Err(why) => line(&format!("note: no talos-agent-{arch} written: {why}")),
     }

@@ -78,18 +78,9 @@ fn ec2(f: &Fixtures, cli: &Cli) -> anyhow::Result<()> {
         out.built.user_data.display(),
         std::fs::metadata(&out.built.user_data)?.len()
     );
-    println!("boot:       10.20.13.140:5000/moonboot/boot@{}", out.built.boot_digest);
+    println!("boot:       {}:{}/{}@{}", ec2::BASTION, ec2::REGISTRY_PORT, ec2::BOOT_REPOSITORY, out.built.boot_digest);
     println!("agent:      {}", out.built.agent_digest);
-    println!();
-    println!("{}", out.wait_log.trim_end());
-    println!();
-    for n in &out.nodes {
-        println!("{n}");
-    }
-    println!();
-    for (step, secs) in &out.built.steps {
-        println!("{step:<30} {secs:7.1} s");
-    }
+    print_readiness(&out.wait_log, &out.nodes, &out.built.steps);
     for (i, node) in out.instances.iter().enumerate() {
         println!("instance {i}, seconds from power-on (software emulation; a Graviton instance is many times faster):");
         for (phase, secs) in &node.phases {
@@ -102,22 +93,27 @@ fn ec2(f: &Fixtures, cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The readiness table `wait` printed, its `--json` lines, and each step's time.
+fn print_readiness(wait_log: &str, nodes: &[serde_json::Value], steps: &[(&str, f64)]) {
+    println!();
+    println!("{}", wait_log.trim_end());
+    println!();
+    for n in nodes {
+        println!("{n}");
+    }
+    println!();
+    for (step, secs) in steps {
+        println!("{step:<30} {secs:7.1} s");
+    }
+}
+
 fn quick(f: &Fixtures, cli: &Cli) -> anyhow::Result<()> {
     use moonboot_tests::demo::{run_demo, Options};
     let o = Options { work: cli.work.clone(), configured: cli.configured, controlplane: None, verbose: true };
     let out = run_demo(f, &o)?;
     println!("published: {}", out.published);
     println!("booted:    {}", out.boot_reference);
-    println!();
-    println!("{}", out.wait_log.trim_end());
-    println!();
-    for n in &out.nodes {
-        println!("{n}");
-    }
-    println!();
-    for (step, secs) in &out.step_seconds {
-        println!("{step:<22} {secs:7.1} s");
-    }
+    print_readiness(&out.wait_log, &out.nodes, &out.step_seconds);
     println!(
         "VM power-on to {}: {:.1} s (software emulation; a Graviton instance is many times faster)",
         o.until(),

@@ -76,22 +76,21 @@ pub fn ec2_smbios(instance_type: &str, uuid: &str) -> String {
     format!("type=1,manufacturer=Amazon EC2,product={instance_type},serial={uuid},uuid={uuid}")
 }
 
-/// How to boot one instance.
-pub struct Instance<'a> {
-    /// The raw kernel `Image` (the fixtures' Debian cloud kernel).
-    pub kernel: &'a Path,
+/// One instance: its own files and identity.
+#[derive(Debug, Clone)]
+pub struct Instance {
     /// The instance's own disk (a copy of [`CloudGuest::root_image`]).
-    pub disk: &'a Path,
+    pub disk: PathBuf,
     /// A writable copy of `AAVMF_VARS.fd`.
-    pub vars: &'a Path,
+    pub vars: PathBuf,
     /// `-smbios` value ([`ec2_smbios`]).
-    pub smbios: &'a str,
+    pub smbios: String,
     /// The NIC's MAC address (IMDS serves it under `network/interfaces/macs/`).
-    pub mac: &'a str,
+    pub mac: String,
     /// Where the console goes.
-    pub log: &'a Path,
+    pub log: PathBuf,
     /// QEMU monitor socket (for `system_powerdown`).
-    pub monitor: &'a Path,
+    pub monitor: PathBuf,
 }
 
 /// edk2's read-only firmware image for arm64 (package `qemu-efi-aarch64`).
@@ -111,12 +110,13 @@ pub fn copy_sparse(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Boots `i` under QEMU inside `ns` (UEFI, EC2 SMBIOS, NVMe root, user-mode network), console on
-/// the returned guest's lines.
+/// Boots `i` with `kernel` (the raw arm64 `Image` of the fixtures' Debian cloud kernel) under QEMU
+/// inside `ns` (UEFI, EC2 SMBIOS, NVMe root, user-mode network), console on the returned guest's
+/// lines.
 ///
 /// # Errors
 /// When QEMU cannot be started.
-pub fn boot(ns: &Netns, i: &Instance<'_>) -> Result<Guest> {
+pub fn boot(ns: &Netns, kernel: &Path, i: &Instance) -> Result<Guest> {
     let mut cmd = ns.command("qemu-system-aarch64");
     cmd.args(["-M", "virt", "-cpu", "max,pauth-impdef=on", "-smp", "2", "-m", "2048", "-nographic", "-no-reboot"])
         .arg("-drive")
@@ -124,9 +124,9 @@ pub fn boot(ns: &Netns, i: &Instance<'_>) -> Result<Guest> {
         .arg("-drive")
         .arg(format!("if=pflash,format=raw,file={}", i.vars.display()))
         .arg("-smbios")
-        .arg(i.smbios)
+        .arg(&i.smbios)
         .arg("-kernel")
-        .arg(i.kernel)
+        .arg(kernel)
         .arg("-append")
         .arg("root=/dev/nvme0n1 rw console=ttyAMA0")
         .arg("-drive")
@@ -137,7 +137,7 @@ pub fn boot(ns: &Netns, i: &Instance<'_>) -> Result<Guest> {
         .arg(format!("virtio-net-pci,netdev=n0,romfile=,mac={}", i.mac))
         .arg("-monitor")
         .arg(format!("unix:{},server,nowait", i.monitor.display()));
-    Guest::spawn(cmd, i.log)
+    Guest::spawn(cmd, &i.log)
 }
 
 /// Asks the guest to power off (ACPI power button through the QEMU monitor's `system_powerdown`),

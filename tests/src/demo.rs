@@ -14,7 +14,8 @@ use crate::stage1::{self, Stage1};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,16 @@ pub fn host_binaries() -> Result<(PathBuf, PathBuf)> {
     Ok((dir.join("imager"), dir.join("talos-agent")))
 }
 
+/// `imager build --arch arm64` against the fixture registry (its mirror, plain HTTP to it) with the
+/// static `agent` packed into the talos-agent extension; callers add their own flags and `--output`.
+pub fn fixture_build(imager: &Path, f: &Fixtures, agent: &Path) -> Command {
+    let mut cmd = Command::new(imager);
+    cmd.args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
+        .arg("--agent-binary")
+        .arg(agent);
+    cmd
+}
+
 /// Runs `cmd` to completion; its stdout, or an error with its stderr.
 pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
     let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("{what}: starting {cmd:?}"))?;
@@ -119,7 +130,7 @@ pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
 }
 
 /// A free loopback TCP port (bound and released; good enough for a test machine).
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -129,6 +140,67 @@ impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// `talos-agent wait --json` on the host's loopback, its JSON lines collected as they come (the EC2
+/// path reaches it through each instance's namespace, the quick path as QEMU's 10.0.2.2).
+pub struct Waiter {
+    /// Where it listens (`127.0.0.1:PORT`).
+    pub addr: SocketAddr,
+    child: Killed,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Its stderr (the readiness table).
+    pub log: PathBuf,
+    /// Each JSON object it printed so far.
+    pub nodes: Vec<Value>,
+}
+
+impl Waiter {
+    /// Starts `talos-agent wait --listen 127.0.0.1:PORT --nodes N --until PHASE --timeout T --json`.
+    ///
+    /// # Errors
+    /// When it cannot be started.
+    pub fn start(agent: &Path, token: &str, nodes: usize, until: &str, timeout: &str, log: &Path) -> Result<Self> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mut child = Command::new(agent)
+            .args(["wait", "--listen", &addr.to_string(), "--token", token])
+            .args(["--nodes", &nodes.to_string(), "--until", until, "--timeout", timeout, "--json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()
+            .context("starting talos-agent wait")?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Not probed: an empty connection would show in its log; a wait that failed to start shows
+        // in `poll`.
+        Ok(Self { addr, child: Killed(child), lines: rx, log: log.to_path_buf(), nodes: Vec::new() })
+    }
+
+    /// Collects what `wait` printed; its exit status once it exited.
+    ///
+    /// # Errors
+    /// When its status cannot be read.
+    pub fn poll(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        let status = self.child.0.try_wait()?;
+        if status.is_some() {
+            // Its last lines may still be in the pipe.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        while let Ok(line) = self.lines.try_recv() {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                self.nodes.push(v);
+            }
+        }
+        Ok(status)
     }
 }
 
@@ -149,15 +221,7 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
     let out = o.work.join("_out");
     say(o, &format!("imager build --arch arm64 --registry-mirror {} → {}", f.mirror, out.display()));
     let t = Instant::now();
-    run(
-        Command::new(&imager)
-            .args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
-            .arg("--agent-binary")
-            .arg(&agent_arm64)
-            .arg("--output")
-            .arg(&out),
-        "imager build",
-    )?;
+    run(fixture_build(&imager, f, &agent_arm64).arg("--output").arg(&out), "imager build")?;
     steps.push(("imager build", t.elapsed().as_secs_f64()));
 
     // 2. imager publish
@@ -184,20 +248,11 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
 
     // 3. talos-agent wait on loopback
     let token = format!("demo-{:016x}", rand_u64());
-    let wait_port = free_port()?;
     let until = o.until();
-    say(o, &format!("talos-agent wait --listen 127.0.0.1:{wait_port} --nodes 1 --until {until}"));
     let wait_log = o.work.join("wait.log");
-    let mut wait = Killed(
-        Command::new(&agent_host)
-            .args(["wait", "--listen", &format!("127.0.0.1:{wait_port}"), "--token", &token, "--nodes", "1"])
-            .args(["--until", until, "--timeout", "15m", "--json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&wait_log)?)
-            .spawn()
-            .context("starting talos-agent wait")?,
-    );
+    let mut wait = Waiter::start(&agent_host, &token, 1, until, "15m", &wait_log)?;
+    let wait_port = wait.addr.port();
+    say(o, &format!("talos-agent wait --listen {} --nodes 1 --until {until}", wait.addr));
 
     // 4. the arm64 VM: stage 1 runs talos-agent boot
     // `standin.hold`: the stand-in init keeps running (and serving apid) instead of powering off.
@@ -238,24 +293,9 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
     })?;
 
     // 5. wait exits when the node reached the phase.
-    let stdout = wait.0.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
     let deadline = Instant::now() + Duration::from_secs(600);
-    let mut nodes = Vec::new();
     let status = loop {
-        while let Ok(line) = rx.try_recv() {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                nodes.push(v);
-            }
-        }
-        if let Some(status) = wait.0.try_wait()? {
+        if let Some(status) = wait.poll()? {
             break status;
         }
         if Instant::now() > deadline {
@@ -275,12 +315,6 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
         }
     };
     let seconds_to_phase = t.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_millis(100));
-    while let Ok(line) = rx.try_recv() {
-        if let Ok(v) = serde_json::from_str::<Value>(&line) {
-            nodes.push(v);
-        }
-    }
     steps.push(("VM power-on to phase", seconds_to_phase));
     let wait_text = std::fs::read_to_string(&wait_log).unwrap_or_default();
     if !status.success() {
@@ -297,7 +331,7 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
     Ok(Outcome {
         published,
         boot_reference,
-        nodes,
+        nodes: wait.nodes,
         wait_log: wait_text,
         console,
         served_fingerprint,

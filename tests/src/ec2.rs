@@ -17,7 +17,7 @@
 //! instance boots is the stand-in (a TEST PROGRAM), not Talos.
 
 use crate::cloud_guest::{self, CloudGuest};
-use crate::demo::{host_binaries, rand_u64, run, Killed};
+use crate::demo::{fixture_build, free_port, host_binaries, rand_u64, run, Killed, Waiter};
 use crate::fixtures::Fixtures;
 use crate::imds::{Imds, Instance};
 use crate::netns::Netns;
@@ -25,7 +25,6 @@ use crate::qemu::Guest;
 use crate::stage1;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -112,10 +111,7 @@ pub fn build_and_publish(f: &Fixtures, o: &Options) -> Result<Built> {
     say(o, &format!("imager build --arch arm64 (user-data for {bastion_registry}) → {}", out.display()));
     let t = Instant::now();
     run(
-        Command::new(&imager)
-            .args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
-            .arg("--agent-binary")
-            .arg(&agent_arm64)
+        fixture_build(&imager, f, &agent_arm64)
             .args(["--boot-repository", &format!("{bastion_registry}/{BOOT_REPOSITORY}")])
             .args(["--agent-repository", &format!("{bastion_registry}/{AGENT_REPOSITORY}")])
             .args(["--instance-insecure-registry", &bastion_registry])
@@ -249,67 +245,6 @@ impl Drop for Bastion {
     }
 }
 
-/// `talos-agent wait` on the host's loopback (each instance's namespace forwards the bastion's
-/// readiness port to it), its JSON lines collected as they come.
-pub struct Waiter {
-    /// Where it listens (`127.0.0.1:PORT`).
-    pub addr: SocketAddr,
-    child: Killed,
-    lines: std::sync::mpsc::Receiver<String>,
-    /// Its stderr (the readiness table).
-    pub log: PathBuf,
-    /// Each JSON object it printed so far.
-    pub nodes: Vec<Value>,
-}
-
-impl Waiter {
-    /// Starts `talos-agent wait --listen 127.0.0.1:PORT --nodes N --until PHASE --json`.
-    ///
-    /// # Errors
-    /// When it cannot be started.
-    pub fn start(agent: &Path, token: &str, nodes: usize, until: &str, log: &Path) -> Result<Self> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()));
-        let mut child = Command::new(agent)
-            .args(["wait", "--listen", &addr.to_string(), "--token", token])
-            .args(["--nodes", &nodes.to_string(), "--until", until, "--timeout", "30m", "--json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log)?)
-            .spawn()
-            .context("starting talos-agent wait")?;
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        // Not probed: an empty connection would show in its log; the first report comes a minute
-        // later, and a wait that failed to start shows in `poll`.
-        Ok(Self { addr, child: Killed(child), lines: rx, log: log.to_path_buf(), nodes: Vec::new() })
-    }
-
-    /// Collects what `wait` printed; its exit status once it exited.
-    ///
-    /// # Errors
-    /// When its status cannot be read.
-    pub fn poll(&mut self) -> Result<Option<std::process::ExitStatus>> {
-        let status = self.child.0.try_wait()?;
-        if status.is_some() {
-            // Its last lines may still be in the pipe.
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        while let Ok(line) = self.lines.try_recv() {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                self.nodes.push(v);
-            }
-        }
-        Ok(status)
-    }
-}
-
 /// What one instance did.
 #[derive(Debug)]
 pub struct Node {
@@ -354,17 +289,9 @@ pub fn mac(i: usize) -> String {
     format!("52:54:00:12:34:{:02x}", 0x56 + i)
 }
 
-/// A fresh instance: its disk (a sparse copy of the cached guest), UEFI variables and SMBIOS.
-struct Machine {
-    disk: PathBuf,
-    vars: PathBuf,
-    smbios: String,
-    mac: String,
-    log: PathBuf,
-    monitor: PathBuf,
-}
-
-fn machine(work: &Path, guest: &CloudGuest, i: usize, fresh_disk: bool) -> Result<Machine> {
+/// Instance `i`'s files under `work` and its identity: its disk (a sparse copy of the cached guest,
+/// fresh or kept from an earlier boot), UEFI variables and EC2 SMBIOS.
+fn machine(work: &Path, guest: &CloudGuest, i: usize, fresh_disk: bool) -> Result<cloud_guest::Instance> {
     let disk = work.join(format!("instance-{i}.img"));
     if fresh_disk || !disk.exists() {
         cloud_guest::copy_sparse(&guest.root_image(), &disk)?;
@@ -375,7 +302,7 @@ fn machine(work: &Path, guest: &CloudGuest, i: usize, fresh_disk: bool) -> Resul
     }
     // The same instance keeps its UUID across boots, as on EC2.
     let uuid = format!("ec2{i:05x}-1b2c-4d3e-8f40-0123456789ab");
-    Ok(Machine {
+    Ok(cloud_guest::Instance {
         disk,
         vars,
         smbios: cloud_guest::ec2_smbios("m7g.medium", &uuid),
@@ -385,20 +312,8 @@ fn machine(work: &Path, guest: &CloudGuest, i: usize, fresh_disk: bool) -> Resul
     })
 }
 
-fn boot(ns: &Netns, f: &Fixtures, m: &Machine) -> Result<Guest> {
-    let kernel = &f.arches.get("arm64").context("fixtures have no arm64")?.kernel_image;
-    cloud_guest::boot(
-        ns,
-        &cloud_guest::Instance {
-            kernel,
-            disk: &m.disk,
-            vars: &m.vars,
-            smbios: &m.smbios,
-            mac: &m.mac,
-            log: &m.log,
-            monitor: &m.monitor,
-        },
-    )
+fn boot(ns: &Netns, f: &Fixtures, m: &cloud_guest::Instance) -> Result<Guest> {
+    cloud_guest::boot(ns, &f.arches.get("arm64").context("fixtures have no arm64")?.kernel_image, m)
 }
 
 /// The EC2 path end to end: [`build_and_publish`], `talos-agent wait --nodes N --until
@@ -415,7 +330,7 @@ pub fn run_ec2(f: &Fixtures, guest: &CloudGuest, o: &Options) -> Result<Outcome>
         format!("reading {} (imager build writes it with --boot-repository)", built.user_data.display())
     })?;
     let mut waiter =
-        Waiter::start(&built.agent_host, &built.token, o.nodes, "maintenance_ready", &o.work.join("wait.log"))?;
+        Waiter::start(&built.agent_host, &built.token, o.nodes, "maintenance_ready", "30m", &o.work.join("wait.log"))?;
     say(
         o,
         &format!("talos-agent wait --listen {} --nodes {} (reached as {BASTION}:{WAIT_PORT})", waiter.addr, o.nodes),
@@ -423,7 +338,7 @@ pub fn run_ec2(f: &Fixtures, guest: &CloudGuest, o: &Options) -> Result<Outcome>
 
     struct Running {
         bastion: Bastion,
-        machine: Machine,
+        machine: cloud_guest::Instance,
         vm: Guest,
         power_on: Instant,
         phase: usize,
@@ -553,7 +468,7 @@ pub fn run_refused(f: &Fixtures, guest: &CloudGuest, built: &Built, work: &Path)
     let mut instance = Instance::example(&mac(0), "10.0.2.15");
     instance.user_data = Some(std::fs::read(&built.user_data)?);
     // Nothing reports here: the readiness port forwards to a closed loopback port.
-    let closed = SocketAddr::from(([127, 0, 0, 1], std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()));
+    let closed = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let b = bastion(f, work, 0, Cache::CorruptBlobs, instance, closed)?;
     let proxy = b.proxy.as_ref().expect("a proxy for CorruptBlobs");
     let m = machine(work, guest, 0, true)?;
@@ -573,7 +488,10 @@ pub fn run_refused(f: &Fixtures, guest: &CloudGuest, built: &Built, work: &Path)
 
     // Second boot of the same instance, the cache now serving the right bytes.
     proxy.faults.corrupt_blobs.store(false, std::sync::atomic::Ordering::SeqCst);
-    let m2 = Machine { log: work.join("console-instance-0-second-boot.log"), ..machine(work, guest, 0, false)? };
+    let m2 = cloud_guest::Instance {
+        log: work.join("console-instance-0-second-boot.log"),
+        ..machine(work, guest, 0, false)?
+    };
     let mut vm = boot(&b.ns, f, &m2)?;
     let deadline = Instant::now() + Duration::from_secs(15 * 60);
     vm.wait_for("cloud-init finishing (second boot)", deadline, |l| {

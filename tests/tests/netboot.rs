@@ -84,10 +84,7 @@ fn build(f: &Fixtures, work: &Path) -> Built {
     let out = work.join("out");
     let t = Instant::now();
     run(
-        Command::new(&imager)
-            .args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
-            .arg("--agent-binary")
-            .arg(&agent_arm64)
+        moonboot_tests::demo::fixture_build(&imager, f, &agent_arm64)
             .arg("--ipxe-dir")
             .arg(ipxe_dir())
             .arg("--output")

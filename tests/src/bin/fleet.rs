@@ -301,7 +301,7 @@ fn wait_round(cli: &Cli, agent: &std::path::Path, work: &std::path::Path) -> Res
         "\n== talos-agent wait: {} nodes reporting every second + {} wrong-token flood threads, {} s",
         cli.nodes, cli.flood_threads, cli.seconds
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = moonboot_tests::demo::free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let token = "fleet-good-token";
     let log = work.join("wait-flood.log");

@@ -105,7 +105,12 @@ impl Wait {
         let mut out = String::new();
         self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
         let status = self.child.wait().unwrap();
-        let err: Vec<String> = self.stderr.try_iter().collect();
+        // The reader thread ends at the pipe's end of file, once the exited child's last lines
+        // are read: collect until then, not just what has arrived so far.
+        let mut err = Vec::new();
+        while let Ok(l) = self.stderr.recv_timeout(Duration::from_secs(30)) {
+            err.push(l);
+        }
         (status.code().unwrap_or(-1), out, err.join("\n"))
     }
 }

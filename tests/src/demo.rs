@@ -191,13 +191,19 @@ impl Waiter {
     /// When its status cannot be read.
     pub fn poll(&mut self) -> Result<Option<std::process::ExitStatus>> {
         let status = self.child.0.try_wait()?;
-        if status.is_some() {
-            // Its last lines may still be in the pipe.
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        while let Ok(line) = self.lines.try_recv() {
+        let mut take = |line: String| {
             if let Ok(v) = serde_json::from_str::<Value>(&line) {
                 self.nodes.push(v);
+            }
+        };
+        if status.is_some() {
+            // Its last lines may still be in the pipe: the reader thread ends at its end of file.
+            while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(30)) {
+                take(line);
+            }
+        } else {
+            while let Ok(line) = self.lines.try_recv() {
+                take(line);
             }
         }
         Ok(status)

@@ -9,6 +9,8 @@
 //!   (Talos ≥ 1.8), a gzip'd or raw arm64 `Image`, an x86 bzImage — with bounded decompression.
 //! - [`pe`]: the PE/COFF section table, enough to take `.linux`, `.initrd` and `.cmdline` out of
 //!   a Talos UKI (`vmlinuz.efi`, Talos ≥ 1.10 installer images).
+//! - [`hybrid_mbr`]: the Raspberry Pi hybrid MBR (slot 1 FAT over the boot partition, slot 2
+//!   0xEE), Talos's `writePMBR` change to it, and the check and repair both binaries use.
 //! - [`reference`]: OCI image references, registry mirrors and which registries to try in order.
 //!
 //! This crate stays small and free of network or async code: the agent links it into a static
@@ -18,6 +20,7 @@
 
 pub mod artifact;
 pub mod digest;
+pub mod hybrid_mbr;
 pub mod kernel;
 pub mod layer;
 pub mod oci;

@@ -6,6 +6,7 @@
 //! extensions) and [`schematic`] (Image Factory schematics and their IDs), which take their
 //! arguments from [`cli`].
 
+pub mod board;
 pub mod build;
 pub mod bundle;
 pub mod cli;

@@ -26,6 +26,8 @@
 //! - `cloud-init/user-data-ec2-<arch>.yaml`: with `--boot-repository` and a talos-agent binary,
 //!   the EC2 user-data that boots this build ([`crate::cloud_init`]; `imager cloud-init` renders
 //!   it again, e.g. gzip'd); builds of other architectures into the same directory keep theirs;
+//! - `rpi-cm3-arm64.raw.xz`: with `--board rpi-cm3`, the Raspberry Pi CM3 disk image
+//!   ([`crate::board`]); its layout and pinned inputs are in `build.json`'s `board`;
 //! - `build.json`: every input and output by digest, the tool version;
 //! - `SHA256SUMS`: `sha256sum -c` format, every other file, sorted by path.
 //!
@@ -138,6 +140,9 @@ struct BuildJson {
     schematic: String,
     inputs: Inputs,
     initramfs_layers: Vec<LayerNote>,
+    /// The board disk image (`--board`): its layout and pinned inputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    board: Option<crate::board::Written>,
     outputs: BTreeMap<String, String>,
 }
 
@@ -266,6 +271,20 @@ struct Plan {
     user_data: Option<crate::cloud_init::Instance>,
     /// `--output`, for the hint of how to render the user-data later.
     output: PathBuf,
+    /// `--board`: the board disk image to write.
+    board: Option<BoardPlan>,
+}
+
+/// A board disk image to write (`--board`).
+struct BoardPlan {
+    /// The board.
+    board: crate::cli::build::Board,
+    /// `--board-inputs`.
+    inputs: PathBuf,
+    /// `--disk-size`, or the board's default.
+    disk_size: u64,
+    /// Its command line: the metal preset with the Raspberry Pi overlay's arguments.
+    cmdline: String,
 }
 
 /// Step 1, plan: reads `SOURCE_DATE_EPOCH`, merges profile, schematic and flags
@@ -314,6 +333,31 @@ fn plan(args: &Args) -> Result<Plan> {
             line(&format!("talos-agent extension {r}: pinned by the digest it resolves to (build.json)"));
         }
     }
+    let board = match args.board {
+        None => None,
+        Some(board) => {
+            anyhow::ensure!(args.arch == Arch::Arm64, "--board {} needs --arch arm64", board.as_str());
+            let inputs = args.board_inputs.clone().with_context(|| {
+                format!(
+                    "--board {} needs --board-inputs DIR with its pinned firmware, U-Boot, device tree and GRUB (scripts/rpi-inputs DIR fetches them)",
+                    board.as_str()
+                )
+            })?;
+            let cmdline = preset::talos(
+                talos_preset,
+                preset::Platform::Metal,
+                args.arch,
+                Some(preset::Overlay::RpiGeneric),
+                &extra,
+            )?;
+            Some(BoardPlan {
+                board,
+                inputs,
+                disk_size: args.disk_size.unwrap_or(crate::board::CM3_EMMC_BYTES),
+                cmdline: cmdline.to_string(),
+            })
+        }
+    };
     let registry = args.registry.options()?;
     let user_data = crate::cloud_init::Instance::from_flags(&args.user_data)?;
     if let Some(instance) = &user_data {
@@ -339,6 +383,7 @@ fn plan(args: &Args) -> Result<Plan> {
         netboot: crate::netboot::Options::network(&args.network),
         user_data,
         output: args.output.clone(),
+        board,
     })
 }
 
@@ -663,6 +708,20 @@ fn write_outputs(plan: &Plan, pulled: &Pulled, assembled: &Assembled, out: &Path
     }
     write_user_data(plan, pulled, assembled, &boot.digest, out)?;
 
+    let board = match &plan.board {
+        None => None,
+        Some(b) => {
+            line(&format!("writing the {} disk image ({} bytes)", b.board.as_str(), b.disk_size));
+            let talos = crate::board::Talos {
+                vmlinuz: &pulled.vmlinuz,
+                initramfs: &assembled.initramfs.initramfs,
+                cmdline: &b.cmdline,
+                talos_version: &plan.profile.talos_version,
+            };
+            Some(crate::board::write_rpi_cm3(out, &talos, &b.inputs, b.disk_size)?)
+        }
+    };
+
     let mut outputs = sums(out)?;
     outputs.insert(format!("boot-{arch}@manifest"), boot.digest.to_string());
     if let Some(desc) = &agent_image {
@@ -690,6 +749,7 @@ fn write_outputs(plan: &Plan, pulled: &Pulled, assembled: &Assembled, out: &Path
             .zip(&assembled.initramfs.squashfs_sizes)
             .map(|((image, ext), size)| LayerNote { image: image.clone(), extension: ext.clone(), size: *size })
             .collect(),
+        board,
         outputs,
     };
     let mut json = serde_json::to_vec_pretty(&build)?;

@@ -68,6 +68,63 @@ pub struct Args {
     /// Leave the talos-agent extension out.
     #[arg(long)]
     pub no_talos_agent: bool,
+    /// Also write a disk image for this board (arm64 only): rpi-cm3 writes rpi-cm3-arm64.raw.xz
+    /// for a Raspberry Pi Compute Module 3/3+ (or a Pi 3): hybrid MBR, firmware, U-Boot, GRUB,
+    /// Talos's kernel and initramfs with the Raspberry Pi kernel arguments, and Talos's
+    /// partitions sized for the disk (see --disk-size).
+    #[arg(long, value_enum)]
+    pub board: Option<Board>,
+    /// Directory holding the board's pinned inputs (boards/<board>.inputs: firmware, U-Boot,
+    /// device tree, GRUB), each checked against its sha256; `scripts/rpi-inputs DIR` fetches them
+    /// from Debian. Required with --board.
+    #[arg(long, value_name = "DIR", requires = "board")]
+    pub board_inputs: Option<PathBuf>,
+    /// Exact size of the target eMMC or SD card (bytes, or with K/M/G for KiB/MiB/GiB or KB/MB/GB
+    /// for powers of ten): EPHEMERAL ends at its last usable sector, so Talos has nothing to grow
+    /// (and no reason to rewrite the MBR). Read it on the board with `blockdev --getsize64`.
+    /// Default: a CM3's 4 GB eMMC (7634944 sectors).
+    #[arg(long, value_name = "SIZE", requires = "board", value_parser = parse_size)]
+    pub disk_size: Option<u64>,
+}
+
+/// Boards `imager build --board` writes disk images for.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Board {
+    /// Raspberry Pi Compute Module 3 / 3+ (BCM2837), also a Raspberry Pi 3.
+    #[value(name = "rpi-cm3")]
+    RpiCm3,
+}
+
+impl Board {
+    /// The board's name as the flag spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Board::RpiCm3 => "rpi-cm3",
+        }
+    }
+}
+
+/// Parses a size: bytes, or a number with K/M/G (KiB, MiB, GiB; also KiB/MiB/GiB) or KB/MB/GB
+/// (powers of ten).
+///
+/// # Errors
+/// Anything else, or a size that overflows 64 bits.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 4GB, 8GiB, 3909091328)"))?;
+    let mult: u64 = match unit.trim() {
+        "" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (K, M, G, KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// `imager extension …`.

@@ -1,0 +1,239 @@
+//! Board disk images: `imager build --board rpi-cm3` writes `rpi-cm3-arm64.raw.xz`, a disk image
+//! the BCM2837 boot ROM boots (Raspberry Pi 3, Compute Module 3/3+) and that Talos accepts.
+//!
+//! The boot chain, each step a real upstream binary pinned in `boards/rpi-cm3.inputs`:
+//! boot ROM → MBR slot 1 (FAT) → `bootcode.bin` → `start.elf` reads `config.txt` → loads the
+//! mainline CM3 device tree (`device_tree=`) and `u-boot.bin` (rpi_arm64) → U-Boot's UEFI →
+//! `EFI/BOOT/BOOTAA64.EFI` (GRUB 2.12) reads `EFI/debian/grub.cfg` → Talos's kernel (an EFI
+//! zboot application) with its initramfs and the Raspberry Pi kernel arguments.
+//!
+//! The layout ([`layout`]; Talos `pkg/machinery/constants` names and sizes): GPT partition 1
+//! `EFI` (FAT32, the boot partition MBR slot 1 points at, holding everything above), `META`
+//! (1 MiB), `STATE` (100 MiB) and `EPHEMERAL` up to the last usable LBA. Talos creates STATE and
+//! EPHEMERAL itself on first boot and grows EPHEMERAL into free space, and every time it writes
+//! the GPT it rewrites MBR slot 1 as 0xEE (go-blockdevice v2 `writePMBR`), after which the board
+//! never boots again. Here they already exist, sized for the target disk, so Talos has nothing to
+//! create and nothing to grow: the image must be built for the exact size of the eMMC or SD card
+//! (`--disk-size`; a larger card leaves free space that Talos would grow into). Should Talos
+//! write the table anyway, `talos-agent` restores slot 1 (see
+//! [`boot_artifact::hybrid_mbr`]).
+//!
+//! Where this differs from Talos's `rpi_generic` image, and why:
+//! - Kernel, initramfs and `grub.cfg` live on the FAT partition (`A/vmlinuz`, `A/initramfs.xz`)
+//!   instead of an XFS `BOOT` partition: the image stays byte-reproducible (no mkfs.xfs with the
+//!   current time in its inodes) and a 4 GB CM3 keeps 1 GB more for EPHEMERAL. There is no
+//!   `BIOS` partition (x86 only). `talosctl upgrade` would recreate Talos's own layout; re-flash
+//!   or netboot instead.
+//! - `config.txt` points at the mainline device tree, so Linux sees USB (and the eMMC); the
+//!   `dtoverlay=disable-bt`/`disable-wifi` lines are dropped: the CM3 has neither radio, and
+//!   they are overlays for the firmware's downstream tree.
+
+mod disk;
+mod fat;
+pub mod inputs;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use boot_artifact::digest::Sha256Digest;
+use boot_artifact::hybrid_mbr::SECTOR;
+
+pub use disk::Partition;
+
+/// `boards/rpi-cm3.inputs`: the pinned firmware, U-Boot, device tree and GRUB.
+pub const RPI_CM3_INPUTS: &str = include_str!("../../../boards/rpi-cm3.inputs");
+
+/// The image's file name for a board and architecture.
+pub fn image_name(board: &str, arch: &str) -> String {
+    format!("{board}-{arch}.raw.xz")
+}
+
+/// Alignment of every partition: 1 MiB, in sectors (what sgdisk and Talos use).
+const ALIGN: u64 = 2048;
+/// MiB in sectors.
+const MIB: u64 = (1 << 20) / SECTOR;
+/// Talos `META` partition size (Talos `pkg/machinery/constants` `MetaSize`... 1 MiB).
+const META_MIB: u64 = 1;
+/// Talos `STATE` partition size (100 MiB; Talos's STATE volume default).
+const STATE_MIB: u64 = 100;
+/// The smallest boot partition: 256 MiB (Talos's EFI partition is 100 MiB, but here it also
+/// holds the kernel and the initramfs).
+const MIN_BOOT_MIB: u64 = 256;
+
+/// A CM3's eMMC ("4 GB"): the size Linux reports for it, in bytes.
+pub const CM3_EMMC_BYTES: u64 = 7_634_944 * SECTOR;
+
+/// What goes into a board image from the Talos build.
+#[derive(Debug, Clone, Copy)]
+pub struct Talos<'a> {
+    /// Talos's kernel as the release ships it (arm64: an EFI zboot application).
+    pub vmlinuz: &'a [u8],
+    /// The initramfs with the extensions.
+    pub initramfs: &'a [u8],
+    /// The kernel command line (the metal preset with the Raspberry Pi overlay's arguments).
+    pub cmdline: &'a str,
+    /// The Talos version, for the boot menu.
+    pub talos_version: &'a str,
+}
+
+/// What [`write_rpi_cm3`] wrote, for `build.json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Written {
+    /// The file name in the output directory.
+    pub file: String,
+    /// The disk size in bytes (the raw image's size).
+    pub disk_size: u64,
+    /// GPT disk GUID (derived from the inputs).
+    pub disk_guid: uuid::Uuid,
+    /// The GPT partitions.
+    pub partitions: Vec<Partition>,
+    /// The pinned inputs used.
+    pub inputs: Vec<inputs::Pin>,
+}
+
+/// `config.txt` for a CM3 (Talos sbc-raspberrypi v0.1.5's, adapted as the module docs say).
+pub fn config_txt(dtb: &str) -> String {
+    format!(
+        "# moonboot rpi-cm3: the firmware's settings (sbc-raspberrypi v0.1.5 config.txt for the CM3).\n\
+         arm_64bit=1\n\
+         kernel=u-boot.bin\n\
+         device_tree={dtb}\n\
+         enable_uart=1\n\
+         gpu_mem=32\n\
+         arm_boost=1\n\
+         hdmi_safe:0=1\n\
+         hdmi_safe:1=1\n"
+    )
+}
+
+/// `grub.cfg`: one entry booting `A/vmlinuz` with `A/initramfs.xz` and the command line, as
+/// Talos's GRUB configuration does (Talos `internal/pkg/bootloader/grub`), from the FAT partition.
+pub fn grub_cfg(talos_version: &str, cmdline: &str) -> String {
+    format!(
+        "# moonboot rpi-cm3: GRUB 2.12 reads this from its built-in prefix, /EFI/debian.\n\
+         set default=0\n\
+         set timeout=3\n\
+         terminal_input console\n\
+         terminal_output console\n\
+         menuentry \"A - Talos {talos_version}\" {{\n\
+         \x20 set gfxpayload=text\n\
+         \x20 linux /A/vmlinuz {cmdline}\n\
+         \x20 initrd /A/initramfs.xz\n\
+         }}\n"
+    )
+}
+
+/// The GPT layout for a disk of `disk_sectors` whose boot partition needs `boot_sectors`: EFI,
+/// META, STATE, then EPHEMERAL to the last usable LBA (`disk_sectors` − 34).
+///
+/// # Errors
+/// A disk too small for the fixed partitions and at least 512 MiB of EPHEMERAL.
+pub fn layout(disk_sectors: u64, boot_sectors: u64, guid: &dyn Fn(&str) -> uuid::Uuid) -> Result<Vec<Partition>> {
+    let linux = gpt::partition_types::LINUX_FS;
+    let mut parts = Vec::new();
+    let mut next = ALIGN;
+    for (name, t, len) in [
+        ("EFI", gpt::partition_types::EFI, boot_sectors),
+        ("META", linux.clone(), META_MIB * MIB),
+        ("STATE", linux.clone(), STATE_MIB * MIB),
+    ] {
+        parts.push(Partition { name, type_guid: t, guid: guid(name), first_lba: next, last_lba: next + len - 1 });
+        next += len.div_ceil(ALIGN) * ALIGN;
+    }
+    let last_usable = disk_sectors.saturating_sub(34);
+    let min_ephemeral = 512 * MIB;
+    anyhow::ensure!(
+        last_usable >= next + min_ephemeral,
+        "a disk of {} MiB is too small: EFI, META and STATE take {} MiB and EPHEMERAL needs at least {} MiB",
+        disk_sectors / MIB,
+        next / MIB,
+        min_ephemeral / MIB
+    );
+    parts.push(Partition {
+        name: "EPHEMERAL",
+        type_guid: linux,
+        guid: guid("EPHEMERAL"),
+        first_lba: next,
+        last_lba: last_usable,
+    });
+    Ok(parts)
+}
+
+/// A UUID (RFC 9562 version 4 and variant bits set) from a seed and a name: reproducible, and
+/// different for every name and every set of inputs.
+fn derived_uuid(seed: &Sha256Digest, name: &str) -> uuid::Uuid {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&Sha256Digest::of(format!("{}\n{name}", seed.hex()).as_bytes()).as_bytes()[..16]);
+    uuid::Builder::from_random_bytes(b).into_uuid()
+}
+
+/// Writes `<out>/rpi-cm3-arm64.raw.xz`: the disk image for a CM3 whose eMMC (or SD card) is
+/// `disk_size` bytes, from the pinned inputs in `inputs_dir` and the Talos build.
+///
+/// # Errors
+/// A missing or unpinned input (one line naming it and its package), a disk too small or not a
+/// multiple of 512 bytes, an I/O error.
+pub fn write_rpi_cm3(out: &Path, talos: &Talos, inputs_dir: &Path, disk_size: u64) -> Result<Written> {
+    anyhow::ensure!(disk_size % SECTOR == 0, "--disk-size {disk_size} is not a multiple of 512 bytes");
+    let pins = inputs::parse(RPI_CM3_INPUTS).map_err(|e| anyhow::anyhow!("boards/rpi-cm3.inputs: {e}"))?;
+    let loaded = inputs::load(&pins, inputs_dir).map_err(anyhow::Error::msg)?;
+    let dtb = "bcm2837-rpi-cm3-io3.dtb";
+
+    // The FAT boot partition's files.
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (name, data) in loaded {
+        let at = if name == "BOOTAA64.EFI" { format!("EFI/BOOT/{name}") } else { name };
+        files.insert(at, data);
+    }
+    files.insert("config.txt".into(), config_txt(dtb).into_bytes());
+    files.insert("EFI/debian/grub.cfg".into(), grub_cfg(talos.talos_version, talos.cmdline).into_bytes());
+    files.insert("A/vmlinuz".into(), talos.vmlinuz.to_vec());
+    files.insert("A/initramfs.xz".into(), talos.initramfs.to_vec());
+
+    // Everything that decides the bytes, hashed: the GUIDs and the volume ID derive from it.
+    let mut seed_text = format!("moonboot rpi-cm3 disk image v1\ndisk_size {disk_size}\n");
+    for (path, data) in &files {
+        seed_text.push_str(&format!("{path} {}\n", Sha256Digest::of(data).hex()));
+    }
+    let seed = Sha256Digest::of(seed_text.as_bytes());
+
+    let content: u64 = files.values().map(|d| d.len() as u64).sum();
+    // Room for the FATs and directory clusters, then whole 64 MiB steps.
+    let boot_mib = ((content + content / 8) / (1 << 20) + 32).div_ceil(64) * 64;
+    let boot_sectors = boot_mib.max(MIN_BOOT_MIB) * MIB;
+    let guid = |name: &str| derived_uuid(&seed, name);
+    let parts = layout(disk_size / SECTOR, boot_sectors, &guid)?;
+    let volume_id = u32::from_le_bytes(seed.as_bytes()[16..20].try_into().expect("4 bytes"));
+    let boot =
+        fat::fat32(boot_sectors * SECTOR, volume_id, "EFI", &files).context("building the FAT boot partition")?;
+
+    let name = image_name("rpi-cm3", "arm64");
+    let raw = out.join(format!(".{name}.raw.tmp"));
+    let disk_guid = derived_uuid(&seed, "disk");
+    disk::write(&raw, disk_size, disk_guid, &parts, &boot)?;
+    let xz = out.join(&name);
+    compress_xz(&raw, &xz).with_context(|| format!("compressing {}", xz.display()))?;
+    std::fs::remove_file(&raw)?;
+    Ok(Written { file: name, disk_size, disk_guid, partitions: parts, inputs: pins })
+}
+
+/// xz of `from` into `to` (preset 1, CRC64, liblzma's multi-threaded encoder with a fixed block
+/// size, so the bytes do not depend on the number of threads). Preset 1: the image is zeros, an
+/// already compressed kernel and initramfs and a few MB of firmware, which preset 6 makes no
+/// smaller, at a third of the speed (1 GiB of zeros: 8.5 s against 26 s here).
+fn compress_xz(from: &Path, to: &Path) -> Result<()> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
+    let stream = liblzma::stream::MtStreamBuilder::new()
+        .preset(1)
+        .threads(threads)
+        .block_size(24 << 20)
+        .check(liblzma::stream::Check::Crc64)
+        .encoder()?;
+    let mut input = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(from)?);
+    let mut output = liblzma::write::XzEncoder::new_stream(std::io::BufWriter::new(std::fs::File::create(to)?), stream);
+    std::io::copy(&mut input, &mut output)?;
+    let mut w = output.finish()?;
+    std::io::Write::flush(&mut w)?;
+    Ok(())
+}

@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 mod boot;
 mod error_chain;
+mod mbr;
 mod report;
 mod wait;
 
@@ -39,6 +40,9 @@ enum Command {
     Report(report::Args),
     /// Collect readiness reports and exit when N nodes reach a phase (operator side).
     Wait(wait::Args),
+    /// Check the hybrid MBR of a moonboot Raspberry Pi disk, and with --repair restore the slot
+    /// Talos rewrites (exit 0 intact/repaired, 1 needs --repair, 2 not a moonboot disk, 3 I/O).
+    Mbr(mbr::Args),
 }
 
 impl Command {
@@ -48,6 +52,7 @@ impl Command {
             Command::Boot(_) => "boot",
             Command::Report(_) => "report",
             Command::Wait(_) => "wait",
+            Command::Mbr(_) => "mbr",
         }
     }
 }
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         Command::Boot(args) => finish(name, boot::run(*args), boot::Error::exit_code),
         Command::Report(args) => finish(name, report::run(args), report::Error::exit_code),
         Command::Wait(args) => finish(name, wait::run(args), wait::Error::exit_code),
+        Command::Mbr(args) => finish(name, mbr::run(args), mbr::Error::exit_code),
     }
 }
 

@@ -1,0 +1,229 @@
+//! The Raspberry Pi CM3 disk image (`imager build --board rpi-cm3`) read by the standard tools as
+//! the BCM2837 boot ROM, U-Boot and Talos would read it, byte-reproducible, and the safety net:
+//! Talos's `writePMBR` byte changes (go-blockdevice v2 `partitioning/gpt/gpt.go`) applied to the
+//! image, then `talos-agent mbr --repair` restoring exactly what the imager wrote.
+//!
+//! Needs the fixture registry (scripts/fixtures) and the pinned board inputs (scripts/rpi-inputs,
+//! run by scripts/test).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use boot_artifact::hybrid_mbr;
+use moonboot_tests::fixtures::{fixtures_dir, skip, with_registry, Fixtures};
+
+/// A test disk: 1 GiB (QEMU's raspi3b wants a power of two; the CM3 default is its 4 GB eMMC).
+const DISK: u64 = 1 << 30;
+
+fn inputs_dir(test: &str) -> Option<PathBuf> {
+    let d = moonboot_tests::stage1::workspace().join("target/rpi-inputs/files");
+    if d.join("bootcode.bin").is_file() {
+        Some(d)
+    } else {
+        skip(test, &format!("{} is empty: run scripts/rpi-inputs", d.display()));
+        None
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = fixtures_dir().join("tmp").join(format!("rpi-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `imager build --board rpi-cm3` into `out`; returns the decompressed raw image's path.
+fn build(imager: &Path, f: &Fixtures, inputs: &Path, out: &Path) -> PathBuf {
+    run(Command::new(imager)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
+        .args(["--no-talos-agent", "--board", "rpi-cm3", "--disk-size", &DISK.to_string(), "--board-inputs"])
+        .arg(inputs)
+        .arg("--output")
+        .arg(out));
+    let raw = out.with_extension("raw");
+    let xz = std::fs::File::open(out.join("rpi-cm3-arm64.raw.xz")).unwrap();
+    run(Command::new("sh").arg("-c").arg("xz -dc > \"$0\"").arg(&raw).stdin(xz));
+    raw
+}
+
+fn lba0(raw: &Path) -> [u8; 512] {
+    use std::io::Read;
+    let mut b = [0u8; 512];
+    std::fs::File::open(raw).unwrap().read_exact(&mut b).unwrap();
+    b
+}
+
+fn agent_mbr(agent: &Path, disk: &Path, repair: bool) -> (i32, serde_json::Value, String) {
+    let mut c = Command::new(agent);
+    c.args(["mbr", "--json", "--disk"]).arg(disk);
+    if repair {
+        c.arg("--repair");
+    }
+    let o = c.output().unwrap();
+    let j = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+    (o.status.code().unwrap_or(-1), j, String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn cm3_image_boot_rom_view_reproducibility_and_the_mbr_safety_net() {
+    let test = "cm3_image_boot_rom_view_reproducibility_and_the_mbr_safety_net";
+    let Some(f) = with_registry(test) else { return };
+    let Some(inputs) = inputs_dir(test) else { return };
+    let (imager, agent) = moonboot_tests::demo::host_binaries().expect("building imager and talos-agent");
+    let dir = scratch("image");
+    let raw = build(&imager, &f, &inputs, &dir.join("a"));
+    let raw_b = build(&imager, &f, &inputs, &dir.join("b"));
+    let (xa, xb) = (
+        std::fs::read(dir.join("a/rpi-cm3-arm64.raw.xz")).unwrap(),
+        std::fs::read(dir.join("b/rpi-cm3-arm64.raw.xz")).unwrap(),
+    );
+    assert!(xa == xb, "two builds of the same inputs differ");
+    assert_eq!(std::fs::metadata(&raw).unwrap().len(), DISK);
+    std::fs::remove_file(&raw_b).unwrap();
+
+    // The boot ROM's view: MBR slot 1 bootable FAT32 (0x0C), slot 2 0xEE from LBA 1.
+    let mbr: serde_json::Value =
+        serde_json::from_str(&text(&run(Command::new("sfdisk").args(["--label-nested", "dos", "--json"]).arg(&raw))))
+            .unwrap();
+    let p = &mbr["partitiontable"]["partitions"];
+    assert_eq!(p[0]["type"], "c", "{mbr}");
+    assert_eq!(p[0]["bootable"], true, "{mbr}");
+    assert_eq!(p[0]["start"], 2048, "{mbr}");
+    assert_eq!(p[1]["type"], "ee", "{mbr}");
+    assert_eq!(p[1]["start"], 1, "{mbr}");
+    assert_eq!(p.as_array().unwrap().len(), 2, "{mbr}");
+
+    // Talos's view: a valid GPT with its partitions, EPHEMERAL up to the last usable LBA.
+    let v = text(&run(Command::new("sgdisk").arg("-v").arg(&raw)));
+    assert!(v.contains("No problems found"), "{v}");
+    let gpt: serde_json::Value =
+        serde_json::from_str(&text(&run(Command::new("sfdisk").arg("--json").arg(&raw)))).unwrap();
+    let t = &gpt["partitiontable"];
+    let names: Vec<&str> = t["partitions"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["EFI", "META", "STATE", "EPHEMERAL"], "{gpt}");
+    assert_eq!(t["partitions"][0]["start"], p[0]["start"], "MBR slot 1 and GPT partition 1 start apart");
+    assert_eq!(t["partitions"][0]["size"], p[0]["size"], "MBR slot 1 and GPT partition 1 differ in size");
+    assert_eq!(t["partitions"][0]["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+    let eph = &t["partitions"][3];
+    assert_eq!(
+        eph["start"].as_u64().unwrap() + eph["size"].as_u64().unwrap() - 1,
+        t["lastlba"].as_u64().unwrap(),
+        "{gpt}"
+    );
+
+    // The FAT at MBR slot 1's offset, read with mtools: the pinned files and config.txt.
+    let at = format!("{}@@{}", raw.display(), p[0]["start"].as_u64().unwrap() * 512);
+    let mtools = |args: &[&str]| {
+        text(&run(Command::new(args[0]).env("MTOOLS_SKIP_CHECK", "1").args(["-i", &at]).args(&args[1..])))
+    };
+    let listing = mtools(&["mdir", "-/", "-b", "::/"]);
+    for file in [
+        "::/bootcode.bin",
+        "::/start.elf",
+        "::/fixup.dat",
+        "::/u-boot.bin",
+        "::/config.txt",
+        "::/bcm2837-rpi-cm3-io3.dtb",
+        "::/EFI/BOOT/BOOTAA64.EFI",
+        "::/EFI/debian/grub.cfg",
+        "::/A/vmlinuz",
+        "::/A/initramfs.xz",
+    ] {
+        assert!(listing.lines().any(|l| l.eq_ignore_ascii_case(file)), "{file} not on the FAT:\n{listing}");
+    }
+    let config = mtools(&["mtype", "::/config.txt"]);
+    for l in ["arm_64bit=1", "kernel=u-boot.bin", "enable_uart=1", "device_tree=bcm2837-rpi-cm3-io3.dtb"] {
+        assert!(config.lines().any(|c| c == l), "config.txt lacks {l}:\n{config}");
+    }
+    assert!(!config.contains("dtoverlay=dwc2"), "gadget mode would take host USB away:\n{config}");
+    let grub = mtools(&["mtype", "::/EFI/debian/grub.cfg"]);
+    assert!(grub.contains("console=ttyAMA0,115200") && grub.contains("sysctl.kernel.kexec_load_disabled=1"), "{grub}");
+    let boot = dir.join("bootcode.bin");
+    run(Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").args(["-n", "-i", &at, "::/bootcode.bin"]).arg(&boot));
+    assert_eq!(std::fs::read(&boot).unwrap(), std::fs::read(inputs.join("bootcode.bin")).unwrap());
+    let kernel = dir.join("vmlinuz");
+    run(Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").args(["-n", "-i", &at, "::/A/vmlinuz"]).arg(&kernel));
+    assert_eq!(
+        std::fs::read(&kernel).unwrap(),
+        std::fs::read(dir.join("a/kernel-arm64")).unwrap(),
+        "the FAT's kernel is the build's"
+    );
+    let build: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("a/build.json")).unwrap()).unwrap();
+    assert_eq!(build["board"]["disk_size"], DISK, "{}", build["board"]);
+    assert!(build["outputs"]["rpi-cm3-arm64.raw.xz"].as_str().unwrap().starts_with("sha256:"));
+
+    // An intact disk: nothing to do.
+    let (code, j, err) = agent_mbr(&agent, &raw, false);
+    assert_eq!((code, j["state"].as_str()), (0, Some("intact")), "{err}");
+
+    // Talos writes its GPT: slot 1 becomes 0xEE over the whole disk. The boot ROM would now find
+    // no FAT in slot 1.
+    let written = lba0(&raw);
+    let mut clobbered = written;
+    hybrid_mbr::talos_write_pmbr(&mut clobbered, DISK / 512 - 1, false);
+    let disk = dir.join("clobbered.raw");
+    std::fs::copy(&raw, &disk).unwrap();
+    write_lba0(&disk, &clobbered);
+    let mbr: serde_json::Value =
+        serde_json::from_str(&text(&run(Command::new("sfdisk").args(["--label-nested", "dos", "--json"]).arg(&disk))))
+            .unwrap();
+    assert_eq!(mbr["partitiontable"]["partitions"][0]["type"], "ee", "{mbr}");
+    let (code, j, err) = agent_mbr(&agent, &disk, false);
+    assert_eq!((code, j["state"].as_str()), (1, Some("clobbered_by_talos")), "{err}");
+    assert_eq!(lba0(&disk), clobbered, "a check without --repair wrote to the disk");
+    let (code, j, err) = agent_mbr(&agent, &disk, true);
+    assert_eq!((code, j["state"].as_str()), (0, Some("repaired")), "{err}");
+    assert_eq!(lba0(&disk), written, "the repaired LBA 0 is not what the imager wrote");
+    let listing = text(&run(Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").args([
+        "-b",
+        "-i",
+        &format!("{}@@1M", disk.display()),
+        "::/",
+    ])));
+    assert!(listing.to_lowercase().contains("bootcode.bin"), "{listing}");
+
+    // Refusals touch nothing: a GPT whose partition 1 is not moonboot's, and a foreign MBR.
+    let other = dir.join("other.raw");
+    std::fs::copy(&raw, &other).unwrap();
+    run(Command::new("sgdisk").args(["-c", "1:BOOT"]).arg(&other));
+    let before = lba0(&other);
+    let mut c2 = before;
+    hybrid_mbr::talos_write_pmbr(&mut c2, DISK / 512 - 1, false);
+    write_lba0(&other, &c2);
+    let (code, j, err) = agent_mbr(&agent, &other, true);
+    assert_eq!((code, j["state"].as_str()), (2, Some("refused")), "{err}");
+    assert!(j["detail"].as_str().unwrap().contains("not an EFI System Partition named \"EFI\""), "{j}");
+    assert_eq!(lba0(&other), c2, "a refused repair wrote to the disk");
+    let mut foreign = written;
+    foreign[440] ^= 0xFF;
+    hybrid_mbr::talos_write_pmbr(&mut foreign, DISK / 512 - 1, false);
+    write_lba0(&disk, &foreign);
+    let (code, j, _) = agent_mbr(&agent, &disk, true);
+    assert_eq!((code, j["state"].as_str()), (2, Some("refused")), "{j}");
+    assert!(j["detail"].as_str().unwrap().contains("disk signature"), "{j}");
+    assert_eq!(lba0(&disk), foreign);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn write_lba0(disk: &Path, b: &[u8; 512]) {
+    use std::io::{Seek, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(disk).unwrap();
+    f.seek(std::io::SeekFrom::Start(0)).unwrap();
+    f.write_all(b).unwrap();
+}

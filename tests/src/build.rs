@@ -148,12 +148,12 @@ pub struct Options {
     pub force: bool,
 }
 
-fn log(msg: &str) {
+pub(crate) fn log(msg: &str) {
     eprintln!("fixtures: {msg}");
 }
 
 /// Runs a command; errors carry the command line and its stderr.
-fn run(cmd: &mut Command) -> Result<Vec<u8>> {
+pub(crate) fn run(cmd: &mut Command) -> Result<Vec<u8>> {
     let shown = format!("{cmd:?}");
     let out = cmd
         .stdin(Stdio::null())
@@ -166,13 +166,13 @@ fn run(cmd: &mut Command) -> Result<Vec<u8>> {
 }
 
 /// `path size mtime` — a cheap identity of an input file for cache keys.
-fn stamp(path: &Path) -> Result<String> {
+pub(crate) fn stamp(path: &Path) -> Result<String> {
     let m = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     let mtime = m.modified()?.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
     Ok(format!("{} {} {mtime}", path.display(), m.len()))
 }
 
-fn key_of(lines: &[String]) -> String {
+pub(crate) fn key_of(lines: &[String]) -> String {
     let mut h = Sha256::new();
     for l in lines {
         h.update(l.as_bytes());
@@ -181,7 +181,7 @@ fn key_of(lines: &[String]) -> String {
     hex::encode(h.finalize())
 }
 
-fn write_file(path: &Path, data: impl AsRef<[u8]>, mode: u32) -> Result<()> {
+pub(crate) fn write_file(path: &Path, data: impl AsRef<[u8]>, mode: u32) -> Result<()> {
     if let Some(parent) = path.parent() {
         mkdir(parent)?;
     }
@@ -190,13 +190,13 @@ fn write_file(path: &Path, data: impl AsRef<[u8]>, mode: u32) -> Result<()> {
     Ok(())
 }
 
-fn mkdir(path: &Path) -> Result<()> {
+pub(crate) fn mkdir(path: &Path) -> Result<()> {
     fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
     Ok(())
 }
 
-fn fresh_dir(path: &Path) -> Result<()> {
+pub(crate) fn fresh_dir(path: &Path) -> Result<()> {
     if path.exists() {
         fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))?;
     }
@@ -243,7 +243,7 @@ fn sorted_tree(root: &Path) -> Result<Vec<String>> {
 }
 
 /// Extracts a .deb under `out/debs/<name>/` unless already extracted from the same file.
-fn extract_deb(deb: &Path, debs_dir: &Path) -> Result<PathBuf> {
+pub fn extract_deb(deb: &Path, debs_dir: &Path) -> Result<PathBuf> {
     let name = deb.file_name().context("deb without a file name")?.to_string_lossy();
     let dest = debs_dir.join(name.trim_end_matches(".deb"));
     let marker = dest.join(".moonboot-extracted");
@@ -263,7 +263,7 @@ fn deb_field(deb: &Path, field: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out).trim().to_string())
 }
 
-fn only_entry(dir: &Path, prefix: &str) -> Result<PathBuf> {
+pub(crate) fn only_entry(dir: &Path, prefix: &str) -> Result<PathBuf> {
     let mut found: Vec<PathBuf> = fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -386,7 +386,7 @@ fn build_rootfs(dir: &Path, arch: &str, busybox: &Path, epoch: u64) -> Result<Pa
 }
 
 /// Builds `initramfs.xz` (zstd of a newc cpio: init, rootfs.sqsh, the modules).
-fn build_initramfs(
+pub(crate) fn build_initramfs(
     dir: &Path,
     init: &Path,
     sqsh: &Path,
@@ -537,7 +537,7 @@ fn build_arch(input: &ArchInput, opts: &Options) -> Result<ArchBuild> {
     })
 }
 
-fn labels(what: &str) -> BTreeMap<String, String> {
+pub(crate) fn labels(what: &str) -> BTreeMap<String, String> {
     BTreeMap::from([(
         "org.opencontainers.image.description".to_string(),
         format!("moonboot stand-in of {what}: TEST FIXTURE built from Debian packages, not the real image"),
@@ -545,41 +545,57 @@ fn labels(what: &str) -> BTreeMap<String, String> {
 }
 
 fn build_imager(builds: &[ArchBuild], opts: &Options) -> Result<PushedImage> {
-    let mut shared = LayerBuilder::new(opts.epoch);
-    for b in builds {
-        let base = format!("usr/install/{}", b.arch);
-        shared.file(&format!("{base}/vmlinuz"), fs::read(&b.fixtures.vmlinuz)?, 0o644);
-        shared.file(&format!("{base}/initramfs.xz"), fs::read(&b.fixtures.initramfs)?, 0o644);
+    let inputs: Vec<(&str, &Path, &Path)> = builds
+        .iter()
+        .map(|b| (b.arch.as_str(), b.fixtures.vmlinuz.as_path(), b.fixtures.initramfs.as_path()))
+        .collect();
+    imager_image(&opts.out.join("oci/imager"), TALOS_VERSION, &inputs, opts.epoch)
+}
+
+/// Writes, at `dir`, the OCI image layout of a stand-in `siderolabs/imager` tagged `tag`: one
+/// layer shared by every architecture with `usr/install/<arch>/{vmlinuz,initramfs.xz}` from
+/// `inputs` (`(arch, vmlinuz, initramfs)`), and a small platform marker layer per architecture.
+pub fn imager_image(dir: &Path, tag: &str, inputs: &[(&str, &Path, &Path)], epoch: u64) -> Result<PushedImage> {
+    let mut shared = LayerBuilder::new(epoch);
+    let mut arches = Vec::new();
+    for (arch, vmlinuz, initramfs) in inputs {
+        let base = format!("usr/install/{arch}");
+        shared.file(&format!("{base}/vmlinuz"), fs::read(vmlinuz)?, 0o644);
+        shared.file(&format!("{base}/initramfs.xz"), fs::read(initramfs)?, 0o644);
+        arches.push(*arch);
     }
-    log("writing the imager image layout");
-    let shared = shared.build("usr/install/{amd64,arm64}/{vmlinuz,initramfs.xz} (both architectures)")?;
+    log(&format!("writing the imager image layout {}", dir.display()));
+    let mut names = arches.clone();
+    names.sort_unstable();
+    let both = if names.len() == 2 { " (both architectures)" } else { "" };
+    let shared = shared.build(&format!("usr/install/{{{}}}/{{vmlinuz,initramfs.xz}}{both}", names.join(",")))?;
     let upstream = format!("ghcr.io/{IMAGER_REPOSITORY}:{TALOS_VERSION}");
-    let layout = Layout::create(&opts.out.join("oci/imager"))?;
+    let layout = Layout::create(dir)?;
     let mut manifests = Vec::new();
     let mut digests = BTreeMap::new();
-    for b in builds {
-        let mut l = LayerBuilder::new(opts.epoch);
+    for arch in arches {
+        let mut l = LayerBuilder::new(epoch);
         l.file(
             "usr/share/moonboot-standin/platform",
-            format!("linux/{}\nmoonboot stand-in of {upstream}: TEST FIXTURE, not Talos\n", b.arch),
+            format!("linux/{arch}\nmoonboot stand-in of {upstream}: TEST FIXTURE, not Talos\n"),
             0o644,
         );
-        let arch_layer = l.build(&format!("platform marker linux/{}", b.arch))?;
+        let arch_layer = l.build(&format!("platform marker linux/{arch}"))?;
         let desc = layout.put_image(
-            &Platform::linux(&b.arch),
+            &Platform::linux(arch),
             &[&shared, &arch_layer],
-            opts.epoch,
+            epoch,
             &labels(&upstream),
             &BTreeMap::new(),
         )?;
-        digests.insert(b.arch.clone(), desc.digest.to_string());
+        digests.insert(arch.to_string(), desc.digest.to_string());
         manifests.push(desc);
     }
     let dir = layout.dir().to_path_buf();
-    let index = layout.finish_index(manifests, &labels(&upstream), TALOS_VERSION)?;
+    let index = layout.finish_index(manifests, &labels(&upstream), tag)?;
     Ok(PushedImage {
         repository: IMAGER_REPOSITORY.to_string(),
-        tag: TALOS_VERSION.to_string(),
+        tag: tag.to_string(),
         reference: String::new(),
         upstream_reference: upstream,
         index_digest: index.digest.to_string(),
@@ -590,22 +606,36 @@ fn build_imager(builds: &[ArchBuild], opts: &Options) -> Result<PushedImage> {
 }
 
 fn build_extension(ext: &Extension, opts: &Options) -> Result<PushedImage> {
+    let mut layers = Vec::new();
+    for arch in ARCHES {
+        layers.push((arch, ext.layer(arch, opts.epoch)?));
+    }
+    extension_image(ext, &opts.out.join("oci").join(ext.name), ext.version, &layers, opts.epoch)
+}
+
+/// Writes, at `dir`, the OCI image layout of extension `ext` tagged `tag`: one image per
+/// `(arch, layer)` under one index.
+pub fn extension_image(
+    ext: &Extension,
+    dir: &Path,
+    tag: &str,
+    layers: &[(&str, Layer)],
+    epoch: u64,
+) -> Result<PushedImage> {
     let upstream = ext.upstream_reference();
-    let layout = Layout::create(&opts.out.join("oci").join(ext.name))?;
+    let layout = Layout::create(dir)?;
     let mut manifests = Vec::new();
     let mut digests = BTreeMap::new();
-    for arch in ARCHES {
-        let layer: Layer = ext.layer(arch, opts.epoch)?;
-        let desc =
-            layout.put_image(&Platform::linux(arch), &[&layer], opts.epoch, &labels(&upstream), &BTreeMap::new())?;
+    for (arch, layer) in layers {
+        let desc = layout.put_image(&Platform::linux(arch), &[layer], epoch, &labels(&upstream), &BTreeMap::new())?;
         digests.insert(arch.to_string(), desc.digest.to_string());
         manifests.push(desc);
     }
     let dir = layout.dir().to_path_buf();
-    let index = layout.finish_index(manifests, &labels(&upstream), ext.version)?;
+    let index = layout.finish_index(manifests, &labels(&upstream), tag)?;
     Ok(PushedImage {
         repository: format!("siderolabs/{}", ext.name),
-        tag: ext.version.to_string(),
+        tag: tag.to_string(),
         reference: String::new(),
         upstream_reference: upstream,
         index_digest: index.digest.to_string(),

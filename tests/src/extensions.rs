@@ -136,24 +136,42 @@ impl Extension {
         format!("ghcr.io/siderolabs/{}:{}", self.name, self.version)
     }
 
-    /// The single layer of this extension's image for `arch` (GOARCH spelling).
+    /// The single layer of this extension's image for `arch` (GOARCH spelling), with stand-in
+    /// scripts for the binaries.
     pub fn layer(&self, arch: &str, mtime: u64) -> Result<Layer> {
+        self.layer_with(arch, mtime, "", &mut |bin| Ok(standin_script(bin, self, arch).into_bytes()))
+    }
+
+    /// The binaries' names (the files under `rootfs/` that upstream builds).
+    pub fn binaries(&self) -> &'static [&'static str] {
+        match self.name {
+            "spin" => &["containerd-shim-spin-v2"],
+            "tailscale" => &["containerboot", "tailscale", "tailscaled"],
+            _ => &[],
+        }
+    }
+
+    /// The single layer for `arch` with each binary's bytes from `binary(name)` (the layout and
+    /// the other files are those of [`Extension::layer`]); `note` is added to the layer comment.
+    pub fn layer_with(
+        &self,
+        arch: &str,
+        mtime: u64,
+        note: &str,
+        binary: &mut dyn FnMut(&str) -> Result<Vec<u8>>,
+    ) -> Result<Layer> {
         let mut b = LayerBuilder::new(mtime);
         b.file("manifest.yaml", self.manifest_yaml(), 0o644);
         match self.name {
             "spin" => {
-                b.file(
-                    "rootfs/usr/local/bin/containerd-shim-spin-v2",
-                    standin_script("containerd-shim-spin-v2", self, arch),
-                    0o755,
-                );
+                b.file("rootfs/usr/local/bin/containerd-shim-spin-v2", binary("containerd-shim-spin-v2")?, 0o755);
                 b.file("rootfs/etc/cri/conf.d/10-spin.part", SPIN_CRI_PART, 0o644);
             }
             "tailscale" => {
-                for bin in ["containerboot", "tailscale", "tailscaled"] {
+                for bin in self.binaries() {
                     b.file(
                         &format!("rootfs/usr/local/lib/containers/tailscale/usr/local/bin/{bin}"),
-                        standin_script(bin, self, arch),
+                        binary(bin)?,
                         0o755,
                     );
                 }
@@ -161,7 +179,7 @@ impl Extension {
             }
             other => anyhow::bail!("no stand-in content for extension {other}"),
         }
-        b.build(&format!("moonboot stand-in of {} (linux/{arch}), TEST FIXTURE", self.upstream_reference()))
+        b.build(&format!("moonboot stand-in of {} (linux/{arch}){note}, TEST FIXTURE", self.upstream_reference()))
     }
 }
 

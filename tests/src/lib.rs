@@ -9,6 +9,8 @@
 //!   helpers that push bundles with any content;
 //! - [`build`]: what `scripts/fixtures` runs (`cargo run -p moonboot-tests --bin fixtures`);
 //! - [`fixtures`]: `target/fixtures/fixtures.json`, read by the tests;
+//! - [`realistic`]: realistic-size extension and imager images for `scripts/bench-imager
+//!   --realistic` (real arm64 programs from Debian packages);
 //! - [`qemu`]: boot a guest and wait for console marker lines;
 //! - [`matchbox`]: a matchbox-compatible HTTP test server (the netboot test's iPXE chain);
 //! - [`stage1`]: the static `talos-agent` and the first-stage initramfs of the kexec tests;
@@ -34,7 +36,9 @@ pub mod matchbox;
 pub mod netns;
 pub mod oci;
 pub mod qemu;
+pub mod realistic;
 pub mod registry;
+pub mod rpi;
 pub mod stage1;
 pub mod whiteout;
 pub mod zboot;

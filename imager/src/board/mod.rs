@@ -28,8 +28,8 @@
 //!   `dtoverlay=disable-bt`/`disable-wifi` lines are dropped: the CM3 has neither radio, and
 //!   they are overlays for the firmware's downstream tree.
 
-mod disk;
-mod fat;
+pub(crate) mod disk;
+pub(crate) mod fat;
 pub mod inputs;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
 //! `imager inspect`: what a boot artifact, an extension image or a Talos imager image holds, read
 //! from a registry (`REGISTRY/REPO:TAG` or `@sha256:…`), from an OCI image layout directory, or
-//! from the output directory of `imager build` (its `boot-<arch>/`).
+//! from the output directory of `imager build` (its `boot-<arch>/`, and the board disk image
+//! when it wrote one); also a board disk image itself ([`disk`]: `.raw` or `.raw.xz`).
 //!
 //! Every blob is verified against its digest before anything read from it is reported. What kind
 //! of image it is:
@@ -21,8 +22,11 @@
 //!
 //! - [`model`]: what is reported (`--json`);
 //! - `scan`: reading the layers and turning them into the model;
-//! - [`render`]: the text form.
+//! - [`render`]: the text form;
+//! - [`disk`] and [`gpt`]: disk images.
 
+pub mod disk;
+pub mod gpt;
 pub mod model;
 pub mod render;
 mod scan;
@@ -41,11 +45,13 @@ use boot_artifact::reference::Reference;
 use kernel_cmdline::preset::Arch;
 use moonboot_registry::{Registry, Resolved};
 
+use crate::board::image_name;
+use crate::cli::build::Board;
 use crate::cli::inspect::Args;
 use crate::oci_layout::{blob_error, BlobReader, LayoutError, OciLayout};
 use crate::publish::boot_layout_dir;
 pub use model::*;
-pub use render::render;
+pub use render::{render, render_disk};
 pub use scan::{initramfs_format, kernel_format};
 
 /// Largest small file kept in memory while scanning (`manifest.yaml`, `boot/cmdline`): 1 MiB.
@@ -197,6 +203,7 @@ pub async fn inspect_image(image: Image<'_>, blobs: &Blobs<'_>) -> Result<Inspec
         boot: None,
         extension: None,
         talos_imager: None,
+        disk_image: None,
     };
     if is_boot {
         out.kind = "boot-artifact".to_string();
@@ -264,6 +271,16 @@ pub fn output_layout(dir: &Path, arch: Option<&str>) -> Option<PathBuf> {
     candidates.into_iter().map(|a| boot_layout_dir(dir, a)).find(|d| OciLayout::is_layout(d))
 }
 
+/// The board disk image `imager build --board` wrote into the output directory `dir`, if any
+/// (`rpi-cm3-<arch>.raw.xz`; arm64 when no arch is given).
+pub fn output_disk_image(dir: &Path, arch: Option<&str>) -> Option<PathBuf> {
+    let arch = arch.unwrap_or("arm64");
+    <Board as clap::ValueEnum>::value_variants()
+        .iter()
+        .map(|b| dir.join(image_name(b.as_str(), arch)))
+        .find(|p| p.is_file())
+}
+
 /// Runs `imager inspect`.
 ///
 /// # Errors
@@ -272,10 +289,25 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let arch = args.arch.map(Arch::as_str);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
     let path = Path::new(&args.target);
+    if path.is_file() {
+        let is_disk = disk::is_disk_image(path).with_context(|| format!("reading {}", path.display()))?;
+        if !is_disk {
+            return Err(disk::DiskError::NotADiskImage(args.target.clone()).into());
+        }
+        let image = disk::inspect_disk(path, &args.target).with_context(|| format!("inspecting {}", args.target))?;
+        print_json_or(args.json, &image, || render_disk(&image));
+        return Ok(());
+    }
     let inspection = if path.is_dir() {
+        let mut disk_image = None;
         let layout = if OciLayout::is_layout(path) {
             path.to_path_buf()
         } else {
+            if let Some(image) = output_disk_image(path, arch) {
+                let source = image.display().to_string();
+                let read = disk::inspect_disk(&image, &source).with_context(|| format!("inspecting {source}"))?;
+                disk_image = Some(read);
+            }
             output_layout(path, arch).with_context(|| {
                 format!(
                     "{} is neither an OCI image layout nor an imager build output with boot-{}/",
@@ -284,7 +316,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 )
             })?
         };
-        runtime.block_on(inspect_layout(&layout, arch))?
+        let mut inspection = runtime.block_on(inspect_layout(&layout, arch))?;
+        inspection.disk_image = disk_image;
+        inspection
     } else {
         let reference: Reference = args
             .target
@@ -293,10 +327,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let registry = Registry::new(args.registry.options()?)?;
         runtime.block_on(inspect_remote(&registry, &reference, arch.unwrap_or("arm64")))?
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&inspection).expect("an inspection always serialises"));
-    } else {
-        print!("{}", render(&inspection));
-    }
+    print_json_or(args.json, &inspection, || render(&inspection));
     Ok(())
+}
+
+/// Prints `value` as pretty JSON, or else the text `render` makes.
+fn print_json_or<T: serde::Serialize>(json: bool, value: &T, render: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value).expect("an inspection always serialises"));
+    } else {
+        print!("{}", render());
+    }
 }

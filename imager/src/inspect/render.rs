@@ -1,6 +1,8 @@
 //! The text form of an inspection: one `field  value` line per fact.
 
-use super::model::Inspection;
+use std::fmt::Write as _;
+
+use super::model::{DiskImage, HybridState, Inspection};
 
 fn size(n: u64) -> String {
     if n >= 1 << 20 {
@@ -12,7 +14,6 @@ fn size(n: u64) -> String {
 
 /// The human-readable form of an inspection: one `field  value` line per fact.
 pub fn render(i: &Inspection) -> String {
-    use std::fmt::Write as _;
     let mut o = String::new();
     let mut line = |k: &str, v: &str| {
         let _ = writeln!(o, "{k:<16}{v}");
@@ -89,6 +90,86 @@ pub fn render(i: &Inspection) -> String {
         let role = l.role.as_deref().map(|r| format!(" {r}")).unwrap_or_default();
         let v = format!("{} {} {}{role}, {} entries", l.digest, l.media_type, size(l.size), l.entries);
         line(if n == 0 { "layers" } else { "" }, &v);
+    }
+    if let Some(d) = &i.disk_image {
+        o.push('\n');
+        o.push_str(&render_disk(d));
+    }
+    o
+}
+
+/// The human-readable form of a disk image's inspection, in the same `field  value` lines.
+pub fn render_disk(d: &DiskImage) -> String {
+    let mut o = String::new();
+    let mut line = |k: &str, v: &str| {
+        let _ = writeln!(o, "{k:<16}{v}");
+    };
+    line("source", &d.source);
+    line("kind", &d.kind);
+    line("compression", &d.compression);
+    line("disk size", &size(d.size));
+    line("mbr signature", &d.mbr.disk_signature);
+    for s in &d.mbr.slots {
+        let v = if s.kind == 0 {
+            format!("{} empty", s.slot)
+        } else {
+            let boot = if s.bootable { "boot" } else { "    " };
+            format!("{} {boot} type 0x{:02X}, LBA {} + {} sectors", s.slot, s.kind, s.first_lba, s.sectors)
+        };
+        line(if s.slot == 1 { "mbr slots" } else { "" }, &v);
+    }
+    let verdict = match d.hybrid_mbr.state {
+        HybridState::Intact => "intact (slot 1: the bootable FAT32 over GPT partition 1)".to_string(),
+        HybridState::ClobberedByTalos => {
+            "clobbered by Talos's writePMBR (slot 1 is 0xEE): run talos-agent mbr --repair".to_string()
+        }
+        HybridState::NotOurs => format!("not ours: {}", d.hybrid_mbr.detail.as_deref().unwrap_or("?")),
+    };
+    line("hybrid mbr", &verdict);
+    match &d.gpt {
+        None => line("gpt", "(none)"),
+        Some(g) => {
+            line("gpt disk guid", &g.disk_guid);
+            line(
+                "gpt usable",
+                &format!("LBA {}–{}, backup header at LBA {}", g.first_usable_lba, g.last_usable_lba, g.backup_lba),
+            );
+            for (n, p) in g.partitions.iter().enumerate() {
+                let v = format!(
+                    "{} {:<10} LBA {}–{}, {}\n{:16}  type {} guid {}",
+                    p.number,
+                    p.name,
+                    p.first_lba,
+                    p.last_lba,
+                    size(p.size),
+                    "",
+                    p.type_guid,
+                    p.guid
+                );
+                line(if n == 0 { "gpt partitions" } else { "" }, &v);
+            }
+        }
+    }
+    match &d.boot_fat {
+        None => line("boot fat", "(none)"),
+        Some(f) => {
+            let v = format!(
+                "{} at LBA {}–{}, volume ID {}, label {:?}",
+                f.fat_type, f.first_lba, f.last_lba, f.volume_id, f.volume_label
+            );
+            line("boot fat", &v);
+            for (n, file) in f.files.iter().enumerate() {
+                line(if n == 0 { "files" } else { "" }, &format!("{} {}", file.path, size(file.size)));
+            }
+            match &f.config_txt {
+                None => line("config.txt", "(none)"),
+                Some(t) => {
+                    for (n, l) in t.lines().enumerate() {
+                        line(if n == 0 { "config.txt" } else { "" }, l);
+                    }
+                }
+            }
+        }
     }
     o
 }

@@ -12,12 +12,15 @@ fn size(n: u64) -> String {
     }
 }
 
+/// Appends one `field  value` line: the field padded to 16 columns.
+fn field(o: &mut String, k: &str, v: &str) {
+    let _ = writeln!(o, "{k:<16}{v}");
+}
+
 /// The human-readable form of an inspection: one `field  value` line per fact.
 pub fn render(i: &Inspection) -> String {
     let mut o = String::new();
-    let mut line = |k: &str, v: &str| {
-        let _ = writeln!(o, "{k:<16}{v}");
-    };
+    let mut line = |k: &str, v: &str| field(&mut o, k, v);
     line("source", &i.source);
     line("kind", &i.kind);
     line("platform", &i.platform);
@@ -101,9 +104,7 @@ pub fn render(i: &Inspection) -> String {
 /// The human-readable form of a disk image's inspection, in the same `field  value` lines.
 pub fn render_disk(d: &DiskImage) -> String {
     let mut o = String::new();
-    let mut line = |k: &str, v: &str| {
-        let _ = writeln!(o, "{k:<16}{v}");
-    };
+    let mut line = |k: &str, v: &str| field(&mut o, k, v);
     line("source", &d.source);
     line("kind", &d.kind);
     line("compression", &d.compression);

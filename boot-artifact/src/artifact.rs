@@ -60,8 +60,9 @@ pub const ANNOTATION_SCHEMATIC_ID: &str = "dev.moonboot.talos.schematic";
 /// built from this repository without a published image).
 pub const ANNOTATION_EXTENSIONS: &str = "dev.moonboot.talos.extensions";
 
-/// The kernel argument keys `talos-agent boot` writes for the next kernel and `talos-agent report`
-/// reads back inside Talos (`/proc/cmdline`): one `talos_agent.` namespace.
+/// The kernel argument keys `talos-agent boot` (and, for [`MBR`](kernel_args::MBR), the imager's
+/// board images) write for the kernel and `talos-agent report` reads back inside Talos
+/// (`/proc/cmdline`): one `talos_agent.` namespace.
 pub mod kernel_args {
     /// URL readiness reports are POSTed to (`talos-agent wait`'s `/v1/report`).
     pub const REPORT: &str = "talos_agent.report";
@@ -71,6 +72,14 @@ pub mod kernel_args {
     pub const NODE: &str = "talos_agent.node";
     /// Node role (`controlplane` or `worker`), which decides whether bootstrap readiness is judged.
     pub const ROLE: &str = "talos_agent.role";
+    /// What `talos-agent report` does with the boot disk's hybrid MBR (the MBR of
+    /// [`crate::hybrid_mbr`]): with [`MBR_REPAIR`] it checks it at start and on every report
+    /// cycle, restores MBR slot 1 when Talos's `writePMBR` rewrote it, refuses any disk whose MBR
+    /// or GPT moonboot did not write, and reports the outcome. Absent: the disk is never touched.
+    /// Only `imager build --board rpi-cm3` puts it on a command line (its GRUB entry).
+    pub const MBR: &str = "talos_agent.mbr";
+    /// The one value of [`MBR`]: check and repair.
+    pub const MBR_REPAIR: &str = "repair";
 }
 
 /// One system extension listed in [`ANNOTATION_EXTENSIONS`], in layer order. JSON:

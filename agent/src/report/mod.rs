@@ -12,9 +12,15 @@
 //! It never blocks boot and never crash-loops: without a URL it says so once and idles; network
 //! and collector errors are logged (once per distinct error) and retried with backoff.
 //!
+//! On board images the kernel command line also says `talos_agent.mbr=repair`: then every report
+//! cycle, from the start, checks the boot disk's hybrid MBR and restores it when Talos rewrote
+//! it ([`boot_mbr`]); the outcome is the report's `boot_mbr`. Without that argument the disk is
+//! never touched. This runs whether or not there is a collector to report to.
+//!
 //! Exit codes: `report` runs until killed; with `--once` it exits 0 when one report was
 //! delivered and 1 when it was not (one line on stderr, [`Error`]); 2 invalid usage.
 
+pub mod boot_mbr;
 pub mod client;
 pub mod facts;
 pub mod phase;
@@ -24,6 +30,7 @@ use boot_artifact::artifact::kernel_args;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use client::{Backoff, Collector};
@@ -120,6 +127,12 @@ pub struct Args {
     /// Deliver one report (retrying for up to 30 s) and exit.
     #[arg(long)]
     pub once: bool,
+    /// The boot disk whose hybrid MBR `talos_agent.mbr=repair` checks and repairs; default: found
+    /// as `talos-agent mbr` finds it (the first whole disk under /sys/block with moonboot's
+    /// Raspberry Pi layout). Without `talos_agent.mbr=repair` on the kernel command line no disk
+    /// is touched, whatever this says.
+    #[arg(long, value_name = "PATH")]
+    pub boot_disk: Option<PathBuf>,
     /// Where the kernel command line is read from.
     #[arg(long, value_name = "FILE", default_value = "/proc/cmdline", hide = true)]
     pub cmdline: PathBuf,
@@ -187,10 +200,15 @@ async fn run_async(args: Args) -> Result<(), Error> {
         String::new()
     });
     let settings = Settings::resolve(&cmdline, |k| std::env::var(k).ok(), &args);
+    let disk = match &args.boot_disk {
+        Some(p) => boot_mbr::Disk::Given(p.clone()),
+        None => boot_mbr::Disk::Find(args.root.join("sys/block")),
+    };
+    let watch = Arc::new(Mutex::new(boot_mbr::Watch::new(boot_mbr::Request::from_cmdline(&cmdline), disk)));
     let collector = match connect(&args, &settings) {
         Ok(c) => c,
         Err(e) if args.once => return Err(e),
-        Err(e) => match idle(&e).await {},
+        Err(e) => match idle(&e, &watch, Duration::from_secs(args.interval.max(1))).await {},
     };
     tracing::info!("reporting to {} (apid probe {}, heartbeat {} s)", collector.url(), args.apid, args.heartbeat);
     let interval = Duration::from_secs(args.interval.max(1));
@@ -202,8 +220,18 @@ async fn run_async(args: Args) -> Result<(), Error> {
     let mut backoff = Backoff::default();
     let mut last_error = String::new();
     let mut last_phase: Option<Phase> = None;
+    let mut last_mbr: Option<(Instant, schema::BootMbr)> = None;
     loop {
-        let report = gather(&args, &settings, sequence + 1).await;
+        // At most once per interval, also while the loop spins faster to retry a delivery.
+        let boot_mbr = match &last_mbr {
+            Some((at, m)) if at.elapsed() < interval => m.clone(),
+            _ => {
+                let m = check_boot_mbr(&watch).await;
+                last_mbr = Some((Instant::now(), m.clone()));
+                m
+            }
+        };
+        let report = gather(&args, &settings, sequence + 1, boot_mbr).await;
         if last_phase != Some(report.phase) {
             let fp = report.apid.fingerprint.as_deref().unwrap_or("-");
             let why = report.apid.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
@@ -271,9 +299,10 @@ fn connect(args: &Args, settings: &Settings) -> Result<Collector, Error> {
     Ok(Collector::new(url, &token, ca.as_deref(), Duration::from_secs(10))?)
 }
 
-/// Says why there is nothing to do, then idles forever: an extension service that exits would be
-/// restarted in a loop.
-async fn idle(why: &Error) -> Infallible {
+/// Says why there is nothing to report, then idles forever (an extension service that exits
+/// would be restarted in a loop), still checking the boot disk's MBR every `interval` when the
+/// kernel command line asks for it: the board must stay bootable with or without a collector.
+async fn idle(why: &Error, watch: &Arc<Mutex<boot_mbr::Watch>>, interval: Duration) -> Infallible {
     match why {
         Error::NoUrl => tracing::warn!("{why}: idling"),
         _ => {
@@ -282,12 +311,26 @@ async fn idle(why: &Error) -> Infallible {
         }
     }
     loop {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
+        check_boot_mbr(watch).await;
+        tokio::time::sleep(interval).await;
     }
 }
 
+/// One [`boot_mbr::Watch::check`], off the async thread (it waits for the disk's lock).
+async fn check_boot_mbr(watch: &Arc<Mutex<boot_mbr::Watch>>) -> schema::BootMbr {
+    let w = Arc::clone(watch);
+    tokio::task::spawn_blocking(move || w.lock().unwrap_or_else(std::sync::PoisonError::into_inner).check())
+        .await
+        .unwrap_or_else(|e| schema::BootMbr {
+            state: schema::BootMbrState::Error,
+            disk: None,
+            detail: Some(format!("the check failed: {e}")),
+            repairs: 0,
+        })
+}
+
 /// Probes apid and reads the facts; one report.
-async fn gather(args: &Args, settings: &Settings, sequence: u64) -> Report {
+async fn gather(args: &Args, settings: &Settings, sequence: u64, boot_mbr: schema::BootMbr) -> Report {
     let addr = args.apid;
     let probe = tokio::task::spawn_blocking(move || phase::probe(addr, Duration::from_secs(5)))
         .await
@@ -366,6 +409,7 @@ async fn gather(args: &Args, settings: &Settings, sequence: u64) -> Report {
         phase,
         apid,
         bootstrap,
+        boot_mbr: Some(boot_mbr),
     }
 }
 

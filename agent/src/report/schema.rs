@@ -9,10 +9,12 @@
 //!  "extensions":[{"name":"talos-agent","version":"v0.1.0"}],"extensions_error":null,
 //!  "phase":"maintenance_ready",
 //!  "apid":{"address":"127.0.0.1:50000","fingerprint":"…base64…","client_cert_requested":false,"error":null},
-//!  "bootstrap":{"ready":null,"reason":"…"}}
+//!  "bootstrap":{"ready":null,"reason":"…"},
+//!  "boot_mbr":{"state":"repaired","disk":"/dev/mmcblk0","detail":"slot 1 was type 0xEE …","repairs":1}}
 //! ```
 //! Absent facts are `null` (or empty lists), never guessed. Unknown fields are ignored by `wait`
-//! so newer agents can add fields; a change of meaning bumps [`SCHEMA`].
+//! so newer agents can add fields; a change of meaning bumps [`SCHEMA`]. Fields added since the
+//! first agents are optional when read: `boot_mbr` (absent from older reports: `null`).
 
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +59,63 @@ pub struct Report {
     pub apid: Apid,
     /// Whether `talosctl bootstrap` may be run.
     pub bootstrap: Bootstrap,
+    /// The boot disk's hybrid MBR (`talos_agent.mbr=repair`, board images); `null` in reports
+    /// of agents that predate the field.
+    #[serde(default)]
+    pub boot_mbr: Option<BootMbr>,
+}
+
+/// What `report` found, and did, about the boot disk's hybrid MBR (`report::boot_mbr`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootMbr {
+    /// The outcome.
+    pub state: BootMbrState,
+    /// The disk examined (`/dev/mmcblk0`), when one was.
+    pub disk: Option<String>,
+    /// What slot 1 held before the last repair (`repaired`), why the disk was refused
+    /// (`refused`) or could not be examined (`error`), or why nothing was checked
+    /// (`not_checked`); `null` when `intact`.
+    pub detail: Option<String>,
+    /// How many times this agent process restored slot 1.
+    pub repairs: u64,
+}
+
+/// [`BootMbr::state`], in JSON `snake_case`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootMbrState {
+    /// The kernel command line does not ask for it (`talos_agent.mbr=repair`): the disk was not
+    /// touched.
+    NotChecked,
+    /// The hybrid MBR is as the imager wrote it, and this agent never had to restore it.
+    Intact,
+    /// Talos had rewritten MBR slot 1 (`writePMBR`) and this agent restored it; it stays
+    /// `repaired` while later checks find it intact, so that the operator sees it happened.
+    Repaired,
+    /// The disk's MBR or GPT is not what moonboot writes (or no disk is moonboot's): nothing was
+    /// written.
+    Refused,
+    /// The disk could not be found, opened, read, locked or written.
+    Error,
+}
+
+impl BootMbrState {
+    /// The `snake_case` name (`not_checked`, `intact`, …), as in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootMbrState::NotChecked => "not_checked",
+            BootMbrState::Intact => "intact",
+            BootMbrState::Repaired => "repaired",
+            BootMbrState::Refused => "refused",
+            BootMbrState::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for BootMbrState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The apid probe's outcome.

@@ -3,8 +3,8 @@
 //! nodes have reached the `--until` phase (phases are ordered: `maintenance_ready` <
 //! `configured` < `bootstrap_ready`; a node further along counts too).
 //!
-//! Output: on a terminal, a live table on stdout (NODE, ADDRESS, PHASE, FINGERPRINT, AGE and the
-//! count of refused reports); otherwise one plain line per new node and phase change, and for
+//! Output: on a terminal, a live table on stdout (NODE, ADDRESS, PHASE, FINGERPRINT, MBR — the
+//! boot disk's hybrid MBR, `-` when not checked —, AGE and the count of refused reports); otherwise one plain line per new node and phase change, and for
 //! refused reports at most one line a second (the first, then how many more). With `--json`,
 //! stdout holds only JSON lines (one per node, printed at the end) and the plain lines go to
 //! stderr. `listening on ADDR` is always the first line on stderr.

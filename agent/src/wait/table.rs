@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::report::phase::Phase;
-use crate::report::schema::Report;
+use crate::report::schema::{BootMbr, BootMbrState, Report};
 
 /// The latest report of one node and when it arrived.
 #[derive(Debug, Clone)]
@@ -114,13 +114,30 @@ pub fn line(n: &NodeState) -> String {
             s.push_str(&format!(" ({e})"));
         }
     }
+    if let Some(m) = r.boot_mbr.as_ref().filter(|m| m.state != BootMbrState::NotChecked) {
+        s.push_str(&format!(" boot_mbr {}", boot_mbr_cell(r)));
+        if let Some(d) = m.detail.as_deref().filter(|_| m.state != BootMbrState::Intact) {
+            s.push_str(&format!(" ({d})"));
+        }
+    }
     s
 }
 
-/// The table: a header, one row per node (NODE, ADDRESS, PHASE, FINGERPRINT, AGE), and the
-/// count of refused reports.
+/// The MBR cell: `-` when the node did not check (or its agent predates `boot_mbr`), else the
+/// state, with the repair count when there were repairs (`repaired(2)`).
+pub fn boot_mbr_cell(r: &Report) -> String {
+    match &r.boot_mbr {
+        None => "-".into(),
+        Some(m) if m.state == BootMbrState::NotChecked => "-".into(),
+        Some(m) if m.repairs > 1 => format!("{}({})", m.state, m.repairs),
+        Some(m) => m.state.to_string(),
+    }
+}
+
+/// The table: a header, one row per node (NODE, ADDRESS, PHASE, FINGERPRINT, MBR, AGE), and
+/// the count of refused reports. MBR is [`boot_mbr_cell`].
 pub fn table(nodes: &Nodes, until: Phase, want: usize, now: Instant, elapsed: Duration) -> String {
-    let rows: Vec<[String; 5]> = nodes
+    let rows: Vec<[String; 6]> = nodes
         .nodes
         .values()
         .map(|n| {
@@ -129,24 +146,26 @@ pub fn table(nodes: &Nodes, until: Phase, want: usize, now: Instant, elapsed: Du
                 address(n),
                 n.report.phase.to_string(),
                 n.report.apid.fingerprint.clone().unwrap_or_else(|| "-".into()),
+                boot_mbr_cell(&n.report),
                 short_age(now.saturating_duration_since(n.seen)),
             ]
         })
         .collect();
-    let head = ["NODE", "ADDRESS", "PHASE", "FINGERPRINT", "AGE"];
+    let head = ["NODE", "ADDRESS", "PHASE", "FINGERPRINT", "MBR", "AGE"];
     let mut width = head.map(str::len);
     for r in &rows {
         for (w, c) in width.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
+            *w = (*w).max(c.chars().count());
         }
     }
-    let fmt_row = |cells: [&str; 5]| {
+    let fmt_row = |cells: [&str; 6]| {
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
                 s.push_str(c);
             } else {
-                s.push_str(&format!("{c:<w$}  ", w = width[i]));
+                let pad = width[i] - c.chars().count();
+                s.push_str(&format!("{c}{:pad$}  ", ""));
             }
         }
         s.trim_end().to_string()
@@ -159,7 +178,7 @@ pub fn table(nodes: &Nodes, until: Phase, want: usize, now: Instant, elapsed: Du
     out.push_str(&fmt_row(head));
     out.push('\n');
     for r in &rows {
-        out.push_str(&fmt_row([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+        out.push_str(&fmt_row([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
         out.push('\n');
     }
     out.push_str(&format!("refused (wrong or missing token): {}", nodes.refused));
@@ -200,6 +219,9 @@ pub struct JsonLine<'a> {
     pub bootstrap_reason: &'a str,
     /// TCP peer the latest report came from.
     pub peer: String,
+    /// The boot disk's hybrid MBR as the node reported it (`state`, `disk`, `detail`,
+    /// `repairs`); `null` from agents that predate it.
+    pub boot_mbr: Option<&'a BootMbr>,
 }
 
 /// Renders the `--json` line of a node.
@@ -219,6 +241,7 @@ pub fn json_line(n: &NodeState) -> String {
         bootstrap_ready: r.bootstrap.ready,
         bootstrap_reason: &r.bootstrap.reason,
         peer: n.peer.to_string(),
+        boot_mbr: r.boot_mbr.as_ref(),
     };
     serde_json::to_string(&j).expect("serializes")
 }
@@ -254,6 +277,7 @@ mod tests {
                 error: None,
             },
             bootstrap: Bootstrap { ready: Some(false), reason: "x".into() },
+            boot_mbr: None,
         }
     }
 
@@ -280,5 +304,40 @@ mod tests {
         assert_eq!(j["address"], "10.0.2.15");
         assert_eq!(j["fingerprint"], "fp1");
         assert_eq!(j["addresses"], serde_json::json!(["fd00::5", "10.0.2.15"]));
+        assert_eq!(j["boot_mbr"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn shows_the_boot_mbr_and_reads_reports_without_it() {
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let now = Instant::now();
+        let mut r = report("cm3", Phase::MaintenanceReady, "fp");
+        r.boot_mbr = Some(BootMbr {
+            state: BootMbrState::Repaired,
+            disk: Some("/dev/mmcblk0".into()),
+            detail: Some("slot 1 was type 0xEE status 0x00 LBA 1 +7634943".into()),
+            repairs: 2,
+        });
+        // A report from an agent that predates `boot_mbr` still parses, as `null`.
+        let mut old = serde_json::to_value(report("old", Phase::MaintenanceReady, "fp2")).unwrap();
+        old.as_object_mut().unwrap().remove("boot_mbr");
+        let old: Report = serde_json::from_value(old).unwrap();
+        assert_eq!(old.boot_mbr, None);
+        let mut n = Nodes::default();
+        n.record(peer, r, now);
+        n.record(peer, old, now);
+        let t = table(&n, Phase::MaintenanceReady, 2, now, Duration::from_secs(1));
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[1].contains("FINGERPRINT  MBR          AGE"), "{t}");
+        assert!(lines[2].starts_with("cm3 ") && lines[2].contains("  repaired(2)  0s"), "{t}");
+        assert!(lines[3].starts_with("old ") && lines[3].contains("  -            0s"), "{t}");
+        let l = line(&n.nodes["cm3"]);
+        assert!(l.ends_with(" boot_mbr repaired(2) (slot 1 was type 0xEE status 0x00 LBA 1 +7634943)"), "{l}");
+        let j: serde_json::Value = serde_json::from_str(&json_line(&n.nodes["cm3"])).unwrap();
+        assert_eq!(j["boot_mbr"]["state"], "repaired");
+        assert_eq!(j["boot_mbr"]["repairs"], 2);
+        assert_eq!(j["boot_mbr"]["disk"], "/dev/mmcblk0");
+        let j: serde_json::Value = serde_json::from_str(&json_line(&n.nodes["old"])).unwrap();
+        assert_eq!(j["boot_mbr"], serde_json::Value::Null);
     }
 }

@@ -146,8 +146,10 @@ pub fn configure(cmdline: &str) -> Result<bool> {
         say(&format!("network: ip={value} is not a static IPv4 configuration; only lo is up"));
         return Ok(false);
     };
-    // The NIC driver (virtio_net, loaded as a module) may still be probing: wait a little.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // The NIC driver may still be probing: virtio_net (a module) within a second; a USB adapter
+    // on the Raspberry Pi only after dwc2's deferred probe and the hub's enumeration, about 12 s
+    // after init starts under QEMU's raspi3b.
+    let deadline = Instant::now() + Duration::from_secs(60);
     let dev = loop {
         let found = match &ip.device {
             Some(d) => interfaces().into_iter().find(|i| i == d),

@@ -44,6 +44,25 @@ pub use disk::Partition;
 /// `boards/rpi-cm3.inputs`: the pinned firmware, U-Boot, device tree and GRUB.
 pub const RPI_CM3_INPUTS: &str = include_str!("../../../boards/rpi-cm3.inputs");
 
+/// The kernel arguments a CM3 image adds for moonboot itself, merged before the user's extra
+/// arguments (so `-talos_agent.mbr` among them removes it):
+/// [`kernel_args::MBR`]`=`[`kernel_args::MBR_REPAIR`], which makes `talos-agent report` check
+/// the eMMC's hybrid MBR at start and on every report cycle and restore slot 1 after Talos's
+/// `writePMBR` (agent `report/boot_mbr.rs`). Only board images carry it: on any other image
+/// there is no hybrid MBR to keep, and the agent then never touches a disk.
+///
+/// [`kernel_args::MBR`]: boot_artifact::artifact::kernel_args::MBR
+/// [`kernel_args::MBR_REPAIR`]: boot_artifact::artifact::kernel_args::MBR_REPAIR
+pub fn rpi_cm3_kernel_args(extra: &kernel_cmdline::Cmdline) -> Result<kernel_cmdline::Cmdline> {
+    use boot_artifact::artifact::kernel_args;
+    let mut line = kernel_cmdline::Cmdline::new();
+    line.push(kernel_cmdline::Param::new(kernel_args::MBR, Some(kernel_args::MBR_REPAIR))?)?;
+    for p in extra.params() {
+        line.push(p.clone())?;
+    }
+    Ok(line)
+}
+
 /// The image's file name for a board and architecture.
 pub fn image_name(board: &str, arch: &str) -> String {
     format!("{board}-{arch}.raw.xz")
@@ -236,4 +255,31 @@ fn compress_xz(from: &Path, to: &Path) -> Result<()> {
     let mut w = output.finish()?;
     std::io::Write::flush(&mut w)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernel_cmdline::preset::{self, Arch, Overlay, Platform, TalosVersion};
+    use kernel_cmdline::Cmdline;
+
+    fn cm3_line(extra: &str) -> Cmdline {
+        let extra = Cmdline::parse(extra).unwrap();
+        let args = rpi_cm3_kernel_args(&extra).unwrap();
+        preset::talos(TalosVersion::new(1, 10, 5), Platform::Metal, Arch::Arm64, Some(Overlay::RpiGeneric), &args)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_cm3_line_asks_report_to_keep_the_hybrid_mbr() {
+        let line = cm3_line("talos_agent.report=http://10.0.0.1:8090/v1/report");
+        assert_eq!(line.get("talos_agent.mbr"), Some(Some("repair")), "{line}");
+        assert!(line.contains("talos_agent.report") && line.contains("sysctl.kernel.kexec_load_disabled"), "{line}");
+        // The user's extra arguments come after, so they can remove it.
+        assert!(!cm3_line("-talos_agent.mbr").contains("talos_agent.mbr"));
+        // Images without a board never carry it.
+        let metal =
+            preset::talos(TalosVersion::new(1, 10, 5), Platform::Metal, Arch::Arm64, None, &Cmdline::new()).unwrap();
+        assert!(!metal.contains("talos_agent.mbr"), "{metal}");
+    }
 }

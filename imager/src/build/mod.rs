@@ -283,7 +283,8 @@ struct BoardPlan {
     inputs: PathBuf,
     /// `--disk-size`, or the board's default.
     disk_size: u64,
-    /// Its command line: the metal preset with the Raspberry Pi overlay's arguments.
+    /// Its command line: the metal preset with the Raspberry Pi overlay's arguments and the
+    /// board's own ([`crate::board::rpi_cm3_kernel_args`]).
     cmdline: String,
 }
 
@@ -348,7 +349,7 @@ fn plan(args: &Args) -> Result<Plan> {
                 preset::Platform::Metal,
                 args.arch,
                 Some(preset::Overlay::RpiGeneric),
-                &extra,
+                &crate::board::rpi_cm3_kernel_args(&extra)?,
             )?;
             Some(BoardPlan {
                 board,

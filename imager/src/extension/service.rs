@@ -40,9 +40,30 @@ pub struct Container {
     /// `KEY=value` environment entries.
     #[serde(default)]
     pub environment: Vec<String>,
+    /// Mounts, OCI runtime-spec `specs.Mount` decoded by Talos's YAML decoder (lower-cased
+    /// field names). Talos validates none of them (`services.go` `Validate`); it creates a
+    /// missing `source` as a directory before starting the service (`extension.go` `Runner`).
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
     /// Security options.
     #[serde(default)]
     pub security: Security,
+}
+
+/// One `container.mounts` entry (OCI runtime-spec `config.md` "Mounts").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Mount {
+    /// Host path (for `bind`).
+    #[serde(default)]
+    pub source: String,
+    /// Path in the container.
+    pub destination: String,
+    /// `bind`, or a file system type.
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    /// Mount options (`bind`, `rbind`, `ro`, `nosuid`, …).
+    #[serde(default)]
+    pub options: Vec<String>,
 }
 
 /// `container.security`.
@@ -163,6 +184,26 @@ mod tests {
         assert_eq!(spec.container.entrypoint, "/usr/local/bin/talos-agent");
         assert_eq!(spec.container.args, vec!["report"]);
         assert!(!spec.container.security.writeable_rootfs && !spec.container.security.writeable_sysfs);
+        // Every mount is a read-only, non-recursive bind of a path that exists on every Talos
+        // node (Talos would create a missing source as a directory); /dev is there for the boot
+        // disk's MBR (talos_agent.mbr=repair) and must not carry suid or exec.
+        let mounts: Vec<(&str, &str)> =
+            spec.container.mounts.iter().map(|m| (m.source.as_str(), m.destination.as_str())).collect();
+        assert_eq!(
+            mounts,
+            [
+                ("/dev", "/dev"),
+                ("/etc/extensions.yaml", "/etc/extensions.yaml"),
+                ("/etc/os-release", "/etc/os-release")
+            ]
+        );
+        for m in &spec.container.mounts {
+            assert_eq!(m.kind, "bind", "{m:?}");
+            let o = |x: &str| m.options.iter().any(|y| y == x);
+            assert!(o("bind") && o("ro") && !o("rbind") && !o("rw"), "{m:?}");
+        }
+        let dev = &spec.container.mounts[0];
+        assert!(dev.options.iter().any(|o| o == "nosuid") && dev.options.iter().any(|o| o == "noexec"), "{dev:?}");
 
         let manifest = crate::extension::Manifest::parse(AGENT_MANIFEST).unwrap();
         assert_eq!(manifest.metadata.name, spec.name);

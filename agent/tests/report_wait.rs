@@ -4,7 +4,9 @@
 //!
 //! Checks: the report reaches wait with the phase and the SPKI fingerprint of the served
 //! certificate; `--json` prints one line per node; a wrong token is refused (401) and counted;
-//! the timeout path exits 3 with a summary.
+//! the timeout path exits 3 with a summary; with `talos_agent.mbr=repair` on its kernel command
+//! line, report restores a boot disk image's hybrid MBR that Talos's `writePMBR` clobbered and
+//! says so in the delivered report, and without it never touches the disk.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,6 +16,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_talos-agent");
+
+/// The disk images of the agent's own `report::boot_mbr` tests (one implementation).
+#[path = "../src/report/test_disk.rs"]
+mod test_disk;
 
 /// A TLS server on loopback answering every handshake; returns its address and the expected
 /// fingerprint (base64 SHA-256 of the SPKI as rcgen encodes the key).
@@ -247,4 +253,74 @@ fn report_without_url_idles_instead_of_exiting() {
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(err.contains("no collector URL"), "{err}");
+}
+
+/// `report --once --boot-disk DISK` with `cmdline` as its kernel command line.
+fn report_boot_disk(url: &str, apid: SocketAddr, root: &Path, cmdline: &str, disk: &Path) -> std::process::Output {
+    let file = root.join("cmdline");
+    std::fs::write(&file, cmdline).unwrap();
+    Command::new(BIN)
+        .arg("report")
+        .args(["--once", "--url", url, "--token", "t0ken", "--node", "cm3"])
+        .arg("--apid")
+        .arg(apid.to_string())
+        .arg("--root")
+        .arg(root)
+        .arg("--cmdline")
+        .arg(&file)
+        .arg("--boot-disk")
+        .arg(disk)
+        .env_remove("TALOS_AGENT_REPORT")
+        .env_remove("TALOS_AGENT_TOKEN")
+        .env_remove("TALOS_AGENT_NODE")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn report_repairs_a_clobbered_boot_disk_and_says_so() {
+    let (apid, _) = fake_apid(false);
+    let root = node_root("mbr");
+    let disk = root.join("mmcblk0.raw");
+    let written = test_disk::disk_image(&disk, "EFI");
+    let clobbered = test_disk::clobber(&disk);
+    assert_ne!(clobbered, written);
+
+    // Without talos_agent.mbr=repair the disk is not touched, even with --boot-disk.
+    let wait = Wait::start(&["--token", "t0ken", "--nodes", "1", "--json", "--timeout", "60s"]);
+    let r = report_boot_disk(&wait.url(), apid, &root, "console=ttyAMA0\n", &disk);
+    assert!(r.status.success(), "report: {}", String::from_utf8_lossy(&r.stderr));
+    let (code, out, err) = wait.finish();
+    assert_eq!(code, 0, "wait: {err}");
+    assert_eq!(json_lines(&out)[0]["boot_mbr"]["state"], "not_checked", "{out}");
+    assert_eq!(test_disk::lba0(&disk), clobbered, "report touched a disk it was not asked to");
+
+    // The CM3 image's kernel command line asks for it: repaired, reported, LBA 0 as written.
+    let wait = Wait::start(&["--token", "t0ken", "--nodes", "1", "--json", "--timeout", "60s"]);
+    let cmdline = "console=ttyAMA0,115200 talos.platform=metal talos_agent.mbr=repair\n";
+    let r = report_boot_disk(&wait.url(), apid, &root, cmdline, &disk);
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "report: {stderr}");
+    assert!(stderr.contains("hybrid MBR repaired"), "{stderr}");
+    let (code, out, err) = wait.finish();
+    assert_eq!(code, 0, "wait: {err}");
+    let m = &json_lines(&out)[0]["boot_mbr"];
+    assert_eq!(m["state"], "repaired", "{out}");
+    assert_eq!(m["repairs"], 1, "{out}");
+    assert_eq!(m["disk"], disk.to_str().unwrap(), "{out}");
+    assert!(m["detail"].as_str().unwrap().contains("type 0xEE"), "{out}");
+    assert!(err.contains("boot_mbr repaired"), "wait's plain line shows it: {err}");
+    assert_eq!(test_disk::lba0(&disk), written, "LBA 0 is not byte-equal to what was written");
+
+    // A GPT that is not moonboot's: refused, reported, not written.
+    let other = root.join("other.raw");
+    test_disk::disk_image(&other, "BOOT");
+    let before = test_disk::clobber(&other);
+    let wait = Wait::start(&["--token", "t0ken", "--nodes", "1", "--json", "--timeout", "60s"]);
+    assert!(report_boot_disk(&wait.url(), apid, &root, cmdline, &other).status.success());
+    let (code, out, err) = wait.finish();
+    assert_eq!(code, 0, "wait: {err}");
+    assert_eq!(json_lines(&out)[0]["boot_mbr"]["state"], "refused", "{out}");
+    assert_eq!(test_disk::lba0(&other), before, "a refused disk was written");
+    std::fs::remove_dir_all(root).unwrap();
 }

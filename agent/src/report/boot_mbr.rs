@@ -165,68 +165,9 @@ fn not_checked(why: String) -> BootMbr {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_disk::{clobber, disk_image, lba0, write_lba0, SECTORS};
     use super::*;
-    use boot_artifact::hybrid_mbr::{self, LbaRange};
-    use std::io::{Read, Seek, SeekFrom, Write};
-    use std::path::Path;
-
-    /// A 64 MiB disk.
-    const SECTORS: u64 = 131_072;
-
-    /// Writes a GPT disk image like the imager's (`EFI` ESP at LBA 2048, a Linux partition
-    /// after it) with moonboot's hybrid MBR over partition 1; returns its LBA 0. With
-    /// `boot_name` other than `EFI`, partition 1 is not moonboot's.
-    fn disk_image(path: &Path, boot_name: &str) -> [u8; 512] {
-        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).unwrap();
-        file.set_len(SECTORS * 512).unwrap();
-        let guid = uuid::Uuid::from_bytes([0x11, 0x22, 0x33, 0x44, 5, 6, 0x47, 8, 0x89, 10, 11, 12, 13, 14, 15, 16]);
-        let mut disk = gpt::GptConfig::new()
-            .writable(true)
-            .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
-            .create_from_device(file, Some(guid))
-            .unwrap();
-        let part = |name: &str, t: gpt::partition_types::Type, first, last, n: u8| gpt::partition::Partition {
-            part_type_guid: t,
-            part_guid: uuid::Uuid::from_bytes([n; 16]),
-            first_lba: first,
-            last_lba: last,
-            flags: 0,
-            name: name.into(),
-        };
-        disk.update_partitions(
-            [
-                (1, part(boot_name, gpt::partition_types::EFI, 2048, 34_815, 1)),
-                (2, part("META", gpt::partition_types::LINUX_FS, 34_816, 36_863, 2)),
-            ]
-            .into(),
-        )
-        .unwrap();
-        let mut file = disk.write().unwrap();
-        let mut mbr = [0u8; 512];
-        let g = guid.to_bytes_le();
-        hybrid_mbr::write_hybrid(&mut mbr, [g[0], g[1], g[2], g[3]], LbaRange { first: 2048, last: 34_815 }).unwrap();
-        file.seek(SeekFrom::Start(0)).unwrap();
-        file.write_all(&mbr).unwrap();
-        mbr
-    }
-
-    fn lba0(path: &Path) -> [u8; 512] {
-        let mut b = [0u8; 512];
-        std::fs::File::open(path).unwrap().read_exact(&mut b).unwrap();
-        b
-    }
-
-    fn write_lba0(path: &Path, b: &[u8; 512]) {
-        let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-        f.write_all(b).unwrap();
-    }
-
-    fn clobber(path: &Path) -> [u8; 512] {
-        let mut b = lba0(path);
-        hybrid_mbr::talos_write_pmbr(&mut b, SECTORS - 1, false);
-        write_lba0(path, &b);
-        b
-    }
+    use boot_artifact::hybrid_mbr;
 
     fn tmp(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("talos-agent-boot-mbr-{}-{name}", std::process::id()));

@@ -25,6 +25,8 @@ pub mod client;
 pub mod facts;
 pub mod phase;
 pub mod schema;
+#[cfg(test)]
+pub mod test_disk;
 
 use boot_artifact::artifact::kernel_args;
 use std::convert::Infallible;

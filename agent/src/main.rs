@@ -41,7 +41,9 @@ enum Command {
     /// Collect readiness reports and exit when N nodes reach a phase (operator side).
     Wait(wait::Args),
     /// Check the hybrid MBR of a moonboot Raspberry Pi disk, and with --repair restore the slot
-    /// Talos rewrites (exit 0 intact/repaired, 1 needs --repair, 2 not a moonboot disk, 3 I/O).
+    /// Talos rewrites (exit 0 intact/repaired, 1 needs --repair, 2 not a moonboot disk, 3 I/O or
+    /// locked). `report` does the same on every cycle when the kernel command line says
+    /// talos_agent.mbr=repair.
     Mbr(mbr::Args),
 }
 

@@ -15,8 +15,8 @@
 //! never boots again. Here they already exist, sized for the target disk, so Talos has nothing to
 //! create and nothing to grow: the image must be built for the exact size of the eMMC or SD card
 //! (`--disk-size`; a larger card leaves free space that Talos would grow into). Should Talos
-//! write the table anyway, `talos-agent` restores slot 1 (see
-//! [`boot_artifact::hybrid_mbr`]).
+//! write the table anyway, `talos-agent report` restores slot 1: the image's kernel command line
+//! asks it to ([`rpi_cm3_kernel_args`]; see [`boot_artifact::hybrid_mbr`]).
 //!
 //! Where this differs from Talos's `rpi_generic` image, and why:
 //! - Kernel, initramfs and `grub.cfg` live on the FAT partition (`A/vmlinuz`, `A/initramfs.xz`)

@@ -164,6 +164,12 @@ fn cm3_image_boot_rom_view_reproducibility_and_the_mbr_safety_net() {
         std::fs::read(dir.join("a/kernel-arm64")).unwrap(),
         "the FAT's kernel is the build's"
     );
+    // `imager inspect` on the .raw.xz, and on the output directory, reads what sfdisk and mtools read.
+    let seen = inspect_json(&imager, &dir.join("a/rpi-cm3-arm64.raw.xz"));
+    assert_inspect_agrees(&seen, &mbr, &gpt, &listing, &config);
+    let mut in_dir = inspect_json(&imager, &dir.join("a"))["disk_image"].take();
+    in_dir["source"] = seen["source"].clone();
+    assert_eq!(in_dir, seen, "the output directory's disk image");
     let build: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("a/build.json")).unwrap()).unwrap();
     assert_eq!(build["board"]["disk_size"], DISK, "{}", build["board"]);
     assert!(build["outputs"]["rpi-cm3-arm64.raw.xz"].as_str().unwrap().starts_with("sha256:"));
@@ -184,6 +190,8 @@ fn cm3_image_boot_rom_view_reproducibility_and_the_mbr_safety_net() {
         serde_json::from_str(&text(&run(Command::new("sfdisk").args(["--label-nested", "dos", "--json"]).arg(&disk))))
             .unwrap();
     assert_eq!(mbr["partitiontable"]["partitions"][0]["type"], "ee", "{mbr}");
+    let seen = inspect_json(&imager, &disk);
+    assert_eq!(seen["hybrid_mbr"]["state"], "clobbered_by_talos", "{seen}");
     let (code, j, err) = agent_mbr(&agent, &disk, false);
     assert_eq!((code, j["state"].as_str()), (1, Some("clobbered_by_talos")), "{err}");
     assert_eq!(lba0(&disk), clobbered, "a check without --repair wrote to the disk");
@@ -219,6 +227,57 @@ fn cm3_image_boot_rom_view_reproducibility_and_the_mbr_safety_net() {
     assert!(j["detail"].as_str().unwrap().contains("disk signature"), "{j}");
     assert_eq!(lba0(&disk), foreign);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn inspect_json(imager: &Path, target: &Path) -> serde_json::Value {
+    serde_json::from_str(&text(&run(Command::new(imager).args(["inspect", "--json"]).arg(target)))).unwrap()
+}
+
+/// `imager inspect --json` on the image agrees with `sfdisk` (dos and gpt labels), `mdir -/ -b`
+/// and `mtype ::/config.txt`, and finds the hybrid MBR intact.
+fn assert_inspect_agrees(
+    i: &serde_json::Value,
+    dos: &serde_json::Value,
+    gpt: &serde_json::Value,
+    mdir: &str,
+    config: &str,
+) {
+    assert_eq!((&i["kind"], &i["compression"], &i["size"]), (&"disk-image".into(), &"xz".into(), &DISK.into()));
+    assert_eq!(i["hybrid_mbr"]["state"], "intact", "{i}");
+    assert_eq!(i["mbr"]["disk_signature"], dos["partitiontable"]["id"]);
+    let slots: Vec<&serde_json::Value> =
+        i["mbr"]["slots"].as_array().unwrap().iter().filter(|s| s["type"] != 0).collect();
+    let parts = dos["partitiontable"]["partitions"].as_array().unwrap();
+    assert_eq!(slots.len(), parts.len(), "{i}");
+    for (s, p) in slots.iter().zip(parts) {
+        assert_eq!((&s["first_lba"], &s["sectors"]), (&p["start"], &p["size"]), "{s} {p}");
+        assert_eq!(s["type"].as_u64(), u64::from_str_radix(p["type"].as_str().unwrap(), 16).ok(), "{s} {p}");
+        assert_eq!(s["bootable"], p.get("bootable").cloned().unwrap_or(false.into()), "{s} {p}");
+    }
+    let (g, t) = (&i["gpt"], &gpt["partitiontable"]);
+    let same =
+        |a: &serde_json::Value, b: &serde_json::Value| a.as_str().unwrap().eq_ignore_ascii_case(b.as_str().unwrap());
+    assert!(same(&g["disk_guid"], &t["id"]), "{g} {t}");
+    assert_eq!((&g["first_usable_lba"], &g["last_usable_lba"]), (&t["firstlba"], &t["lastlba"]));
+    let (ours, theirs) = (g["partitions"].as_array().unwrap(), t["partitions"].as_array().unwrap());
+    assert_eq!(ours.len(), theirs.len());
+    for (a, b) in ours.iter().zip(theirs) {
+        assert_eq!((&a["name"], &a["first_lba"]), (&b["name"], &b["start"]), "{a} {b}");
+        assert_eq!(a["size"].as_u64().unwrap(), b["size"].as_u64().unwrap() * 512, "{a} {b}");
+        assert!(same(&a["type_guid"], &b["type"]) && same(&a["guid"], &b["uuid"]), "{a} {b}");
+    }
+    let fat = &i["boot_fat"];
+    let mut files: Vec<String> = fat["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("::/{}", f["path"].as_str().unwrap()).to_lowercase())
+        .collect();
+    let mut listed: Vec<String> = mdir.lines().filter(|l| !l.ends_with('/')).map(str::to_lowercase).collect();
+    files.sort();
+    listed.sort();
+    assert_eq!(files, listed);
+    assert_eq!(fat["config_txt"], config, "config.txt");
 }
 
 fn write_lba0(disk: &Path, b: &[u8; 512]) {

@@ -51,7 +51,7 @@ use boot_artifact::digest::Sha256Digest;
 use kernel_cmdline::preset::{self, Arch, TalosVersion};
 use serde::Serialize;
 
-use crate::cli::build::{Args, ExtensionCommand};
+use crate::cli::build::{Args, Board, ExtensionCommand};
 use crate::extension::tree::{Entry, Kind, Tree};
 use crate::extension::Manifest;
 
@@ -59,6 +59,9 @@ use progress::{line, Progress};
 
 /// Default `SOURCE_DATE_EPOCH`: 2025-07-01T00:00:00Z (the fixtures use the same).
 pub const DEFAULT_EPOCH: u64 = 1_751_328_000;
+
+/// The environment variable naming the board inputs directory when `--board-inputs` is absent.
+pub const BOARD_INPUTS_ENV: &str = "MOONBOOT_BOARD_INPUTS";
 
 /// `SOURCE_DATE_EPOCH` or [`DEFAULT_EPOCH`].
 ///
@@ -334,13 +337,28 @@ fn plan(args: &Args) -> Result<Plan> {
             line(&format!("talos-agent extension {r}: pinned by the digest it resolves to (build.json)"));
         }
     }
-    let board = match args.board {
+    let board_inputs = args.board_inputs.clone().or_else(|| std::env::var_os(BOARD_INPUTS_ENV).map(PathBuf::from));
+    let board = match (args.board, args.arch) {
+        (Some(Board::None), _) => None,
+        // The default output set: the operator's boards are CM3s, so an arm64 build writes their
+        // disk image whenever the pinned inputs are at hand.
+        (None, Arch::Arm64) if board_inputs.is_some() => Some(Board::RpiCm3),
+        (None, Arch::Arm64) => {
+            line(&format!(
+                "note: no rpi-cm3-arm64.raw.xz: its pinned firmware, U-Boot, device tree and GRUB are not given (--board-inputs DIR or {BOARD_INPUTS_ENV}; scripts/rpi-inputs DIR fetches them)"
+            ));
+            None
+        }
+        (None, _) => None,
+        (Some(board), _) => Some(board),
+    };
+    let board = match board {
         None => None,
         Some(board) => {
             anyhow::ensure!(args.arch == Arch::Arm64, "--board {} needs --arch arm64", board.as_str());
-            let inputs = args.board_inputs.clone().with_context(|| {
+            let inputs = board_inputs.with_context(|| {
                 format!(
-                    "--board {} needs --board-inputs DIR with its pinned firmware, U-Boot, device tree and GRUB (scripts/rpi-inputs DIR fetches them)",
+                    "--board {} needs --board-inputs DIR (or {BOARD_INPUTS_ENV}) with its pinned firmware, U-Boot, device tree and GRUB (scripts/rpi-inputs DIR fetches them)",
                     board.as_str()
                 )
             })?;

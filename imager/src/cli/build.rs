@@ -68,22 +68,25 @@ pub struct Args {
     /// Leave the talos-agent extension out.
     #[arg(long)]
     pub no_talos_agent: bool,
-    /// Also write a disk image for this board (arm64 only): rpi-cm3 writes rpi-cm3-arm64.raw.xz
-    /// for a Raspberry Pi Compute Module 3/3+ (or a Pi 3): hybrid MBR, firmware, U-Boot, GRUB,
-    /// Talos's kernel and initramfs with the Raspberry Pi kernel arguments, and Talos's
-    /// partitions sized for the disk (see --disk-size).
+    /// The board disk image to write (arm64 only). rpi-cm3 writes rpi-cm3-arm64.raw.xz for a
+    /// Raspberry Pi Compute Module 3/3+ (or a Pi 3): hybrid MBR, firmware, U-Boot, GRUB, Talos's
+    /// kernel and initramfs with the Raspberry Pi kernel arguments, and Talos's partitions sized
+    /// for the disk (see --disk-size). none writes no disk image. Default for --arch arm64:
+    /// rpi-cm3 when the board's inputs are given (--board-inputs or MOONBOOT_BOARD_INPUTS),
+    /// otherwise none, with a note saying how to get them.
     #[arg(long, value_enum)]
     pub board: Option<Board>,
     /// Directory holding the board's pinned inputs (boards/<board>.inputs: firmware, U-Boot,
     /// device tree, GRUB), each checked against its sha256; `scripts/rpi-inputs DIR` fetches them
-    /// from Debian. Required with --board.
-    #[arg(long, value_name = "DIR", requires = "board")]
+    /// from Debian. Default: the MOONBOOT_BOARD_INPUTS environment variable. Required with
+    /// --board rpi-cm3.
+    #[arg(long, value_name = "DIR")]
     pub board_inputs: Option<PathBuf>,
     /// Exact size of the target eMMC or SD card (bytes, or with K/M/G for KiB/MiB/GiB or KB/MB/GB
     /// for powers of ten): EPHEMERAL ends at its last usable sector, so Talos has nothing to grow
     /// (and no reason to rewrite the MBR). Read it on the board with `blockdev --getsize64`.
     /// Default: a CM3's 4 GB eMMC (7634944 sectors).
-    #[arg(long, value_name = "SIZE", requires = "board", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub disk_size: Option<u64>,
 }
 
@@ -93,6 +96,9 @@ pub enum Board {
     /// Raspberry Pi Compute Module 3 / 3+ (BCM2837), also a Raspberry Pi 3.
     #[value(name = "rpi-cm3")]
     RpiCm3,
+    /// No board disk image.
+    #[value(name = "none")]
+    None,
 }
 
 impl Board {
@@ -100,6 +106,7 @@ impl Board {
     pub fn as_str(self) -> &'static str {
         match self {
             Board::RpiCm3 => "rpi-cm3",
+            Board::None => "none",
         }
     }
 }

@@ -160,3 +160,66 @@ impl Drop for Guest {
         let _ = self.child.wait();
     }
 }
+
+/// A QEMU Machine Protocol connection (QEMU `docs/interop/qmp-spec.rst`): QEMU started with
+/// `-qmp unix:PATH,server=on,wait=off` greets with `{"QMP": …}`, takes `qmp_capabilities` to
+/// leave negotiation mode, then one JSON command per line, answering `{"return": …}` or
+/// `{"error": {"class", "desc"}}` (asynchronous `{"event": …}` lines may come in between).
+pub struct Qmp {
+    reader: BufReader<std::os::unix::net::UnixStream>,
+    writer: std::os::unix::net::UnixStream,
+}
+
+impl Qmp {
+    /// Connects to QEMU's QMP socket at `path` (retrying until `deadline`: QEMU creates it as it
+    /// starts) and negotiates capabilities.
+    ///
+    /// # Errors
+    /// No socket by the deadline, or QEMU refusing the negotiation.
+    pub fn connect(path: &Path, deadline: Instant) -> Result<Self> {
+        let stream = loop {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() >= deadline => bail!("connecting to QMP at {}: {e}", path.display()),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let writer = stream.try_clone()?;
+        let mut qmp = Self { reader: BufReader::new(stream), writer };
+        let greeting = qmp.read_message()?;
+        if greeting.get("QMP").is_none() {
+            bail!("QMP at {}: no greeting, got {greeting}", path.display());
+        }
+        qmp.execute("qmp_capabilities", serde_json::json!({}))?;
+        Ok(qmp)
+    }
+
+    /// Runs one command; returns its `return` value.
+    ///
+    /// # Errors
+    /// QEMU answering with an error (its class and description), or the connection failing.
+    pub fn execute(&mut self, command: &str, arguments: serde_json::Value) -> Result<serde_json::Value> {
+        let mut line = serde_json::to_vec(&serde_json::json!({"execute": command, "arguments": arguments}))?;
+        line.push(b'\n');
+        self.writer.write_all(&line)?;
+        loop {
+            let msg = self.read_message()?;
+            if let Some(r) = msg.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = msg.get("error") {
+                bail!("QMP {command}: {} ({})", e["desc"], e["class"]);
+            }
+            // An event: not the answer.
+        }
+    }
+
+    fn read_message(&mut self) -> Result<serde_json::Value> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line).context("reading from QMP")? == 0 {
+            bail!("QMP connection closed");
+        }
+        serde_json::from_str(&line).with_context(|| format!("QMP sent {line:?}"))
+    }
+}

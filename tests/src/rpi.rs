@@ -179,3 +179,68 @@ fn build(
     let index = layout.finish_index(vec![desc], &labels(&what), TALOS_VERSION)?;
     Ok(index.digest.to_string())
 }
+
+/// Helpers the two CM3 tests (`tests/tests/rpi_cm3.rs`, `rpi_cm3_boot.rs`) share. They panic on
+/// failure, naming the command or file: they are for tests only.
+pub mod support {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output};
+
+    use crate::fixtures::{fixtures_dir, skip};
+
+    /// A test disk: 1 GiB (QEMU's raspi3b wants an SD card whose size is a power of two; the CM3
+    /// default is its 4 GB eMMC).
+    pub const DISK: u64 = 1 << 30;
+
+    /// `target/rpi-inputs/files` when `scripts/rpi-inputs` has filled it; otherwise `None`, after
+    /// reporting `test` as skipped (a failure under `MOONBOOT_REQUIRE_FIXTURES=1`).
+    pub fn inputs_dir(test: &str) -> Option<PathBuf> {
+        let d = crate::stage1::workspace().join("target/rpi-inputs/files");
+        if d.join("bootcode.bin").is_file() {
+            Some(d)
+        } else {
+            skip(test, &format!("{} is empty: run scripts/rpi-inputs", d.display()));
+            None
+        }
+    }
+
+    /// A fresh `target/fixtures/tmp/rpi-<name>-<pid>/`.
+    pub fn scratch(name: &str) -> PathBuf {
+        let d = fixtures_dir().join("tmp").join(format!("rpi-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Runs `cmd`; panics with its output unless it succeeded.
+    pub fn run(cmd: &mut Command) -> Output {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `xz -dc XZ > RAW` with Debian's xz, the reader a user has.
+    pub fn unxz(xz: &Path, raw: &Path) {
+        let input = std::fs::File::open(xz).unwrap_or_else(|e| panic!("{}: {e}", xz.display()));
+        run(Command::new("sh").arg("-c").arg("xz -dc > \"$0\"").arg(raw).stdin(input));
+    }
+
+    /// The first 512 bytes (the MBR) of a disk image.
+    pub fn lba0(raw: &Path) -> [u8; 512] {
+        let mut b = [0u8; 512];
+        std::fs::File::open(raw).and_then(|mut f| f.read_exact(&mut b)).unwrap();
+        b
+    }
+
+    /// Overwrites LBA 0 of a disk image and syncs it.
+    pub fn write_lba0(raw: &Path, mbr: &[u8; 512]) {
+        let mut f = std::fs::OpenOptions::new().write(true).open(raw).unwrap();
+        f.seek(SeekFrom::Start(0)).and_then(|_| f.write_all(mbr)).and_then(|()| f.sync_all()).unwrap();
+    }
+}

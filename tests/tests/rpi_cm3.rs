@@ -10,38 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use boot_artifact::hybrid_mbr;
-use moonboot_tests::fixtures::{fixtures_dir, skip, with_registry, Fixtures};
-
-/// A test disk: 1 GiB (QEMU's raspi3b wants a power of two; the CM3 default is its 4 GB eMMC).
-const DISK: u64 = 1 << 30;
-
-fn inputs_dir(test: &str) -> Option<PathBuf> {
-    let d = moonboot_tests::stage1::workspace().join("target/rpi-inputs/files");
-    if d.join("bootcode.bin").is_file() {
-        Some(d)
-    } else {
-        skip(test, &format!("{} is empty: run scripts/rpi-inputs", d.display()));
-        None
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = fixtures_dir().join("tmp").join(format!("rpi-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use moonboot_tests::fixtures::{with_registry, Fixtures};
+use moonboot_tests::rpi::support::{inputs_dir, lba0, run, scratch, unxz, write_lba0, DISK};
 
 fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -57,16 +27,8 @@ fn build(imager: &Path, f: &Fixtures, inputs: &Path, out: &Path) -> PathBuf {
         .arg("--output")
         .arg(out));
     let raw = out.with_extension("raw");
-    let xz = std::fs::File::open(out.join("rpi-cm3-arm64.raw.xz")).unwrap();
-    run(Command::new("sh").arg("-c").arg("xz -dc > \"$0\"").arg(&raw).stdin(xz));
+    unxz(&out.join("rpi-cm3-arm64.raw.xz"), &raw);
     raw
-}
-
-fn lba0(raw: &Path) -> [u8; 512] {
-    use std::io::Read;
-    let mut b = [0u8; 512];
-    std::fs::File::open(raw).unwrap().read_exact(&mut b).unwrap();
-    b
 }
 
 fn agent_mbr(agent: &Path, disk: &Path, repair: bool) -> (i32, serde_json::Value, String) {
@@ -278,11 +240,4 @@ fn assert_inspect_agrees(
     listed.sort();
     assert_eq!(files, listed);
     assert_eq!(fat["config_txt"], config, "config.txt");
-}
-
-fn write_lba0(disk: &Path, b: &[u8; 512]) {
-    use std::io::{Seek, Write};
-    let mut f = std::fs::OpenOptions::new().write(true).open(disk).unwrap();
-    f.seek(std::io::SeekFrom::Start(0)).unwrap();
-    f.write_all(b).unwrap();
 }

@@ -28,16 +28,15 @@
 //! the binaries are built.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use boot_artifact::hybrid_mbr;
 use moonboot_tests::demo::{free_port, host_binaries, Waiter};
 use moonboot_tests::fixtures::{fixtures_dir, skip, with_registry};
 use moonboot_tests::qemu::{self, Guest, Qmp};
+use moonboot_tests::rpi::support::{inputs_dir, lba0, run, scratch, unxz, write_lba0, DISK};
 
-/// QEMU's raspi3b wants an SD card whose size is a power of two.
-const DISK: u64 = 1 << 30;
 /// From QEMU start to the readiness report. Emulated: U-Boot reads the SD card at about
 /// 0.4 MB/s, so GRUB, the kernel and the initramfs take about a minute; 86 s were seen on an
 /// idle machine, and a loaded CI machine may be several times slower.
@@ -46,17 +45,6 @@ const DEADLINE: Duration = Duration::from_secs(20 * 60);
 const MARK: &str = "MOONBOOT-STANDIN-INIT:";
 /// QEMU's user network: the guest's address, and the host's loopback as the gateway 10.0.2.2.
 const IP_ARG: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0:cm3-0:eth0:off";
-
-fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 /// Copies `name` out of the FAT at MBR slot 1 (LBA 2048) of `raw`, as the firmware would read it.
 fn from_fat(raw: &Path, name: &str, to: &Path) -> PathBuf {
@@ -75,11 +63,7 @@ fn from_fat(raw: &Path, name: &str, to: &Path) -> PathBuf {
 fn cm3_image_boots_under_raspi3b_through_uboot_grub_into_the_standin_and_reports() {
     let test = "cm3_image_boots_under_raspi3b_through_uboot_grub_into_the_standin_and_reports";
     let Some(f) = with_registry(test) else { return };
-    let inputs = moonboot_tests::stage1::workspace().join("target/rpi-inputs/files");
-    if !inputs.join("bootcode.bin").is_file() {
-        skip(test, &format!("{} is empty: run scripts/rpi-inputs", inputs.display()));
-        return;
-    }
+    let Some(inputs) = inputs_dir(test) else { return };
     if !qemu::have("qemu-system-aarch64") {
         skip(test, "qemu-system-aarch64 is not installed (scripts/setup)");
         return;
@@ -88,9 +72,7 @@ fn cm3_image_boots_under_raspi3b_through_uboot_grub_into_the_standin_and_reports
     let (imager, agent) = host_binaries().expect("building imager and talos-agent");
     let agent_arm64 = moonboot_tests::stage1::build_static_agent("arm64").expect("building the arm64 talos-agent");
 
-    let work = fixtures_dir().join("tmp").join(format!("rpi-boot-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
+    let work = scratch("boot");
 
     // The collector first: the image's kernel arguments name its port.
     let token = format!("cm3-{}", free_port().unwrap());
@@ -122,16 +104,18 @@ fn cm3_image_boots_under_raspi3b_through_uboot_grub_into_the_standin_and_reports
     run(&mut build);
     eprintln!("imager build --board rpi-cm3: {:.1} s", t.elapsed().as_secs_f64());
     let raw = work.join("cm3.raw");
-    let xz = std::fs::File::open(out.join("rpi-cm3-arm64.raw.xz")).unwrap();
-    run(Command::new("sh").arg("-c").arg("xz -dc > \"$0\"").arg(&raw).stdin(xz));
+    unxz(&out.join("rpi-cm3-arm64.raw.xz"), &raw);
     assert_eq!(std::fs::metadata(&raw).unwrap().len(), DISK);
 
     // What config.txt hands over after the VideoCore stage: kernel=u-boot.bin, device_tree=….
-    let config = String::from_utf8(run(Command::new("mtype")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(format!("{}@@{}", raw.display(), 2048 * 512))
-        .arg("::/config.txt")))
+    let config = String::from_utf8(
+        run(Command::new("mtype")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(format!("{}@@{}", raw.display(), 2048 * 512))
+            .arg("::/config.txt"))
+        .stdout,
+    )
     .unwrap();
     let value = |key: &str| {
         config
@@ -237,18 +221,4 @@ fn cm3_image_boots_under_raspi3b_through_uboot_grub_into_the_standin_and_reports
     assert!(lba0(&raw) == original, "LBA 0 of the SD card after the boot is not the imager's hybrid MBR");
     let _ = std::fs::remove_dir_all(&work);
     let _ = release;
-}
-
-fn lba0(raw: &Path) -> [u8; 512] {
-    use std::io::Read;
-    let mut b = [0u8; 512];
-    std::fs::File::open(raw).unwrap().read_exact(&mut b).unwrap();
-    b
-}
-
-fn write_lba0(raw: &Path, mbr: &[u8; 512]) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().write(true).open(raw).unwrap();
-    f.write_all(mbr).unwrap();
-    f.sync_all().unwrap();
 }

@@ -22,7 +22,7 @@
 //!   (v1.4, modules with debug info) and 57,702,388 B (stripped modules), and `sbin/init`
 //!   (machined) at 92,022,904 B.
 
-use crate::build::{cpio_zstd, extension_image, extract_deb, imager_image, mksquashfs};
+use crate::build::{cpio_zstd, extension_image, extract_deb, imager_image, mksquashfs, stamp};
 use crate::extensions::{Extension, SPIN, TAILSCALE};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
@@ -154,12 +154,6 @@ pub struct Options {
     pub vmlinuz: PathBuf,
     /// SOURCE_DATE_EPOCH.
     pub epoch: u64,
-}
-
-fn stamp(p: &Path) -> Result<String> {
-    let m = fs::metadata(p).with_context(|| format!("reading {}", p.display()))?;
-    let t = m.modified()?.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-    Ok(format!("{} {} {t}", p.display(), m.len()))
 }
 
 /// Builds (or reuses) the three image layouts and writes `realistic.json` (what was built, the

@@ -96,8 +96,11 @@ pub fn build_and_push(f: &Fixtures) -> Result<RpiRelease> {
     let modules_dir = only_entry(&kroot.join("lib/modules"), "")?;
     let kernel_release = modules_dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
     let image = kroot.join("boot").join(format!("vmlinuz-{kernel_release}"));
+    let mut header = [0u8; 64];
+    std::io::Read::read_exact(&mut fs::File::open(&image)?, &mut header)
+        .with_context(|| format!("{}: reading the arm64 Image header", image.display()))?;
     ensure!(
-        boot_artifact::kernel::arm64_header(&fs::read(&image)?[..64]).is_some(),
+        boot_artifact::kernel::arm64_header(&header).is_some(),
         "{}: not an uncompressed arm64 Image",
         image.display()
     );
@@ -229,6 +232,23 @@ pub mod support {
     pub fn unxz(xz: &Path, raw: &Path) {
         let input = std::fs::File::open(xz).unwrap_or_else(|e| panic!("{}: {e}", xz.display()));
         run(Command::new("sh").arg("-c").arg("xz -dc > \"$0\"").arg(raw).stdin(input));
+    }
+
+    /// mtools' image argument for the FAT the VideoCore boot ROM reads: `RAW@@OFFSET`, the offset
+    /// being MBR slot 1's start LBA (bytes 454..458 of LBA 0, little-endian) × 512. Panics unless
+    /// slot 1 is a FAT32 LBA partition (type 0x0C), as the CM3 image writes it.
+    pub fn fat_image(raw: &Path) -> String {
+        let mbr = lba0(raw);
+        let slot1 = &mbr[446..462];
+        assert_eq!(slot1[4], 0x0c, "{}: MBR slot 1 is type {:#04x}, not FAT32 LBA", raw.display(), slot1[4]);
+        let start = u32::from_le_bytes(slot1[8..12].try_into().unwrap());
+        format!("{}@@{}", raw.display(), u64::from(start) * 512)
+    }
+
+    /// Runs the mtools command `tool` (`mdir`, `mtype`, `mcopy`) with `args` on the FAT of
+    /// [`fat_image`]; returns its stdout, panicking with its output when it fails.
+    pub fn mtools<S: AsRef<std::ffi::OsStr>>(raw: &Path, tool: &str, args: &[S]) -> Vec<u8> {
+        run(Command::new(tool).env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(fat_image(raw)).args(args)).stdout
     }
 
     /// The first 512 bytes (the MBR) of a disk image.

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 use boot_artifact::hybrid_mbr;
 use moonboot_tests::fixtures::{with_registry, Fixtures};
-use moonboot_tests::rpi::support::{inputs_dir, lba0, run, scratch, unxz, write_lba0, DISK};
+use moonboot_tests::rpi::support::{inputs_dir, lba0, mtools, run, scratch, unxz, write_lba0, DISK};
 
 fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -89,12 +89,10 @@ fn cm3_image_boot_rom_view_reproducibility_and_the_mbr_safety_net() {
         "{gpt}"
     );
 
-    // The FAT at MBR slot 1's offset, read with mtools: the pinned files and config.txt.
-    let at = format!("{}@@{}", raw.display(), p[0]["start"].as_u64().unwrap() * 512);
-    let mtools = |args: &[&str]| {
-        text(&run(Command::new(args[0]).env("MTOOLS_SKIP_CHECK", "1").args(["-i", &at]).args(&args[1..])))
-    };
-    let listing = mtools(&["mdir", "-/", "-b", "::/"]);
+    // The FAT at MBR slot 1's offset (2048, as sfdisk read above), read with mtools: the pinned
+    // files and config.txt.
+    let fat = |args: &[&str]| String::from_utf8(mtools(&raw, args[0], &args[1..])).unwrap();
+    let listing = fat(&["mdir", "-/", "-b", "::/"]);
     for file in [
         "::/bootcode.bin",
         "::/start.elf",
@@ -109,18 +107,18 @@ fn cm3_image_boot_rom_view_reproducibility_and_the_mbr_safety_net() {
     ] {
         assert!(listing.lines().any(|l| l.eq_ignore_ascii_case(file)), "{file} not on the FAT:\n{listing}");
     }
-    let config = mtools(&["mtype", "::/config.txt"]);
+    let config = fat(&["mtype", "::/config.txt"]);
     for l in ["arm_64bit=1", "kernel=u-boot.bin", "enable_uart=1", "device_tree=bcm2837-rpi-cm3-io3.dtb"] {
         assert!(config.lines().any(|c| c == l), "config.txt lacks {l}:\n{config}");
     }
     assert!(!config.contains("dtoverlay=dwc2"), "gadget mode would take host USB away:\n{config}");
-    let grub = mtools(&["mtype", "::/EFI/debian/grub.cfg"]);
+    let grub = fat(&["mtype", "::/EFI/debian/grub.cfg"]);
     assert!(grub.contains("console=ttyAMA0,115200") && grub.contains("sysctl.kernel.kexec_load_disabled=1"), "{grub}");
     let boot = dir.join("bootcode.bin");
-    run(Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").args(["-n", "-i", &at, "::/bootcode.bin"]).arg(&boot));
+    fat(&["mcopy", "-n", "::/bootcode.bin", boot.to_str().unwrap()]);
     assert_eq!(std::fs::read(&boot).unwrap(), std::fs::read(inputs.join("bootcode.bin")).unwrap());
     let kernel = dir.join("vmlinuz");
-    run(Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").args(["-n", "-i", &at, "::/A/vmlinuz"]).arg(&kernel));
+    fat(&["mcopy", "-n", "::/A/vmlinuz", kernel.to_str().unwrap()]);
     assert_eq!(
         std::fs::read(&kernel).unwrap(),
         std::fs::read(dir.join("a/kernel-arm64")).unwrap(),
@@ -160,12 +158,8 @@ fn cm3_image_boot_rom_view_reproducibility_and_the_mbr_safety_net() {
     let (code, j, err) = agent_mbr(&agent, &disk, true);
     assert_eq!((code, j["state"].as_str()), (0, Some("repaired")), "{err}");
     assert_eq!(lba0(&disk), written, "the repaired LBA 0 is not what the imager wrote");
-    let listing = text(&run(Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").args([
-        "-b",
-        "-i",
-        &format!("{}@@1M", disk.display()),
-        "::/",
-    ])));
+    // The repaired slot 1 leads the boot ROM's way to the FAT again.
+    let listing = String::from_utf8(mtools(&disk, "mdir", &["-b", "::/"])).unwrap();
     assert!(listing.to_lowercase().contains("bootcode.bin"), "{listing}");
 
     // Refusals touch nothing: a GPT whose partition 1 is not moonboot's, and a foreign MBR.

@@ -27,6 +27,7 @@
 //! `qemu-system-aarch64` with the `raspi3b` machine (scripts/setup). About 90 s of emulation once
 //! the binaries are built.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -35,7 +36,7 @@ use boot_artifact::hybrid_mbr;
 use moonboot_tests::demo::{free_port, host_binaries, Waiter};
 use moonboot_tests::fixtures::{fixtures_dir, skip, with_registry};
 use moonboot_tests::qemu::{self, Guest, Qmp};
-use moonboot_tests::rpi::support::{inputs_dir, lba0, run, scratch, unxz, write_lba0, DISK};
+use moonboot_tests::rpi::support::{inputs_dir, lba0, mtools, run, scratch, unxz, write_lba0, DISK};
 
 /// From QEMU start to the readiness report. Emulated: U-Boot reads the SD card at about
 /// 0.4 MB/s, so GRUB, the kernel and the initramfs take about a minute; 86 s were seen on an
@@ -46,16 +47,10 @@ const MARK: &str = "MOONBOOT-STANDIN-INIT:";
 /// QEMU's user network: the guest's address, and the host's loopback as the gateway 10.0.2.2.
 const IP_ARG: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0:cm3-0:eth0:off";
 
-/// Copies `name` out of the FAT at MBR slot 1 (LBA 2048) of `raw`, as the firmware would read it.
+/// Copies `name` out of the FAT at MBR slot 1 of `raw` into `to`, as the firmware would read it.
 fn from_fat(raw: &Path, name: &str, to: &Path) -> PathBuf {
     let dest = to.join(name.rsplit('/').next().unwrap());
-    run(Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-o")
-        .arg("-i")
-        .arg(format!("{}@@{}", raw.display(), 2048 * 512))
-        .arg(format!("::/{name}"))
-        .arg(&dest));
+    mtools(raw, "mcopy", &[OsStr::new("-o"), OsStr::new(&format!("::/{name}")), dest.as_os_str()]);
     dest
 }
 
@@ -108,15 +103,7 @@ fn cm3_image_boots_under_raspi3b_through_uboot_grub_into_the_standin_and_reports
     assert_eq!(std::fs::metadata(&raw).unwrap().len(), DISK);
 
     // What config.txt hands over after the VideoCore stage: kernel=u-boot.bin, device_tree=….
-    let config = String::from_utf8(
-        run(Command::new("mtype")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .arg("-i")
-            .arg(format!("{}@@{}", raw.display(), 2048 * 512))
-            .arg("::/config.txt"))
-        .stdout,
-    )
-    .unwrap();
+    let config = String::from_utf8(mtools(&raw, "mtype", &["::/config.txt"])).unwrap();
     let value = |key: &str| {
         config
             .lines()

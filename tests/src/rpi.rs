@@ -190,6 +190,8 @@ pub mod support {
     use std::path::{Path, PathBuf};
     use std::process::{Command, Output};
 
+    use boot_artifact::hybrid_mbr;
+
     use crate::fixtures::{fixtures_dir, skip};
 
     /// A test disk: 1 GiB (QEMU's raspi3b wants an SD card whose size is a power of two; the CM3
@@ -235,14 +237,18 @@ pub mod support {
     }
 
     /// mtools' image argument for the FAT the VideoCore boot ROM reads: `RAW@@OFFSET`, the offset
-    /// being MBR slot 1's start LBA (bytes 454..458 of LBA 0, little-endian) × 512. Panics unless
-    /// slot 1 is a FAT32 LBA partition (type 0x0C), as the CM3 image writes it.
+    /// being MBR slot 1's first LBA × 512 ([`hybrid_mbr::Slot::read`]). Panics unless slot 1 is a
+    /// FAT32 LBA partition (type 0x0C), as the CM3 image writes it.
     pub fn fat_image(raw: &Path) -> String {
-        let mbr = lba0(raw);
-        let slot1 = &mbr[446..462];
-        assert_eq!(slot1[4], 0x0c, "{}: MBR slot 1 is type {:#04x}, not FAT32 LBA", raw.display(), slot1[4]);
-        let start = u32::from_le_bytes(slot1[8..12].try_into().unwrap());
-        format!("{}@@{}", raw.display(), u64::from(start) * 512)
+        let slot1 = hybrid_mbr::Slot::read(&lba0(raw), 1);
+        assert_eq!(
+            slot1.kind,
+            hybrid_mbr::MBR_FAT32_LBA,
+            "{}: MBR slot 1 is type {:#04x}, not FAT32 LBA",
+            raw.display(),
+            slot1.kind
+        );
+        format!("{}@@{}", raw.display(), u64::from(slot1.first_lba) * hybrid_mbr::SECTOR)
     }
 
     /// Runs the mtools command `tool` (`mdir`, `mtype`, `mcopy`) with `args` on the FAT of

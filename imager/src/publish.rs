@@ -268,15 +268,40 @@ pub async fn push_image(
     source: &Source,
     log: &mut Pushes,
 ) -> Result<Sha256Digest, PublishError> {
+    push_missing_blobs(registry, repo, source, log, true).await?;
+    let expected = source.descriptor.digest;
+    let target = Reference { tag: None, digest: Some(expected), ..repo.clone() };
+    if registry.manifest_digest(&target).await? == Some(expected) {
+        log.manifests_skipped += 1;
+        return Ok(expected);
+    }
+    let bytes = &source.manifest_bytes;
+    put_manifest(registry, &target, &source.descriptor.media_type, bytes, References::Blobs(source), log).await?;
+    Ok(expected)
+}
+
+/// Uploads each blob of `source` (config, then layers; each digest once) that `repo`'s repository
+/// does not have (`HEAD`), counting the ones it has as skipped when `count_skipped`. Returns how
+/// many were uploaded.
+async fn push_missing_blobs(
+    registry: &Registry,
+    repo: &Reference,
+    source: &Source,
+    log: &mut Pushes,
+    count_skipped: bool,
+) -> Result<u64, PublishError> {
     let manifest = &source.manifest;
     let mut seen = BTreeSet::new();
+    let mut uploaded = 0;
     for desc in std::iter::once(&manifest.config).chain(&manifest.layers) {
         if !seen.insert(desc.digest) {
             continue;
         }
         if registry.blob_exists(repo, &desc.digest).await? {
-            log.blobs.skipped += 1;
-            log.blobs.skipped_bytes += desc.size;
+            if count_skipped {
+                log.blobs.skipped += 1;
+                log.blobs.skipped_bytes += desc.size;
+            }
             continue;
         }
         let data = source.read_blob(desc)?;
@@ -284,20 +309,86 @@ pub async fn push_image(
         log.blobs.pushed += 1;
         log.blobs.pushed_bytes += desc.size;
         log.pushed.push(desc.digest.to_string());
+        uploaded += 1;
     }
-    let expected = source.descriptor.digest;
-    let target = Reference { tag: None, digest: Some(expected), ..repo.clone() };
-    if registry.manifest_digest(&target).await? == Some(expected) {
-        log.manifests_skipped += 1;
-        return Ok(expected);
-    }
-    let got = registry.push_manifest(&target, &source.descriptor.media_type, source.manifest_bytes.clone()).await?;
+    Ok(uploaded)
+}
+
+/// What a manifest or index references, to confirm before its upload is tried again.
+enum References<'a> {
+    /// An image manifest: the blobs of this source.
+    Blobs(&'a Source),
+    /// An index: these sources' manifests (and their blobs).
+    Manifests(&'a [Source]),
+}
+
+/// How many times a manifest upload is tried in all while the registry gives transient answers.
+const MANIFEST_ATTEMPTS: u32 = 6;
+
+/// Uploads a manifest or index (`bytes`, `media_type`) under `target` and checks that the
+/// registry stored it under its digest. A transient answer — a 5xx, or distribution's
+/// `DIGEST_INVALID` / `MANIFEST_BLOB_UNKNOWN` while another publisher of the same content rewrites
+/// the repository's links ([`moonboot_registry::concurrent_writer_answer`]) — is followed by a
+/// confirmation that everything `refs` names is in the repository (uploading what is missing),
+/// a backoff, and another upload: [`MANIFEST_ATTEMPTS`] in all, each retry said on stderr.
+async fn put_manifest(
+    registry: &Registry,
+    target: &Reference,
+    media_type: &str,
+    bytes: &[u8],
+    refs: References<'_>,
+    log: &mut Pushes,
+) -> Result<(), PublishError> {
+    let expected = Sha256Digest::of(bytes);
+    let mut attempt = 0;
+    let got = loop {
+        match registry.push_manifest(target, media_type, bytes.to_vec()).await {
+            Ok(got) => break got,
+            Err(e @ moonboot_registry::Error::Push { transient: true, .. }) if attempt + 1 < MANIFEST_ATTEMPTS => {
+                attempt += 1;
+                eprintln!(
+                    "imager: {e}; confirming its references and pushing it again ({attempt}/{})",
+                    MANIFEST_ATTEMPTS - 1
+                );
+                registry.backoff(attempt - 1).await;
+                confirm_references(registry, target, &refs, log).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     if got != expected {
         return Err(PublishError::DigestChanged { target: target.to_string(), expected, got });
     }
     log.manifests_pushed += 1;
     log.pushed.push(expected.to_string());
-    Ok(expected)
+    Ok(())
+}
+
+/// Makes sure `target`'s repository has everything `refs` names: missing blobs are uploaded, and
+/// a missing manifest of an index is uploaded once (its own failure is returned, not retried here).
+async fn confirm_references(
+    registry: &Registry,
+    target: &Reference,
+    refs: &References<'_>,
+    log: &mut Pushes,
+) -> Result<(), PublishError> {
+    let sources = match refs {
+        References::Blobs(source) => std::slice::from_ref(*source),
+        References::Manifests(sources) => sources,
+    };
+    for source in sources {
+        push_missing_blobs(registry, target, source, log, false).await?;
+        if let References::Manifests(_) = refs {
+            let digest = source.descriptor.digest;
+            let at = Reference { tag: None, digest: Some(digest), ..target.clone() };
+            if registry.manifest_digest(&at).await? != Some(digest) {
+                registry.push_manifest(&at, &source.descriptor.media_type, source.manifest_bytes.clone()).await?;
+                log.manifests_pushed += 1;
+                log.pushed.push(digest.to_string());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The bytes of the multi-arch index over `sources` (compact JSON, fields in image-spec order:
@@ -350,12 +441,7 @@ pub async fn push_multi_arch(
     if status == "unchanged" {
         log.manifests_skipped += 1;
     } else {
-        let got = registry.push_manifest(&tagged, media_type::OCI_INDEX, bytes).await?;
-        if got != expected {
-            return Err(PublishError::DigestChanged { target: tagged.to_string(), expected, got });
-        }
-        log.manifests_pushed += 1;
-        log.pushed.push(expected.to_string());
+        put_manifest(registry, &tagged, media_type::OCI_INDEX, &bytes, References::Manifests(sources), log).await?;
     }
     log.tags.push(TagUpdate {
         reference: tagged.to_string(),

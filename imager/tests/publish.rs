@@ -275,3 +275,79 @@ fn a_moved_tag_is_reported_and_agent_binaries_are_an_oras_style_artifact() {
         imager(&["publish", "--agent-to", &to, "--agent-binary", &spec, "--insecure-registry", &f.registry]);
     assert_eq!(code, 1, "{stderr}");
 }
+
+/// Eight `imager publish` of one build to one tag of a fresh registry, all at once — two CI jobs
+/// re-running, two architectures, a user's retry. distribution rewrites a repository's link files
+/// in place on every blob upload and manifest `PUT`, so the publishers read each other's
+/// half-written links (`DIGEST_INVALID`, `500 UNKNOWN`): each must confirm its references and ask
+/// again until it lands. Afterwards every publisher has exited 0 and reported the same index, the
+/// tag names it, and the registry holds exactly the build: two repositories, one tag each, every
+/// manifest and blob readable under its digest.
+#[test]
+fn eight_concurrent_publishes_of_one_build_to_one_tag_all_succeed() {
+    let test = "eight_concurrent_publishes_of_one_build_to_one_tag_all_succeed";
+    let Some(f) = moonboot_tests::fixtures::with_registry(test) else { return };
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("_out");
+    let inputs = write_build_output(&f, &out, "concurrent");
+    let registry = moonboot_tests::private_registry::PrivateRegistry::start(&work.path().join("registry"), None)
+        .expect("a private docker-registry");
+    let to = format!("{}/moonboot/boot:v1", registry.addr);
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_imager"))
+                .args(["publish", "--to", &to, "--insecure-registry", &registry.addr, "--json", "--output"])
+                .arg(&out)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut reports = Vec::new();
+    let mut retries = 0;
+    for (i, child) in children.into_iter().enumerate() {
+        let o = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "publisher {i} failed ({}): {stderr}", o.status);
+        retries += stderr.lines().filter(|l| l.contains("pushing it again") || l.contains("asking again")).count();
+        reports.push(serde_json::from_slice::<Value>(&o.stdout).unwrap());
+    }
+    eprintln!("{test}: 8 publishers, {retries} retries said on stderr");
+
+    let index_digest = reports[0]["boot"]["index_digest"].as_str().unwrap().to_string();
+    for r in &reports {
+        assert_eq!(r["boot"]["index_digest"], index_digest.as_str(), "every publisher pushed one index");
+        assert_eq!(r["extension"], reports[0]["extension"]);
+    }
+    let created = reports.iter().filter(|r| r["tags"][0]["status"] == "created").count();
+    assert!(created >= 1, "someone created the tag: {reports:#?}");
+
+    // The registry holds the build and nothing else.
+    let get_json = |path: &str| -> Value {
+        let r = moonboot_tests::registry::get(&registry.addr, path, &[]).unwrap();
+        assert_eq!(r.status, 200, "GET {path}: {}", String::from_utf8_lossy(&r.body));
+        serde_json::from_slice(&r.body).unwrap()
+    };
+    assert_eq!(get_json("/v2/_catalog")["repositories"], json!(["moonboot/boot", "moonboot/boot-extension"]));
+    for repo in ["moonboot/boot", "moonboot/boot-extension"] {
+        assert_eq!(get_json(&format!("/v2/{repo}/tags/list"))["tags"], json!(["v1"]), "{repo}");
+    }
+    let boot = moonboot_tests::registry::Repo { host: &registry.addr, name: "moonboot/boot" };
+    let (_, index) = boot.manifest("v1").unwrap();
+    assert_eq!(Sha256Digest::of(&index).to_string(), index_digest, "the tag names the build's index");
+    let index: Value = serde_json::from_slice(&index).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    for (entry, arch) in entries.iter().zip(["arm64", "amd64"]) {
+        assert_eq!(entry["digest"], inputs[arch].manifest.0.as_str(), "{arch}: the layout's manifest");
+        let (_, m) = boot.manifest(entry["digest"].as_str().unwrap()).unwrap();
+        let m: Value = serde_json::from_slice(&m).unwrap();
+        let blobs = std::iter::once(&m["config"]).chain(m["layers"].as_array().unwrap());
+        for d in blobs {
+            let blob = boot.blob(d["digest"].as_str().unwrap()).unwrap();
+            assert_eq!(blob.len() as u64, d["size"].as_u64().unwrap());
+        }
+    }
+}

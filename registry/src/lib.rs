@@ -196,6 +196,10 @@ pub enum Error {
         target: String,
         /// The registry's or transport's reason.
         reason: String,
+        /// Whether asking again may succeed: a 5xx, 408 or 429 answer, a failed connection, or
+        /// one of distribution's answers to a read that raced a concurrent writer of the same
+        /// repository ([`concurrent_writer_answer`]).
+        transient: bool,
     },
 }
 
@@ -242,6 +246,31 @@ fn transient(e: &OciDistributionError) -> bool {
         OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429 || *code == 408,
         OciDistributionError::RegistryError { envelope, .. } => {
             envelope.errors.iter().any(|e| matches!(e.code, oci_client::errors::OciErrorCode::Toomanyrequests))
+        }
+        _ => false,
+    }
+}
+
+/// Whether `e` is an answer distribution (registry:2) gives while another client writes the same
+/// repository, which a later attempt does not get: `DIGEST_INVALID`, `MANIFEST_BLOB_UNKNOWN` or
+/// `BLOB_UNKNOWN` to a manifest `PUT`.
+///
+/// Why: distribution's filesystem storage driver writes a file by opening it, truncating it and
+/// then writing (`registry/storage/driver/filesystem/driver.go` `PutContent` → `Writer`, v2.8.3),
+/// and a blob upload or manifest `PUT` rewrites the repository's link files that way even when
+/// they already hold the same digest (`registry/storage/linkedblobstore.go` `linkBlob`). A
+/// concurrent reader of a link can find it empty: `blobStore.readlink` (`blobstore.go`) then fails
+/// `digest.Parse` with `ErrDigestInvalidFormat`, which the manifest `PUT` handler answers as
+/// `DIGEST_INVALID` (`registry/handlers/manifests.go`) and the manifest verifier counts as an
+/// unknown blob (`registry/storage/ocimanifesthandler.go` `verifyManifest`); the same empty tag
+/// link makes a `HEAD` of the tag answer 500 `UNKNOWN`.
+pub fn concurrent_writer_answer(e: &OciDistributionError) -> bool {
+    use oci_client::errors::OciErrorCode as C;
+    const CODES: [&str; 3] = ["\"DIGEST_INVALID\"", "\"MANIFEST_BLOB_UNKNOWN\"", "\"BLOB_UNKNOWN\""];
+    match e {
+        OciDistributionError::ServerError { code: 400 | 404, message, .. } => CODES.iter().any(|c| message.contains(c)),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().any(|x| matches!(x.code, C::DigestInvalid | C::ManifestBlobUnknown | C::BlobUnknown))
         }
         _ => false,
     }
@@ -399,7 +428,9 @@ impl Registry {
         }
     }
 
-    async fn backoff(&self, attempt: u32) {
+    /// Sleeps before retry number `attempt + 1`: [`Options::backoff`] doubled `attempt` times,
+    /// at most 5 s.
+    pub async fn backoff(&self, attempt: u32) {
         let d = self.options.backoff.saturating_mul(1 << attempt.min(16)).min(Duration::from_secs(5));
         tokio::time::sleep(d).await;
     }
@@ -714,7 +745,32 @@ impl Registry {
                 registry: host,
             };
         }
-        Error::Push { what, target: target.to_string(), reason: describe(e) }
+        Error::Push {
+            what,
+            target: target.to_string(),
+            reason: describe(e),
+            transient: transient(e) || concurrent_writer_answer(e),
+        }
+    }
+
+    /// Runs a push-side request `op`, again after a backoff while it fails with a transient
+    /// [`Error::Push`] (at most [`Options::retries`] more times), saying so on stderr.
+    async fn push_retrying<T, F, Fut>(&self, mut op: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Err(e @ Error::Push { transient: true, .. }) if attempt < self.options.retries => {
+                    eprintln!("registry: {e}; asking again ({}/{})", attempt + 1, self.options.retries);
+                    self.backoff(attempt).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn push_credentials(&self, host: &str, target: &Reference) -> Result<RegistryAuth, Error> {
@@ -745,6 +801,10 @@ impl Registry {
     /// # Errors
     /// [`Error::Unauthorized`], [`Error::Push`] for other failures.
     pub async fn manifest_digest(&self, target: &Reference) -> Result<Option<Sha256Digest>, Error> {
+        self.push_retrying(|| self.manifest_digest_once(target)).await
+    }
+
+    async fn manifest_digest_once(&self, target: &Reference) -> Result<Option<Sha256Digest>, Error> {
         let (oref, auth) = self.push_auth(target).await?;
         match self.client.fetch_manifest_digest(&oref, &auth).await {
             Ok(d) => {
@@ -768,30 +828,50 @@ impl Registry {
         }
     }
 
-    /// Whether `target`'s repository already has the blob `digest` (HEAD request).
+    /// Whether `target`'s repository already has the blob `digest` (HEAD request), asked again
+    /// after transient failures.
+    ///
+    /// # Errors
+    /// [`Error::Unauthorized`], [`Error::Push`].
     pub async fn blob_exists(&self, target: &Reference, digest: &Sha256Digest) -> Result<bool, Error> {
-        let (oref, _) = self.push_auth(target).await?;
-        self.client
-            .blob_exists(&oref, &digest.to_string())
-            .await
-            .map_err(|e| self.push_error(format!("blob {digest} (existence check)"), target, &e))
+        self.push_retrying(|| async {
+            let (oref, _) = self.push_auth(target).await?;
+            self.client
+                .blob_exists(&oref, &digest.to_string())
+                .await
+                .map_err(|e| self.push_error(format!("blob {digest} (existence check)"), target, &e))
+        })
+        .await
     }
 
-    /// Uploads a blob to `target`'s repository. The digest is checked locally first.
+    /// Uploads a blob to `target`'s repository, again after transient failures. The digest is
+    /// checked locally first.
+    ///
+    /// # Errors
+    /// [`Error::DigestMismatch`], [`Error::Unauthorized`], [`Error::Push`].
     pub async fn push_blob(&self, target: &Reference, data: Vec<u8>, digest: &Sha256Digest) -> Result<(), Error> {
         let actual = Sha256Digest::of(&data);
         if actual != *digest {
             return Err(Error::DigestMismatch { what: "blob to push".into(), expected: *digest, actual });
         }
-        let (oref, _) = self.push_auth(target).await?;
-        self.client
-            .push_blob(&oref, data, &digest.to_string())
-            .await
-            .map(|_| ())
-            .map_err(|e| self.push_error(format!("blob {digest}"), target, &e))
+        self.push_retrying(|| async {
+            let (oref, _) = self.push_auth(target).await?;
+            self.client
+                .push_blob(&oref, data.clone(), &digest.to_string())
+                .await
+                .map(|_| ())
+                .map_err(|e| self.push_error(format!("blob {digest}"), target, &e))
+        })
+        .await
     }
 
-    /// Uploads a manifest or index under `target`'s tag (or digest) and returns its digest.
+    /// Uploads a manifest or index under `target`'s tag (or digest) and returns its digest. One
+    /// attempt: a transient [`Error::Push`] (including distribution's answers to a concurrent
+    /// writer, [`concurrent_writer_answer`]) is the caller's to retry, after it has confirmed
+    /// that the blobs and manifests the document references are there.
+    ///
+    /// # Errors
+    /// [`Error::Unauthorized`], [`Error::Push`].
     pub async fn push_manifest(
         &self,
         target: &Reference,
@@ -804,6 +884,7 @@ impl Registry {
             what: "manifest".into(),
             target: target.to_string(),
             reason: format!("media type {media_type:?} is not a valid header value"),
+            transient: false,
         })?;
         self.client
             .push_manifest_raw(&oref, bytes, content_type)
@@ -822,6 +903,7 @@ impl ImageDigestText<'_> {
             what: "manifest (existence check)".into(),
             target: target.to_string(),
             reason: format!("the registry named it {:?}, not a sha256 digest", self.0),
+            transient: false,
         })
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - [`zboot`]: write and read EFI zboot kernels (the arm64 `vmlinuz` of Talos ≥ 1.8);
 //! - [`oci`]: reproducible OCI image layouts; [`registry`]: a tiny distribution-API client;
+//!   [`private_registry`]: a `docker-registry` of a test's own on a kernel-chosen loopback port;
 //! - [`cpio`]: a newc reader; [`kmod`]: kernel module dependencies from `.modinfo`;
 //! - [`extensions`]: the stand-in spin and tailscale extension images;
 //! - [`bundles`]: the extensions and overlays bundle images and the stand-in overlay image, and
@@ -35,6 +36,7 @@ pub mod kmod;
 pub mod matchbox;
 pub mod netns;
 pub mod oci;
+pub mod private_registry;
 pub mod qemu;
 pub mod realistic;
 pub mod registry;

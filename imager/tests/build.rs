@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 use boot_artifact::digest::Sha256Digest;
 use boot_artifact::oci::Platform;
 use moonboot_imager::extension::tree::{Entry, Kind, Tree};
-use moonboot_tests::fixtures::{fixtures_dir, with_registry, Fixtures};
+use moonboot_tests::fixtures::{fixtures_dir, unique_repository, with_registry, Fixtures};
 
 const IMAGER: &str = env!("CARGO_BIN_EXE_imager");
 
@@ -338,8 +338,9 @@ fn default_build_holds_base_and_three_extensions_and_is_reproducible() {
 }
 
 /// One malformed extension image: a raw tar layer (so hostile names survive), pushed to the
-/// fixture registry as `moonboot-test/<name>:v1`.
-fn push_bad(f: &Fixtures, work: &Path, name: &str, entries: &[(&str, tar::EntryType, u32, &str)]) -> String {
+/// fixture registry as `moonboot-test/<name>-<pid>-<n>:v1` (a repository of this test alone).
+/// Returns the reference and the repository.
+fn push_bad(f: &Fixtures, work: &Path, name: &str, entries: &[(&str, tar::EntryType, u32, &str)]) -> (String, String) {
     let mut b = tar::Builder::new(Vec::new());
     for (path, ty, mode, data) in entries {
         let mut h = tar::Header::new_gnu();
@@ -376,12 +377,13 @@ fn push_bad(f: &Fixtures, work: &Path, name: &str, entries: &[(&str, tar::EntryT
     let layout = moonboot_tests::oci::Layout::create(&dir).unwrap();
     let desc = layout.put_image(&Platform::linux("arm64"), &[&layer], 0, &BTreeMap::new(), &BTreeMap::new()).unwrap();
     layout.finish_index(vec![desc], &BTreeMap::new(), "v1").unwrap();
-    let reference = format!("{}/moonboot-test/{name}:v1", f.registry);
+    let repository = unique_repository(&format!("moonboot-test/{name}"));
+    let reference = format!("{}/{repository}:v1", f.registry);
     run(Command::new("skopeo")
         .args(["copy", "--all", "--quiet", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:v1", dir.display()))
         .arg(format!("docker://{reference}")));
-    reference
+    (reference, repository)
 }
 
 fn manifest(name: &str, constraint: &str) -> String {
@@ -443,7 +445,7 @@ fn malformed_extensions_fail_with_a_clear_message_and_no_output() {
         for (p, t, mode, d) in &extra {
             entries.push((p, *t, *mode, d.as_str()));
         }
-        let reference = push_bad(&f, &work, name, &entries);
+        let (reference, repository) = push_bad(&f, &work, name, &entries);
         let out = work.join(format!("out-{name}"));
         let o = imager(
             &f,
@@ -453,7 +455,7 @@ fn malformed_extensions_fail_with_a_clear_message_and_no_output() {
         assert_eq!(o.status.code(), Some(1), "{name}: {stderr}");
         let last = stderr.lines().last().unwrap_or_default();
         assert!(last.starts_with("imager: extension "), "{name}: {last}");
-        assert!(last.contains(&format!("moonboot-test/{name}")), "{name}: message does not name the extension: {last}");
+        assert!(last.contains(&repository), "{name}: message does not name the extension {repository}: {last}");
         assert!(last.contains(want), "{name}: {last:?} lacks {want:?}");
         assert!(!out.exists(), "{name}: output written despite the failure");
     }

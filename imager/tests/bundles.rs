@@ -18,9 +18,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use moonboot_tests::fixtures::{fixtures_dir, with_registry, Fixtures};
+use moonboot_tests::fixtures::{fixtures_dir, unique_repository, with_registry, Fixtures};
 
 const IMAGER: &str = env!("CARGO_BIN_EXE_imager");
+
+/// The fixture lock held while `moonboot/talos-agent:v<version>`, the talos-agent extension every
+/// default `imager build` pulls, is published and pulled.
+const DEFAULT_AGENT_LOCK: &str = "default-talos-agent-image";
 
 fn scratch(name: &str) -> PathBuf {
     let d = fixtures_dir().join("tmp").join(format!("imager-bundles-{name}-{}", std::process::id()));
@@ -77,6 +81,10 @@ fn the_installed_imager_builds_the_default_image_from_the_bundles() {
             .unwrap(),
         "imager extension build",
     );
+    // That reference is the same for every run using this fixture registry, so the publish and
+    // the build that pulls it hold a fixture lock: another run may push the same repository (whose
+    // link files docker-registry rewrites in place) at the same time.
+    let lock = moonboot_tests::fixtures::lock(DEFAULT_AGENT_LOCK).unwrap();
     let agent_ref = format!("{}/moonboot/talos-agent:v{}", f.registry, env!("CARGO_PKG_VERSION"));
     let published = ok(
         Command::new(&release_imager)
@@ -104,6 +112,7 @@ fn the_installed_imager_builds_the_default_image_from_the_bundles() {
         .output()
         .unwrap();
     ok(run, "installed imager build");
+    drop(lock);
 
     for file in ["kernel-arm64", "initramfs-metal-arm64.xz", "cmdline-metal-arm64", "cmdline-aws-arm64", "SHA256SUMS"] {
         assert!(out.join(file).is_file(), "{file} missing");
@@ -162,7 +171,7 @@ fn bad_bundles_and_unknown_names_fail_naming_the_image() {
     let bundle = moonboot_tests::bundles::push_extensions_bundle(
         &f,
         &work,
-        "moonboot-test/extensions-absent",
+        &unique_repository("moonboot-test/extensions-absent"),
         "v1.10.5",
         &format!("{line}\nghcr.io/siderolabs/tailscale:1.84.0@{}\n", f.images["tailscale"].index_digest),
         "",
@@ -182,7 +191,7 @@ fn bad_bundles_and_unknown_names_fail_naming_the_image() {
     let bundle = moonboot_tests::bundles::push_extensions_bundle(
         &f,
         &work,
-        "moonboot-test/extensions-tampered",
+        &unique_repository("moonboot-test/extensions-tampered"),
         "v1.10.5",
         &format!("{tampered}\nghcr.io/siderolabs/tailscale:1.84.0@{}\n", f.images["tailscale"].index_digest),
         "",

@@ -23,6 +23,12 @@ use std::time::{Duration, Instant};
 pub struct Options {
     /// Working directory (build output, logs); created.
     pub work: PathBuf,
+    /// Repository in the fixture registry the boot artifact is published to, e.g.
+    /// `moonboot/boot` (the demo) or a [`crate::fixtures::unique_repository`] (tests: a repository
+    /// no other test pushes to at the same time).
+    pub repository: String,
+    /// Tag published in [`Options::repository`], e.g. `demo`.
+    pub tag: String,
     /// `configured` boots the stand-in with `standin.apid=configured` (apid asks for a client
     /// certificate) and waits for that phase instead of `maintenance_ready`.
     pub configured: bool,
@@ -86,28 +92,48 @@ fn say(o: &Options, s: &str) {
 }
 
 /// Builds the host's release `imager` and `talos-agent` (cargo's fingerprints make this a no-op
-/// when nothing changed) and returns their paths. Cargo's progress goes to stderr when
-/// `MOONBOOT_PROGRESS=1` (the demo sets it: a fresh machine compiles for minutes).
+/// when nothing changed) and returns their paths. Each package is built in its own cargo
+/// invocation, exactly as `ci/publish.sh build` builds the imager: building both at once unifies
+/// their dependencies' features differently, so the two commands would relink each other's
+/// binaries in turn. Cargo's progress goes to stderr when `MOONBOOT_PROGRESS=1` (the demo sets
+/// it: a fresh machine compiles for minutes).
+///
+/// With `MOONBOOT_PREBUILT=1` (set by `scripts/test`, which builds every binary once before the
+/// tests) no cargo runs here: the binaries must already be in `target/release`.
+///
+/// # Errors
+/// A build failed, or a prebuilt binary is missing.
 pub fn host_binaries() -> Result<(PathBuf, PathBuf)> {
     let root = stage1::workspace();
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    for var in moonboot_imager::build::agent_extension::OUTER_CARGO_VARS {
-        cmd.env_remove(var);
-    }
-    let progress = std::env::var_os("MOONBOOT_PROGRESS").is_some_and(|v| v == "1");
-    cmd.current_dir(&root)
-        .args(["build", "--release", "--locked", "-p", "moonboot-imager", "-p", "talos-agent"])
-        .arg(if progress { "--color=never" } else { "--quiet" })
-        .stdin(Stdio::null());
-    if progress {
-        cmd.stderr(Stdio::inherit());
-    }
-    let out = cmd.output().context("running cargo build")?;
-    if !out.status.success() {
-        bail!("cargo build --release failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
     let dir = root.join("target/release");
-    Ok((dir.join("imager"), dir.join("talos-agent")))
+    let (imager, agent) = (dir.join("imager"), dir.join("talos-agent"));
+    if stage1::prebuilt() {
+        for bin in [&imager, &agent] {
+            if !bin.is_file() {
+                bail!("MOONBOOT_PREBUILT=1 but {} is missing (scripts/test builds it first)", bin.display());
+            }
+        }
+        return Ok((imager, agent));
+    }
+    for package in ["moonboot-imager", "talos-agent"] {
+        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        for var in moonboot_imager::build::agent_extension::OUTER_CARGO_VARS {
+            cmd.env_remove(var);
+        }
+        let progress = std::env::var_os("MOONBOOT_PROGRESS").is_some_and(|v| v == "1");
+        cmd.current_dir(&root)
+            .args(["build", "--release", "--locked", "-p", package])
+            .arg(if progress { "--color=never" } else { "--quiet" })
+            .stdin(Stdio::null());
+        if progress {
+            cmd.stderr(Stdio::inherit());
+        }
+        let out = cmd.output().context("running cargo build")?;
+        if !out.status.success() {
+            bail!("cargo build --release -p {package} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    Ok((imager, agent))
 }
 
 /// `imager build --arch arm64` against the fixture registry (its mirror, plain HTTP to it) with the
@@ -129,9 +155,50 @@ pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-/// A free loopback TCP port (bound and released; good enough for a test machine).
+/// A loopback TCP port nothing listens on (bound and released at once). Only for a port that must
+/// be *closed*: another process may take it meanwhile, so a server that is to listen binds port 0
+/// itself and says which port it got (`talos-agent wait`: [`wait_listening_address`]).
 pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The address in the line `talos-agent wait` prints first on stderr,
+/// `talos-agent wait: listening on ADDR (POST /v1/report), waiting for …` (part of its interface),
+/// so that it can be started with `--listen 127.0.0.1:0` and tell which port it got.
+///
+/// # Errors
+/// The line names no `listening on ADDR`.
+pub fn wait_listening_address(line: &str) -> Result<SocketAddr> {
+    line.split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok())
+        .with_context(|| format!("no `listening on ADDR` in talos-agent wait's first line {line:?}"))
+}
+
+/// Copies `talos-agent wait`'s stderr line by line to `log` on a thread of its own, and returns
+/// the address its first line names ([`wait_listening_address`]) with that thread, which ends at
+/// the end of the pipe (once `wait` exited).
+///
+/// # Errors
+/// `wait` printed no first line within 30 s (it failed to start: what it printed is in `log`), or
+/// that line names no address.
+pub fn wait_stderr_to_log(
+    stderr: std::process::ChildStderr,
+    mut log: std::fs::File,
+) -> Result<(SocketAddr, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let copier = std::thread::spawn(move || {
+        use std::io::Write;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .context("talos-agent wait exited or printed no `listening on` line within 30 s (see its log)")?;
+    Ok((wait_listening_address(&first)?, copier))
 }
 
 /// Kills the child on drop.
@@ -146,32 +213,36 @@ impl Drop for Killed {
 /// `talos-agent wait --json` on the host's loopback, its JSON lines collected as they come (the EC2
 /// path reaches it through each instance's namespace, the quick path as QEMU's 10.0.2.2).
 pub struct Waiter {
-    /// Where it listens (`127.0.0.1:PORT`).
+    /// Where it listens (`127.0.0.1:PORT`, the port it was given by the kernel).
     pub addr: SocketAddr,
     child: Killed,
     lines: std::sync::mpsc::Receiver<String>,
-    /// Its stderr (the readiness table).
+    stderr_copier: Option<std::thread::JoinHandle<()>>,
+    /// Its stderr (the readiness table), complete once [`Waiter::poll`] returned its exit status.
     pub log: PathBuf,
     /// Each JSON object it printed so far.
     pub nodes: Vec<Value>,
 }
 
 impl Waiter {
-    /// Starts `talos-agent wait --listen 127.0.0.1:PORT --nodes N --until PHASE --timeout T --json`.
+    /// Starts `talos-agent wait --listen 127.0.0.1:0 --nodes N --until PHASE --timeout T --json`
+    /// and reads the port it listens on from its first line; its stderr goes to `log`.
     ///
     /// # Errors
-    /// When it cannot be started.
+    /// When it cannot be started or does not say where it listens.
     pub fn start(agent: &Path, token: &str, nodes: usize, until: &str, timeout: &str, log: &Path) -> Result<Self> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let mut child = Command::new(agent)
-            .args(["wait", "--listen", &addr.to_string(), "--token", token])
-            .args(["--nodes", &nodes.to_string(), "--until", until, "--timeout", timeout, "--json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log)?)
-            .spawn()
-            .context("starting talos-agent wait")?;
-        let stdout = child.stdout.take().expect("piped");
+        let mut child = Killed(
+            Command::new(agent)
+                .args(["wait", "--listen", "127.0.0.1:0", "--token", token])
+                .args(["--nodes", &nodes.to_string(), "--until", until, "--timeout", timeout, "--json"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("starting talos-agent wait")?,
+        );
+        let stdout = child.0.stdout.take().expect("piped");
+        let stderr = child.0.stderr.take().expect("piped");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -180,9 +251,17 @@ impl Waiter {
                 }
             }
         });
-        // Not probed: an empty connection would show in its log; a wait that failed to start shows
-        // in `poll`.
-        Ok(Self { addr, child: Killed(child), lines: rx, log: log.to_path_buf(), nodes: Vec::new() })
+        let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let (addr, stderr_copier) =
+            wait_stderr_to_log(stderr, log_file).with_context(|| format!("talos-agent wait, log {}", log.display()))?;
+        Ok(Self {
+            addr,
+            child,
+            lines: rx,
+            stderr_copier: Some(stderr_copier),
+            log: log.to_path_buf(),
+            nodes: Vec::new(),
+        })
     }
 
     /// Collects what `wait` printed; its exit status once it exited.
@@ -197,9 +276,12 @@ impl Waiter {
             }
         };
         if status.is_some() {
-            // Its last lines may still be in the pipe: the reader thread ends at its end of file.
+            // Its last lines may still be in the pipes: the reader threads end at their end of file.
             while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(30)) {
                 take(line);
+            }
+            if let Some(copier) = self.stderr_copier.take() {
+                let _ = copier.join();
             }
         } else {
             while let Ok(line) = self.lines.try_recv() {
@@ -231,7 +313,7 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
     steps.push(("imager build", t.elapsed().as_secs_f64()));
 
     // 2. imager publish
-    let target = format!("{}/moonboot/boot:demo", f.registry);
+    let target = format!("{}/{}:{}", f.registry, o.repository, o.tag);
     say(o, &format!("imager publish --to {target}"));
     let t = Instant::now();
     let published = run(
@@ -250,7 +332,7 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
     // The VM reaches the host's loopback registry as 10.0.2.2 (QEMU user networking).
     let port = f.registry.rsplit(':').next().unwrap_or("5055");
     let guest_registry = format!("10.0.2.2:{port}");
-    let boot_reference = format!("{guest_registry}/moonboot/boot@{index}");
+    let boot_reference = format!("{guest_registry}/{}@{index}", o.repository);
 
     // 3. talos-agent wait on loopback
     let token = format!("demo-{:016x}", rand_u64());
@@ -346,12 +428,29 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
     })
 }
 
-/// A random u64 from the kernel (for tokens).
-pub(crate) fn rand_u64() -> u64 {
+/// A random u64 from the kernel (for tokens); 0 when `/dev/urandom` cannot be read.
+pub fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         use std::io::Read;
         let _ = f.read_exact(&mut b);
     }
     u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_says_where_it_listens_in_its_first_line() {
+        let line = "talos-agent wait: listening on 127.0.0.1:40123 (POST /v1/report), waiting for 1 node(s) to reach \
+                    maintenance_ready";
+        assert_eq!(wait_listening_address(line).unwrap(), "127.0.0.1:40123".parse::<SocketAddr>().unwrap());
+        let v6 =
+            "talos-agent wait: listening on [::1]:8090 (POST /v1/report), waiting for 2 node(s) to reach configured";
+        assert_eq!(wait_listening_address(v6).unwrap(), "[::1]:8090".parse::<SocketAddr>().unwrap());
+        let err = wait_listening_address("talos-agent wait: error: address in use").unwrap_err().to_string();
+        assert!(err.contains("no `listening on ADDR`"), "{err}");
+    }
 }

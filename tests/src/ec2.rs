@@ -39,10 +39,13 @@ pub const IMDS_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 pub const REGISTRY_PORT: u16 = 5000;
 /// The bastion's `talos-agent wait` port.
 pub const WAIT_PORT: u16 = 8090;
-/// Repository of the boot artifact (on the bastion's registry).
+/// The demo's and the benchmark's repository of the boot artifact ([`Options::boot_repository`]).
 pub const BOOT_REPOSITORY: &str = "moonboot/boot";
-/// Repository of the talos-agent binary artifact.
+/// The demo's and the benchmark's repository of the talos-agent binary artifact
+/// ([`Options::agent_repository`]).
 pub const AGENT_REPOSITORY: &str = "moonboot/talos-agent";
+/// The tag both artifacts are published under.
+pub const TAG: &str = "ec2";
 /// The console line cloud-init prints when the final stage starts (runcmd runs in it).
 pub const CLOUD_FINAL: &str = "running 'modules:final'";
 /// The console line cloud-init prints when it is done (`… finished at … Datasource …`).
@@ -60,6 +63,13 @@ pub struct Options {
     pub verbose: bool,
     /// Instances to boot (each in its own QEMU; `wait --nodes` this many).
     pub nodes: usize,
+    /// Repository of the boot artifact, in the fixture registry and so on the bastion's registry
+    /// (which serves the same storage), as the user-data names it: [`BOOT_REPOSITORY`] for the
+    /// demo, a [`crate::fixtures::unique_repository`] for tests (no other test pushes to it).
+    pub boot_repository: String,
+    /// Repository of the talos-agent binary artifact, likewise: [`AGENT_REPOSITORY`] or a unique
+    /// one.
+    pub agent_repository: String,
 }
 
 fn say(o: &Options, s: &str) {
@@ -92,7 +102,8 @@ pub struct Built {
 /// The operator's side: builds the host tools and the static aarch64 agent, runs `imager build
 /// --arch arm64` against the fixture registry with the EC2 user-data flags (the bastion's
 /// registry as the instance sees it, the readiness URL and token), and `imager publish`es the
-/// boot artifact and the agent binary to the fixture registry.
+/// boot artifact and the agent binary to the fixture registry, in [`Options::boot_repository`] and
+/// [`Options::agent_repository`] under the tag [`TAG`].
 ///
 /// # Errors
 /// Any step failing, with its output.
@@ -112,8 +123,8 @@ pub fn build_and_publish(f: &Fixtures, o: &Options) -> Result<Built> {
     let t = Instant::now();
     run(
         fixture_build(&imager, f, &agent_arm64)
-            .args(["--boot-repository", &format!("{bastion_registry}/{BOOT_REPOSITORY}")])
-            .args(["--agent-repository", &format!("{bastion_registry}/{AGENT_REPOSITORY}")])
+            .args(["--boot-repository", &format!("{bastion_registry}/{}", o.boot_repository)])
+            .args(["--agent-repository", &format!("{bastion_registry}/{}", o.agent_repository)])
             .args(["--instance-insecure-registry", &bastion_registry])
             .args(["--report", &format!("http://{BASTION}:{WAIT_PORT}/v1/report"), "--report-token", &token])
             // The stand-in keeps running (and serving apid) instead of powering off.
@@ -124,12 +135,14 @@ pub fn build_and_publish(f: &Fixtures, o: &Options) -> Result<Built> {
     )?;
     steps.push(("imager build", t.elapsed().as_secs_f64()));
 
-    say(o, &format!("imager publish --to {}/{BOOT_REPOSITORY}:ec2 --agent-to …/{AGENT_REPOSITORY}:ec2", f.registry));
+    let boot_to = format!("{}/{}:{TAG}", f.registry, o.boot_repository);
+    let agent_to = format!("{}/{}:{TAG}", f.registry, o.agent_repository);
+    say(o, &format!("imager publish --to {boot_to} --agent-to {agent_to}"));
     let t = Instant::now();
     let published = run(
         Command::new(&imager)
-            .args(["publish", "--to", &format!("{}/{BOOT_REPOSITORY}:ec2", f.registry), "--arch", "arm64"])
-            .args(["--agent-to", &format!("{}/{AGENT_REPOSITORY}:ec2", f.registry)])
+            .args(["publish", "--to", &boot_to, "--arch", "arm64"])
+            .args(["--agent-to", &agent_to])
             .args(["--insecure-registry", &f.registry, "--json"])
             .arg("--output")
             .arg(&out),
@@ -467,7 +480,8 @@ pub fn run_refused(f: &Fixtures, guest: &CloudGuest, built: &Built, work: &Path)
     std::fs::create_dir_all(work)?;
     let mut instance = Instance::example(&mac(0), "10.0.2.15");
     instance.user_data = Some(std::fs::read(&built.user_data)?);
-    // Nothing reports here: the readiness port forwards to a closed loopback port.
+    // Nothing reports here: the readiness port forwards to a closed loopback port (the one place
+    // a bound-and-released port is what is wanted).
     let closed = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let b = bastion(f, work, 0, Cache::CorruptBlobs, instance, closed)?;
     let proxy = b.proxy.as_ref().expect("a proxy for CorruptBlobs");

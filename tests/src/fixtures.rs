@@ -199,3 +199,110 @@ pub fn with_qemu(test: &str, f: &Fixtures, arch: &str) -> Option<ArchFixtures> {
     }
     Some(a)
 }
+
+/// A repository name in the fixture registry that no other push uses: `<prefix>-<pid>-<n>`, where
+/// `<pid>` is this process's id and `<n>` counts the calls in this process (so two tests of one
+/// binary, or one test asking twice, get different names). Pass `moonboot-test/<what>`.
+///
+/// Every repository a test pushes to must come from here (or be otherwise unique per test and
+/// process): docker-registry's filesystem driver rewrites a repository's link files in place
+/// (truncate, then write), so two pushes of the same blobs to one repository at once can make each
+/// other's manifest PUT fail with `DIGEST_INVALID`, even under different tags.
+pub fn unique_repository(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), CALLS.fetch_add(1, Ordering::Relaxed))
+}
+
+/// An exclusive lock on a shared fixture resource, held until dropped (see [`lock`]).
+#[derive(Debug)]
+pub struct FixtureLock {
+    path: PathBuf,
+    _flock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl FixtureLock {
+    /// The lock file, `<fixtures dir>/locks/<name>.lock`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Takes the exclusive lock `name` (a file name: letters, digits, `-`, `_`), waiting for whoever
+/// holds it: `flock(2)` on `<fixtures dir>/locks/<name>.lock` (created if absent; never deleted).
+/// It serialises every process using this fixtures directory, and so the registry `scripts/fixtures`
+/// serves from it: every test binary and every concurrent run of the suite. The lock goes with the
+/// returned guard, and with the process if it dies.
+///
+/// For resources that cannot be made unique per test: a reference every default `imager build`
+/// pulls, or fixed paths under the fixtures directory.
+///
+/// # Errors
+/// `name` is not a plain file name, the lock file cannot be created, or `flock` fails.
+pub fn lock(name: &str) -> Result<FixtureLock> {
+    use nix::errno::Errno;
+    use nix::fcntl::{Flock, FlockArg};
+    anyhow::ensure!(
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "lock name {name:?} is not a plain file name"
+    );
+    let dir = fixtures_dir().join("locks");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{name}.lock"));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // Try first without waiting, to say on stderr why a test stands still.
+    let mut blocking = false;
+    loop {
+        let arg = if blocking { FlockArg::LockExclusive } else { FlockArg::LockExclusiveNonblock };
+        match Flock::lock(file, arg) {
+            Ok(flock) => return Ok(FixtureLock { path, _flock: flock }),
+            Err((f, Errno::EWOULDBLOCK)) if !blocking => {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "waiting for {} (another test holds it)", path.display());
+                (file, blocking) = (f, true);
+            }
+            Err((f, Errno::EINTR)) => file = f,
+            Err((_, e)) => return Err(e).with_context(|| format!("flock {}", path.display())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_repositories_differ_per_call_and_name_the_process() {
+        let (a, b) = (unique_repository("moonboot-test/x"), unique_repository("moonboot-test/x"));
+        assert_ne!(a, b);
+        let pid = std::process::id().to_string();
+        for r in [&a, &b] {
+            assert!(r.starts_with(&format!("moonboot-test/x-{pid}-")), "{r}");
+        }
+    }
+
+    #[test]
+    fn a_lock_excludes_other_holders_until_dropped() {
+        use nix::fcntl::{Flock, FlockArg};
+        let held = lock(&format!("unit-test-{}", std::process::id())).unwrap();
+        let path = held.path().to_path_buf();
+        let open = || std::fs::File::open(&path).unwrap();
+        // flock(2) locks belong to the open file description: a second open conflicts even here.
+        assert!(Flock::lock(open(), FlockArg::LockExclusiveNonblock).is_err(), "taken twice");
+        drop(held);
+        assert!(Flock::lock(open(), FlockArg::LockExclusiveNonblock).is_ok(), "not released on drop");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn lock_names_must_be_plain_file_names() {
+        for bad in ["", "../x", "a/b", "a b"] {
+            assert!(lock(bad).is_err(), "{bad:?}");
+        }
+    }
+}

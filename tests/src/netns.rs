@@ -33,15 +33,20 @@ fn ip(args: &[&str]) -> Result<String> {
 }
 
 impl Netns {
-    /// Creates `moonboot-<tag>-<pid>`, brings `lo` up, puts each of `addresses` on it as a /32, and
-    /// checks it is isolated ([`Netns::check_isolated`]); the namespace is deleted again when any
-    /// step fails.
+    /// Creates `moonboot-<tag>-<pid>-<n>` (`<n>` counts the namespaces this process created, so no
+    /// two live namespaces of one process share a name), brings `lo` up, puts each of `addresses`
+    /// on it as a /32, and checks it is isolated ([`Netns::check_isolated`]); the namespace is
+    /// deleted again when any step fails. The name is a file under `/run/netns`, not an interface
+    /// name, so IFNAMSIZ does not bound it.
     ///
     /// # Errors
     /// Not root, no iproute2, or the namespace is not isolated.
     pub fn create(tag: &str, addresses: &[Ipv4Addr]) -> Result<Self> {
-        let name = format!("moonboot-{tag}-{}", std::process::id());
-        // A namespace left by a killed run of this same process id would be reused: start afresh.
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static CREATED: AtomicU32 = AtomicU32::new(0);
+        let name = format!("moonboot-{tag}-{}-{}", std::process::id(), CREATED.fetch_add(1, Ordering::Relaxed));
+        // A namespace left by a killed earlier process with this same id would be reused: start
+        // afresh.
         let _ = ip(&["netns", "del", &name]);
         ip(&["netns", "add", &name]).context("creating a network namespace (needs root)")?;
         let ns = Self { name };

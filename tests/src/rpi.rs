@@ -15,10 +15,12 @@
 //! - `usr/install/arm64/initramfs.xz`: the stand-in init and root of the main release, with the
 //!   modules [`WANTED_MODULES`] of this kernel (dependencies first, from their `.modinfo`).
 //!
-//! It is pushed as [`REPOSITORY`]`:`[`crate::build::TALOS_VERSION`] to the fixture registry and
-//! used through `imager build --base`. The result is cached under `target/fixtures/build/rpi/`
-//! and `target/fixtures/oci/imager-rpi/`, keyed by the kernel package, the stand-in init, the
-//! stand-in root and the epoch.
+//! It is pushed to the fixture registry as `moonboot-standin/imager-rpi-<pid>-<n>:v1.10.5` (the
+//! prefix [`REPOSITORY`] made a repository of this process alone by
+//! [`crate::fixtures::unique_repository`]; the tag [`crate::build::TALOS_VERSION`]) and used
+//! through `imager build --base`. The result is cached under `target/fixtures/build/rpi/` and
+//! `target/fixtures/oci/imager-rpi/`, keyed by the kernel package, the stand-in init, the stand-in
+//! root and the epoch; [`build_and_push`] holds the fixture lock [`LOCK`] while it uses them.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -35,8 +37,12 @@ use crate::fixtures::{fixtures_dir, Fixtures, PushedImage};
 use crate::kmod;
 use crate::oci::{LayerBuilder, Layout};
 
-/// Repository of the board stand-in release in the fixture registry.
+/// Prefix of the repositories the board stand-in release is pushed to in the fixture registry.
 pub const REPOSITORY: &str = "moonboot-standin/imager-rpi";
+
+/// The [`crate::fixtures::lock`] that guards the board release's fixed paths (the build and layout
+/// directories, the unpacked kernel package).
+pub const LOCK: &str = "rpi-release";
 
 /// Modules the stand-in init loads on the CM3 (Talos's kernel builds these in; Debian's generic
 /// kernel has them as modules): the stand-in root (`loop`, `squashfs`, `overlay`), the eMMC/SD
@@ -51,7 +57,7 @@ const FORMAT: &str = "moonboot-rpi-standin-1";
 /// What [`build_and_push`] produced.
 #[derive(Debug, Clone)]
 pub struct RpiRelease {
-    /// `REGISTRY/moonboot-standin/imager-rpi:v1.10.5`, for `imager build --base`.
+    /// `REGISTRY/moonboot-standin/imager-rpi-<pid>-<n>:v1.10.5`, for `imager build --base`.
     pub reference: String,
     /// The kernel release (`uname -r`) of the generic kernel.
     pub kernel_release: String,
@@ -80,12 +86,15 @@ pub fn kernel_deb(workspace: &Path) -> Result<PathBuf> {
     bail!("boards/rpi-cm3.inputs pins no linux-image-*:arm64 package")
 }
 
-/// Builds (or reuses) the board stand-in release and pushes it to the fixture registry.
+/// Builds (or reuses) the board stand-in release and pushes it to a repository of its own in the
+/// fixture registry, under the fixture lock [`LOCK`] (other processes may build it at the same
+/// time, into the same directories).
 ///
 /// # Errors
 /// A missing input (the kernel package, the main fixtures), a module that cannot be resolved,
-/// `gzip`, `cpio`, `zstd` or `skopeo` failing, or the registry serving other bytes.
+/// `gzip`, `cpio`, `zstd` or `skopeo` failing, the registry serving other bytes, or the lock.
 pub fn build_and_push(f: &Fixtures) -> Result<RpiRelease> {
+    let _lock = crate::fixtures::lock(LOCK)?;
     let workspace = crate::stage1::workspace();
     let deb = kernel_deb(&workspace)?;
     let arm64 = f.arches.get("arm64").context("the fixtures have no arm64 build")?;
@@ -130,7 +139,7 @@ pub fn build_and_push(f: &Fixtures) -> Result<RpiRelease> {
         digest
     };
     let img = PushedImage {
-        repository: REPOSITORY.to_string(),
+        repository: crate::fixtures::unique_repository(REPOSITORY),
         tag: TALOS_VERSION.to_string(),
         reference: String::new(),
         upstream_reference: format!("ghcr.io/siderolabs/imager:{TALOS_VERSION}"),

@@ -18,16 +18,32 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Whether `scripts/test` built every binary before the tests (`MOONBOOT_PREBUILT=1`): tests
+/// then use them as they are and run no cargo of their own.
+pub fn prebuilt() -> bool {
+    std::env::var_os("MOONBOOT_PREBUILT").is_some_and(|v| v == "1")
+}
+
 /// Builds the static release `talos-agent` for `arch` (`arm64`, `amd64`) with Debian's toolchain
 /// into `target/cross/` — the imager's own builder of the talos-agent extension
 /// (`moonboot_imager::build::agent_extension::compile`), so tests boot exactly what the imager
-/// packs — and checks that it is a static ELF for `arch`. Returns the binary's path.
+/// packs — and checks that it is a static ELF for `arch`. Returns the binary's path. With
+/// [`prebuilt`], nothing is compiled: the binary `ci/publish.sh agents` wrote is used.
 ///
 /// # Errors
-/// When the build fails or the result is not a static executable for `arch`.
+/// When the build fails, the prebuilt binary is missing, or the result is not a static
+/// executable for `arch`.
 pub fn build_static_agent(arch: &str) -> Result<PathBuf> {
     use moonboot_imager::build::agent_extension;
-    let bin = agent_extension::compile(arch)?;
+    let bin = if prebuilt() {
+        let bin = workspace().join("target/cross").join(agent_extension::triple(arch)?).join("release/talos-agent");
+        if !bin.is_file() {
+            bail!("MOONBOOT_PREBUILT=1 but {} is missing (scripts/test builds it first)", bin.display());
+        }
+        bin
+    } else {
+        agent_extension::compile(arch)?
+    };
     let elf = fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
     agent_extension::check_binary(&elf, arch, &bin.display().to_string())?;
     Ok(bin)

@@ -8,7 +8,9 @@
 //!   unpacked, with a marker appended so its digest differs from what unpacking the original gives).
 //!
 //! They are pushed with `skopeo copy` to the fixture registry as
-//! `moonboot-test/whiteout-{deleted,replaced}:v1`.
+//! `moonboot-test/whiteout-{deleted,replaced}-<pid>-<n>:v1`, repositories of the calling test alone
+//! ([`crate::fixtures::unique_repository`]): the imager's and the agent's tests push them at the
+//! same time.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -25,9 +27,9 @@ use crate::oci::{layout_layers, Layer, LayerBuilder, Layout};
 /// The two pushed images and what the replaced one holds.
 #[derive(Debug, Clone)]
 pub struct WhiteoutImages {
-    /// `REGISTRY/moonboot-test/whiteout-deleted:v1`: the kernel deleted by a whiteout.
+    /// `REGISTRY/moonboot-test/whiteout-deleted-<pid>-<n>:v1`: the kernel deleted by a whiteout.
     pub deleted: String,
-    /// `REGISTRY/moonboot-test/whiteout-replaced:v1`: the kernel replaced by a raw `Image`.
+    /// `REGISTRY/moonboot-test/whiteout-replaced-<pid>-<n>:v1`: the kernel replaced by a raw `Image`.
     pub replaced: String,
     /// The replacement kernel's bytes.
     pub replacement: Vec<u8>,
@@ -60,7 +62,8 @@ fn push(f: &Fixtures, work: &Path, name: &str, layers: &[&Layer]) -> Result<Stri
     let layout = Layout::create(&dir)?;
     let desc = layout.put_image(&Platform::linux("arm64"), layers, 0, &BTreeMap::new(), &BTreeMap::new())?;
     layout.finish_index(vec![desc], &BTreeMap::new(), "v1")?;
-    let reference = format!("{}/moonboot-test/{name}:v1", f.registry);
+    let repository = crate::fixtures::unique_repository(&format!("moonboot-test/{name}"));
+    let reference = format!("{}/{repository}:v1", f.registry);
     let out = Command::new("skopeo")
         .args(["copy", "--all", "--quiet", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:v1", dir.display()))
@@ -71,7 +74,8 @@ fn push(f: &Fixtures, work: &Path, name: &str, layers: &[&Layer]) -> Result<Stri
     Ok(reference)
 }
 
-/// Builds both images under `work` and pushes them to the fixture registry.
+/// Builds both images under `work` and pushes them to repositories of their own in the fixture
+/// registry.
 ///
 /// # Errors
 /// Reading the fixtures, unpacking the kernel, `skopeo`.

@@ -20,6 +20,7 @@
 
 use moonboot_tests::demo::host_binaries;
 use moonboot_tests::fixtures::{self, skip, Fixtures};
+use moonboot_tests::private_registry::PrivateRegistry;
 use moonboot_tests::stage1::workspace;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -27,7 +28,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const WORKFLOW: &str = "ci/github-actions/publish.yml";
@@ -108,63 +109,24 @@ fn workflow_is_valid_and_shaped_as_documented() {
     );
 }
 
-/// A `docker-registry` on a free loopback port requiring htpasswd (basic) credentials; killed on
-/// drop.
-struct AuthRegistry {
-    child: Child,
-    addr: String,
-}
-
-impl AuthRegistry {
-    fn start(dir: &Path) -> AuthRegistry {
-        std::fs::create_dir_all(dir.join("data")).unwrap();
-        let htpasswd = run_ok(Command::new("htpasswd").args(["-Bbn", USER, PASSWORD]), "htpasswd -Bbn");
-        std::fs::write(dir.join("htpasswd"), &htpasswd.stdout).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr = format!("127.0.0.1:{port}");
-        let config = format!(
-            "# moonboot tests/tests/ci_publish.rs: a registry with htpasswd auth (TEST)\n\
-             version: 0.1\n\
-             log:\n  level: warn\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {data}\n\
-             http:\n  addr: {addr}\n\
-             auth:\n  htpasswd:\n    realm: moonboot-ci-test\n    path: {htpasswd}\n",
-            data = dir.join("data").display(),
-            htpasswd = dir.join("htpasswd").display(),
-        );
-        std::fs::write(dir.join("config.yml"), config).unwrap();
-        let log = std::fs::File::create(dir.join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting docker-registry");
-        let mut r = AuthRegistry { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match http_status(&r.addr, "/v2/") {
-                Some(401) => break,
-                Some(other) => panic!("{}/v2/ answered {other} without credentials, want 401", r.addr),
-                None => {}
-            }
-            if let Some(status) = r.child.try_wait().unwrap() {
-                let log = std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default();
-                panic!("docker-registry exited at start ({status}): {log}");
-            }
-            assert!(Instant::now() < deadline, "docker-registry did not answer on {} within 10 s", r.addr);
-            std::thread::sleep(Duration::from_millis(50));
+/// The test's own `docker-registry` ([`PrivateRegistry`]: its storage under `dir`, a port the
+/// kernel chose) requiring htpasswd (basic) credentials, once it answers an anonymous `/v2/` with
+/// 401.
+fn auth_registry(dir: &Path) -> PrivateRegistry {
+    std::fs::create_dir_all(dir).unwrap();
+    let htpasswd = run_ok(Command::new("htpasswd").args(["-Bbn", USER, PASSWORD]), "htpasswd -Bbn");
+    let file = dir.join("htpasswd");
+    std::fs::write(&file, &htpasswd.stdout).unwrap();
+    let r = PrivateRegistry::start(dir, Some(&file)).unwrap_or_else(|e| panic!("{e:#}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match http_status(&r.addr, "/v2/") {
+            Some(401) => return r,
+            Some(other) => panic!("{}/v2/ answered {other} without credentials, want 401", r.addr),
+            None => {}
         }
-        r
-    }
-}
-
-impl Drop for AuthRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        assert!(Instant::now() < deadline, "docker-registry did not answer on {} within 10 s", r.addr);
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -380,7 +342,7 @@ fn workflow_steps_build_and_publish_with_credentials() {
     let work = fixtures::fixtures_dir().join("tmp").join(format!("ci-publish-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(work.join("runner-temp")).unwrap();
-    let registry = AuthRegistry::start(&work.join("registry"));
+    let registry = auth_registry(&work.join("registry"));
     let reg = registry.addr.clone();
     let outcome = run_workflow(&f, &root, &work, &reg);
     drop(registry);

@@ -6,19 +6,28 @@
 //! (`configured`). Software emulation; slow (minutes).
 
 use moonboot_tests::demo::{run_demo, ControlPlane, Options, Outcome};
-use moonboot_tests::fixtures::with_registry;
+use moonboot_tests::fixtures::{unique_repository, with_registry};
 use moonboot_tests::qemu::have;
 use serde_json::Value;
 
-fn demo(test: &str, configured: bool, controlplane: Option<ControlPlane>) -> Option<Outcome> {
+/// Runs the demo as `test`, publishing to a repository of its own (`short` names it): the tests
+/// run in parallel, and two pushes to one repository at once can fail each other.
+fn demo(test: &str, short: &str, configured: bool, controlplane: Option<ControlPlane>) -> Option<Outcome> {
     let f = with_registry(test)?;
     if !have(&f.arches["arm64"].qemu_binary) {
         moonboot_tests::fixtures::skip(test, "qemu-system-aarch64 is not installed (run scripts/setup)");
         return None;
     }
     let work = std::env::temp_dir().join(format!("moonboot-{test}-{}", std::process::id()));
-    let out = run_demo(&f, &Options { work: work.clone(), configured, controlplane, verbose: true })
-        .unwrap_or_else(|e| panic!("{test}: {e:#}"));
+    let o = Options {
+        work: work.clone(),
+        repository: format!("{}/boot", unique_repository(&format!("moonboot-test/demo-{short}"))),
+        tag: "demo".into(),
+        configured,
+        controlplane,
+        verbose: true,
+    };
+    let out = run_demo(&f, &o).unwrap_or_else(|e| panic!("{test}: {e:#}"));
     let _ = std::fs::remove_dir_all(&work);
     Some(out)
 }
@@ -51,9 +60,9 @@ fn check(out: &Outcome, phase: &str) -> Value {
 
 #[test]
 fn demo_reaches_maintenance_ready_then_configured() {
-    let Some(out) = demo("demo_reaches_maintenance_ready", false, None) else { return };
+    let Some(out) = demo("demo_reaches_maintenance_ready", "maintenance", false, None) else { return };
     check(&out, "maintenance_ready");
-    let Some(out) = demo("demo_reaches_configured", true, None) else { return };
+    let Some(out) = demo("demo_reaches_configured", "configured", true, None) else { return };
     let n = check(&out, "configured");
     assert_eq!(n["bootstrap_ready"], Value::Null, "no role given, no trustd: cannot tell, never guessed: {n}");
 }
@@ -63,7 +72,9 @@ fn demo_reaches_maintenance_ready_then_configured() {
 /// once bootstrapped) → stays `configured`, never ready again.
 #[test]
 fn bootstrap_ready_only_while_etcd_does_not_listen() {
-    let Some(out) = demo("bootstrap_ready_not_bootstrapped", true, Some(ControlPlane::NotBootstrapped)) else {
+    let Some(out) =
+        demo("bootstrap_ready_not_bootstrapped", "not-bootstrapped", true, Some(ControlPlane::NotBootstrapped))
+    else {
         return;
     };
     let n = check(&out, "bootstrap_ready");
@@ -72,7 +83,9 @@ fn bootstrap_ready_only_while_etcd_does_not_listen() {
     assert!(out.console.iter().any(|l| l.contains("trustd listening on :50001")), "the stand-in ran trustd");
     assert!(!out.console.iter().any(|l| l.contains("etcd listening on :2379")), "etcd must not listen");
 
-    let Some(out) = demo("bootstrap_ready_bootstrapped", true, Some(ControlPlane::Bootstrapped)) else { return };
+    let Some(out) = demo("bootstrap_ready_bootstrapped", "bootstrapped", true, Some(ControlPlane::Bootstrapped)) else {
+        return;
+    };
     let n = check(&out, "configured");
     assert_eq!(n["bootstrap_ready"], false, "etcd listens: already bootstrapped: {n}");
     assert!(out.console.iter().any(|l| l.contains("etcd listening on :2379")), "the stand-in ran etcd");

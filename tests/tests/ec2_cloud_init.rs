@@ -15,7 +15,7 @@
 //! (`scripts/cloud-guest`). About 6–8 minutes under software emulation.
 
 use moonboot_tests::ec2::{self, Options, CLOUD_DONE, KEXEC_LINE, USER_DATA_MARK};
-use moonboot_tests::fixtures::{skip, with_qemu, with_registry};
+use moonboot_tests::fixtures::{skip, unique_repository, with_qemu, with_registry};
 
 const TEST: &str = "ec2_cloud_init";
 
@@ -35,7 +35,14 @@ fn cloud_init_fetches_the_agent_by_digest_and_kexecs_into_talos_or_refuses_corru
     }
     let guest = moonboot_tests::cloud_guest::ensure().unwrap_or_else(|e| panic!("{e:#}"));
     let work = std::env::temp_dir().join(format!("moonboot-{TEST}-{}", std::process::id()));
-    let o = Options { work: work.clone(), verbose: true, nodes: 1 };
+    // Repositories of this run alone: the fixture registry is shared by every test and every run.
+    let o = Options {
+        work: work.clone(),
+        verbose: true,
+        nodes: 1,
+        boot_repository: unique_repository("moonboot-test/ec2-boot"),
+        agent_repository: unique_repository("moonboot-test/ec2-agent"),
+    };
 
     // 1. The happy path.
     let out = ec2::run_ec2(&f, &guest, &o).unwrap_or_else(|e| panic!("{e:#}"));
@@ -43,7 +50,8 @@ fn cloud_init_fetches_the_agent_by_digest_and_kexecs_into_talos_or_refuses_corru
     let user_data = std::fs::read_to_string(&b.user_data).unwrap();
     assert!(user_data.starts_with("#cloud-config"), "{user_data}");
     assert!(user_data.len() < 16384, "user-data is {} bytes, over EC2's 16 KB", user_data.len());
-    assert!(user_data.contains(&format!("10.20.13.140:5000/moonboot/boot@{}", b.boot_digest)), "{user_data}");
+    let boot_ref = format!("10.20.13.140:5000/{}@{}", o.boot_repository, b.boot_digest);
+    assert!(user_data.contains(&boot_ref), "{boot_ref} not in {user_data}");
     assert!(user_data.contains(b.agent_digest.trim_start_matches("sha256:")), "agent digest in the user-data");
     let schema = std::process::Command::new("cloud-init").args(["schema", "-c"]).arg(&b.user_data).output().unwrap();
     assert!(schema.status.success(), "cloud-init schema -c: {}", String::from_utf8_lossy(&schema.stderr));
@@ -59,7 +67,7 @@ fn cloud_init_fetches_the_agent_by_digest_and_kexecs_into_talos_or_refuses_corru
     let console = &node.console;
     let fetch = line(console, &format!("{USER_DATA_MARK}fetching talos-agent {}", b.agent_digest))
         .unwrap_or_else(|| panic!("no fetch line for {} in the console", b.agent_digest));
-    assert!(fetch.contains("http://10.20.13.140:5000/v2/moonboot/talos-agent/blobs/"), "{fetch}");
+    assert!(fetch.contains(&format!("http://10.20.13.140:5000/v2/{}/blobs/", o.agent_repository)), "{fetch}");
     assert!(line(console, KEXEC_LINE).is_some(), "the agent never kexec'd");
     let cmdline = line(console, &format!("{} cmdline=", moonboot_tests::demo::STANDIN_MARK))
         .expect("the stand-in init printed its command line");

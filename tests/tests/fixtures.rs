@@ -12,7 +12,7 @@ use boot_artifact::pe::PeFile;
 use moonboot_tests::bundles;
 use moonboot_tests::cpio;
 use moonboot_tests::extensions::{SPIN, SPIN_CRI_PART, TAILSCALE, TAILSCALE_SERVICE_SPEC};
-use moonboot_tests::fixtures::{Fixtures, PushedImage};
+use moonboot_tests::fixtures::{unique_repository, Fixtures, PushedImage};
 use moonboot_tests::registry::Repo;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
@@ -339,20 +339,21 @@ fn bundle_helpers_push_any_content() {
     let digests = format!("ghcr.io/siderolabs/spin:v0.19.0@{missing}\n");
     let descriptions = "not: [valid\n";
     let overlays = "overlays: {{{\n";
-    let tag = format!("broken-{}", std::process::id());
-    let ext_ref =
-        bundles::push_extensions_bundle(&f, &work, "moonboot-test/extensions", &tag, &digests, descriptions).unwrap();
-    let ovl_ref = bundles::push_overlays_bundle(&f, &work, "moonboot-test/overlays", &tag, overlays).unwrap();
-    assert_eq!(ext_ref, format!("{}/moonboot-test/extensions:{tag}", f.registry));
-    assert_eq!(ovl_ref, format!("{}/moonboot-test/overlays:{tag}", f.registry));
+    let tag = "broken";
+    let (ext_repo, ovl_repo) =
+        (unique_repository("moonboot-test/extensions"), unique_repository("moonboot-test/overlays"));
+    let ext_ref = bundles::push_extensions_bundle(&f, &work, &ext_repo, tag, &digests, descriptions).unwrap();
+    let ovl_ref = bundles::push_overlays_bundle(&f, &work, &ovl_repo, tag, overlays).unwrap();
+    assert_eq!(ext_ref, format!("{}/{ext_repo}:{tag}", f.registry));
+    assert_eq!(ovl_ref, format!("{}/{ovl_repo}:{tag}", f.registry));
     // Read back through the registry: both platforms, the files exactly as given.
     for (repository, files) in [
-        ("moonboot-test/extensions", vec![("image-digests", digests.as_str()), ("descriptions.yaml", descriptions)]),
-        ("moonboot-test/overlays", vec![("overlays.yaml", overlays)]),
+        (ext_repo.as_str(), vec![("image-digests", digests.as_str()), ("descriptions.yaml", descriptions)]),
+        (ovl_repo.as_str(), vec![("overlays.yaml", overlays)]),
     ] {
         let img = PushedImage {
             repository: repository.to_string(),
-            tag: tag.clone(),
+            tag: tag.to_string(),
             reference: String::new(),
             upstream_reference: String::new(),
             index_digest: String::new(),
@@ -361,7 +362,7 @@ fn bundle_helpers_push_any_content() {
             extension: None,
         };
         let repo = Repo { host: &f.registry, name: repository };
-        let (media_type, index) = repo.manifest(&tag).unwrap();
+        let (media_type, index) = repo.manifest(tag).unwrap();
         assert_eq!(media_type, OCI_INDEX);
         let index = ImageIndex::parse(&index, Some(&media_type)).unwrap();
         let mut manifests = BTreeMap::new();

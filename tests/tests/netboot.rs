@@ -203,12 +203,7 @@ fn start_wait(bin: &Path, token: &str) -> Wait {
     let stderr = lines_of(child.stderr.take().unwrap(), "", None);
     let child = Killed(child);
     let (_, first) = stderr.recv_timeout(Duration::from_secs(30)).expect("wait prints where it listens");
-    let port = first
-        .split("listening on 127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {first:?}"));
+    let port = moonboot_tests::demo::wait_listening_address(&first).unwrap_or_else(|e| panic!("{e:#}")).port();
     Wait { _child: child, port, stdout, stderr }
 }
 

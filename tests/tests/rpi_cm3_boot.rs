@@ -33,7 +33,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use boot_artifact::hybrid_mbr;
-use moonboot_tests::demo::{free_port, host_binaries, Waiter};
+use moonboot_tests::demo::{host_binaries, rand_u64, Waiter};
 use moonboot_tests::fixtures::{fixtures_dir, skip, with_registry};
 use moonboot_tests::qemu::{self, Guest, Qmp};
 use moonboot_tests::rpi::support::{inputs_dir, lba0, mtools, run, scratch, unxz, write_lba0, DISK};
@@ -70,7 +70,7 @@ fn cm3_image_boots_under_raspi3b_through_uboot_grub_into_the_standin_and_reports
     let work = scratch("boot");
 
     // The collector first: the image's kernel arguments name its port.
-    let token = format!("cm3-{}", free_port().unwrap());
+    let token = format!("cm3-{:016x}", rand_u64());
     let mut wait = Waiter::start(&agent, &token, 1, "maintenance_ready", "1200s", &work.join("wait.log"))
         .expect("starting talos-agent wait");
     let report = format!("http://10.0.2.2:{}/v1/report", wait.addr.port());

@@ -11,13 +11,16 @@
 //! line and tailscale skipped (it depends on `cri`, never started in maintenance mode). Boot 1:
 //! maintenance mode → `maintenance_ready`; boot 2 with `standin.apid=configured` → `configured`.
 //!
-//! The agent is built with Debian's toolchain into `target/cross` (as `scripts/fixtures` builds
-//! the stand-in init): `aarch64-unknown-linux-gnu` for the guest and `x86_64-unknown-linux-gnu`
-//! for `wait` on the host (and the amd64 guest). Skipped with a reason when the fixtures, QEMU or
-//! that toolchain are absent. Console logs: `target/fixtures/logs/standin-services-*.log`.
+//! The agent is built with Debian's toolchain into `target/cross` by
+//! `moonboot_tests::stage1::build_static_agent` (as the imager builds the agent it packs; with
+//! `MOONBOOT_PREBUILT=1` the binaries `scripts/test` built there are used):
+//! `aarch64-unknown-linux-gnu` for the guest and `x86_64-unknown-linux-gnu` for `wait` on the host
+//! (and the amd64 guest). Skipped with a reason when the fixtures, QEMU or that toolchain are
+//! absent. Console logs: `target/fixtures/logs/standin-services-*.log`.
 
 use boot_artifact::oci::Platform;
 use moonboot_tests::build::initramfs_with_extensions;
+use moonboot_tests::demo::wait_listening_address;
 use moonboot_tests::fixtures::{fixtures_dir, loaded, skip, with_qemu, ArchFixtures};
 use moonboot_tests::oci::{LayerBuilder, Layout};
 use moonboot_tests::qemu::{BootSpec, Guest};
@@ -32,43 +35,24 @@ const MARK: &str = "MOONBOOT-STANDIN-INIT:";
 /// Deadline for one boot, from QEMU start to wait's exit (software emulation).
 const DEADLINE: Duration = Duration::from_secs(300);
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn triple(arch: &str) -> &'static str {
-    match arch {
-        "arm64" => "aarch64-unknown-linux-gnu",
-        "amd64" => "x86_64-unknown-linux-gnu",
-        other => panic!("no target triple for {other}"),
-    }
-}
-
-/// Builds a static `talos-agent` for `guest_arch` and for the host (x86_64) with Debian's
-/// toolchain into `target/cross`; returns (guest binary, host binary), or the reason it cannot.
-fn cross_agent(guest_arch: &str) -> Result<(PathBuf, PathBuf), String> {
-    if !Path::new("/usr/bin/cargo").exists() || !Path::new("/usr/bin/rustc").exists() {
+/// The static `talos-agent` for `guest_arch` (the guest's) and for amd64 (`wait` on the host),
+/// both from [`moonboot_tests::stage1::build_static_agent`]: built with Debian's toolchain into
+/// `target/cross` exactly as the imager builds the agent it packs, or, with `MOONBOOT_PREBUILT=1`,
+/// the binaries `scripts/test` built there before the tests. Returns (guest binary, host binary),
+/// or why they cannot be had.
+fn static_agents(guest_arch: &str) -> Result<(PathBuf, PathBuf), String> {
+    if !moonboot_tests::stage1::prebuilt() && !Path::new("/usr/bin/cargo").exists() {
         return Err("Debian's cargo/rustc (/usr/bin/cargo) are not installed (run scripts/setup)".into());
     }
-    let dir = root().join("target/cross");
-    let mut cmd = Command::new("/usr/bin/cargo");
-    cmd.current_dir(root())
-        .env("RUSTC", "/usr/bin/rustc")
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "aarch64-linux-gnu-gcc")
-        .args(["build", "--release", "--quiet", "-p", "talos-agent", "--target", triple(guest_arch)]);
-    if guest_arch != "amd64" {
-        cmd.args(["--target", "x86_64-unknown-linux-gnu"]);
-    }
-    cmd.arg("--target-dir").arg(&dir);
     let t = Instant::now();
-    let st = cmd.status().map_err(|e| format!("running /usr/bin/cargo: {e}"))?;
-    if !st.success() {
-        panic!("building talos-agent for {guest_arch} and x86_64 failed ({st})");
-    }
-    eprintln!("talos-agent built for {guest_arch} + host in {:.1} s", t.elapsed().as_secs_f64());
-    let bin = |t: &str| dir.join(t).join("release/talos-agent");
-    Ok((bin(triple(guest_arch)), bin("x86_64-unknown-linux-gnu")))
+    let build = |arch: &str| {
+        moonboot_tests::stage1::build_static_agent(arch)
+            .unwrap_or_else(|e| panic!("building the static talos-agent for {arch}: {e:#}"))
+    };
+    let guest = build(guest_arch);
+    let host = build("amd64");
+    eprintln!("talos-agent for {guest_arch} + host ready in {:.1} s", t.elapsed().as_secs_f64());
+    Ok((guest, host))
 }
 
 /// An OCI image layout of a talos-agent extension for `arch`: the repository's manifest and
@@ -121,12 +105,7 @@ impl Wait {
         let stdout = pipe(Box::new(child.stdout.take().unwrap()));
         let stderr = pipe(Box::new(child.stderr.take().unwrap()));
         let first = stderr.recv_timeout(Duration::from_secs(30)).expect("wait prints where it listens");
-        let port = first
-            .split("listening on 127.0.0.1:")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {first:?}"));
+        let port = wait_listening_address(&first).unwrap_or_else(|e| panic!("{e:#}")).port();
         Wait { child, port, stdout, stderr }
     }
 }
@@ -153,7 +132,7 @@ struct Setup {
 fn setup(test: &str, arch: &str) -> Option<Setup> {
     let f = loaded(test)?;
     let a = with_qemu(test, &f, arch)?;
-    let (guest_agent, host_agent) = match cross_agent(arch) {
+    let (guest_agent, host_agent) = match static_agents(arch) {
         Ok(x) => x,
         Err(why) => {
             skip(test, &why);

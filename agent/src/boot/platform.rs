@@ -292,7 +292,8 @@ mod tests {
         let err = rt().block_on(imds_instance_id(&base, Duration::from_millis(300))).unwrap_err();
         assert!(matches!(&err, ImdsError::Http { source, .. } if source.is_timeout()), "{err:?}");
 
-        // Nothing listens on the port any more.
+        // Nothing listens on the port any more: bound and released on purpose, a closed port is
+        // what this checks.
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let err = rt().block_on(imds_instance_id(&format!("http://127.0.0.1:{port}"), IMDS_TIMEOUT)).unwrap_err();
         assert!(matches!(err, ImdsError::Http { what: "token request", .. }), "{err}");

@@ -70,7 +70,13 @@ fn ec2(f: &Fixtures, cli: &Cli) -> anyhow::Result<()> {
     use moonboot_tests::ec2;
     eprintln!("demo: the cloud guest (Debian 12 arm64, cloud-init; built once, about 6 minutes):");
     let guest = moonboot_tests::cloud_guest::ensure()?;
-    let o = ec2::Options { work: std::fs::canonicalize(".")?.join(&cli.work), verbose: true, nodes: cli.nodes };
+    let o = ec2::Options {
+        work: std::fs::canonicalize(".")?.join(&cli.work),
+        verbose: true,
+        nodes: cli.nodes,
+        boot_repository: ec2::BOOT_REPOSITORY.into(),
+        agent_repository: ec2::AGENT_REPOSITORY.into(),
+    };
     let out = ec2::run_ec2(f, &guest, &o)?;
     println!("published:  {}", serde_json::to_string(&out.built.published)?);
     println!(
@@ -78,7 +84,7 @@ fn ec2(f: &Fixtures, cli: &Cli) -> anyhow::Result<()> {
         out.built.user_data.display(),
         std::fs::metadata(&out.built.user_data)?.len()
     );
-    println!("boot:       {}:{}/{}@{}", ec2::BASTION, ec2::REGISTRY_PORT, ec2::BOOT_REPOSITORY, out.built.boot_digest);
+    println!("boot:       {}:{}/{}@{}", ec2::BASTION, ec2::REGISTRY_PORT, o.boot_repository, out.built.boot_digest);
     println!("agent:      {}", out.built.agent_digest);
     print_readiness(&out.wait_log, &out.nodes, &out.built.steps);
     for (i, node) in out.instances.iter().enumerate() {
@@ -109,7 +115,14 @@ fn print_readiness(wait_log: &str, nodes: &[serde_json::Value], steps: &[(&str, 
 
 fn quick(f: &Fixtures, cli: &Cli) -> anyhow::Result<()> {
     use moonboot_tests::demo::{run_demo, Options};
-    let o = Options { work: cli.work.clone(), configured: cli.configured, controlplane: None, verbose: true };
+    let o = Options {
+        work: cli.work.clone(),
+        repository: "moonboot/boot".into(),
+        tag: "demo".into(),
+        configured: cli.configured,
+        controlplane: None,
+        verbose: true,
+    };
     let out = run_demo(f, &o)?;
     println!("published: {}", out.published);
     println!("booted:    {}", out.boot_reference);

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use moonboot_tests::fixtures::Fixtures;
 use serde_json::Value;
@@ -87,14 +87,20 @@ fn run(cli: &Cli) -> Result<bool> {
     let f = Fixtures::load_default()?.context("target/fixtures/fixtures.json is absent: run scripts/fixtures")?;
     let work = std::fs::canonicalize(".")?.join(&cli.work);
     std::fs::create_dir_all(&work)?;
-    let o = moonboot_tests::ec2::Options { work: work.clone(), verbose: true, nodes: 1 };
+    let o = moonboot_tests::ec2::Options {
+        work: work.clone(),
+        verbose: true,
+        nodes: 1,
+        boot_repository: moonboot_tests::ec2::BOOT_REPOSITORY.into(),
+        agent_repository: moonboot_tests::ec2::AGENT_REPOSITORY.into(),
+    };
     let built = moonboot_tests::ec2::build_and_publish(&f, &o)?;
     let published = published_layers(&built.out, &built.boot_digest)?;
     let artifact_bytes: u64 = published.values().sum();
     println!("boot artifact {} ({} layers, {:.1} MB)", built.boot_digest, published.len(), artifact_bytes as f64 / 1e6);
 
     let mut ok = true;
-    let reference = |host: &str| format!("{host}/moonboot/boot@{}", built.boot_digest);
+    let reference = |host: &str| format!("{host}/{}@{}", o.boot_repository, built.boot_digest);
     ok &= agents_round(cli, &built.agent_host, "clean", &reference(&f.registry), &f.registry, &published, None)?;
     let proxy = moonboot_tests::faulty::start(&f.registry);
     proxy.faults.chaos_percent.store(cli.chaos, Ordering::SeqCst);
@@ -301,27 +307,28 @@ fn wait_round(cli: &Cli, agent: &std::path::Path, work: &std::path::Path) -> Res
         "\n== talos-agent wait: {} nodes reporting every second + {} wrong-token flood threads, {} s",
         cli.nodes, cli.flood_threads, cli.seconds
     );
-    let port = moonboot_tests::demo::free_port()?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let token = "fleet-good-token";
     let log = work.join("wait-flood.log");
-    // Without --json its event lines (new:, refused:, …) go to stdout, the summary to stderr.
+    // Without --json its event lines (new:, refused:, …) go to stdout, the summary to stderr; both
+    // into the log, stderr through a copier that reads the port wait got from its first line.
     let file = std::fs::File::create(&log)?;
     let mut wait = Command::new(agent)
-        .args(["wait", "--listen", &addr.to_string(), "--token", token, "--nodes", &(cli.nodes + 1).to_string()])
+        .args(["wait", "--listen", "127.0.0.1:0", "--token", token, "--nodes", &(cli.nodes + 1).to_string()])
         .args(["--until", "maintenance_ready", "--timeout", &format!("{}s", cli.seconds + 2)])
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)
-        .stderr(file)
+        .stderr(Stdio::piped())
         .spawn()
         .context("starting talos-agent wait")?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            bail!("wait never listened on {addr}");
+    let stderr = wait.stderr.take().expect("piped");
+    let (addr, stderr_copier) = match moonboot_tests::demo::wait_stderr_to_log(stderr, file) {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = wait.kill();
+            let _ = wait.wait();
+            return Err(e.context(format!("talos-agent wait, log {}", log.display())));
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
     let failures = Arc::new(AtomicU64::new(0));
@@ -381,6 +388,7 @@ fn wait_round(cli: &Cli, agent: &std::path::Path, work: &std::path::Path) -> Res
     });
     let elapsed = start.elapsed().as_secs_f64();
     let status = wait.wait()?;
+    let _ = stderr_copier.join();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let refused_lines = text.lines().filter(|l| l.starts_with("refused:")).count();
     let counted = text

@@ -13,6 +13,8 @@
 #        ci/publish.sh digests    print the digests of $PUBLISH_JSON again; as a Markdown table into
 #                                 $GITHUB_STEP_SUMMARY and as step outputs into $GITHUB_OUTPUT when set
 #        ci/publish.sh all        build, then publish
+#        ci/publish.sh agents     only cross-compile the static talos-agent for each of $ARCHES and
+#                                 print their paths, one per line (scripts/test builds them once so)
 #
 # Environment (default):
 #   REGISTRY              registry host[:port] to publish to (ghcr.io)
@@ -47,11 +49,11 @@ read -r -a ARCH_LIST <<< "$ARCHES"
 
 say() { echo "publish.sh: $*" >&2; }
 die() { echo "publish.sh: error: $*" >&2; exit 1; }
-usage() { echo "usage: ci/publish.sh build|publish|digests|all (--help)" >&2; exit 2; }
+usage() { echo "usage: ci/publish.sh build|publish|digests|all|agents (--help)" >&2; exit 2; }
 
 [ $# -eq 1 ] || usage
 case "$1" in
-  build|publish|digests|all) ACTION=$1 ;;
+  build|publish|digests|all|agents) ACTION=$1 ;;
   -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
   *) usage ;;
 esac
@@ -177,4 +179,5 @@ case "$ACTION" in
   publish) do_publish ;;
   digests) do_digests ;;
   all) do_build; do_publish ;;
+  agents) for a in "${ARCH_LIST[@]}"; do static_agent "$a"; done ;;
 esac

@@ -91,38 +91,40 @@ fn say(o: &Options, s: &str) {
     }
 }
 
-/// Builds the host's release `imager` and `talos-agent` (cargo's fingerprints make this a no-op
-/// when nothing changed) and returns their paths. Each package is built in its own cargo
-/// invocation, exactly as `ci/publish.sh build` builds the imager: building both at once unifies
-/// their dependencies' features differently, so the two commands would relink each other's
-/// binaries in turn. Cargo's progress goes to stderr when `MOONBOOT_PROGRESS=1` (the demo sets
-/// it: a fresh machine compiles for minutes).
+/// The host's release `imager` and its `talos-agent`, built if needed (cargo's fingerprints make
+/// this a no-op when nothing changed); returns their paths.
 ///
-/// With `MOONBOOT_PREBUILT=1` (set by `scripts/test`, which builds every binary once before the
-/// tests) no cargo runs here: the binaries must already be in `target/release`.
+/// - `imager`: `cargo build --release -p moonboot-imager`, exactly as `ci/publish.sh build` builds
+///   it (building other packages in the same invocation would unify features differently and
+///   relink it).
+/// - `talos-agent`: the static agent for the host's architecture ([`stage1::build_static_agent`]),
+///   the same binary the imager packs and `ci/publish.sh` publishes for that architecture, so the
+///   tests build the agent once per architecture.
+///
+/// Cargo's progress goes to stderr when `MOONBOOT_PROGRESS=1` (the demo sets it: a fresh machine
+/// compiles for minutes). With `MOONBOOT_PREBUILT=1` (set by `scripts/test`, which builds every
+/// binary once before the tests) no cargo runs here: the binaries must already be there.
 ///
 /// # Errors
-/// A build failed, or a prebuilt binary is missing.
+/// A build failed, a prebuilt binary is missing, or the host is neither x86-64 nor aarch64.
 pub fn host_binaries() -> Result<(PathBuf, PathBuf)> {
     let root = stage1::workspace();
-    let dir = root.join("target/release");
-    let (imager, agent) = (dir.join("imager"), dir.join("talos-agent"));
+    let imager = root.join("target/release/imager");
+    let host_arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => bail!("no static talos-agent for a {other} host"),
+    };
     if stage1::prebuilt() {
-        for bin in [&imager, &agent] {
-            if !bin.is_file() {
-                bail!("MOONBOOT_PREBUILT=1 but {} is missing (scripts/test builds it first)", bin.display());
-            }
+        if !imager.is_file() {
+            bail!("MOONBOOT_PREBUILT=1 but {} is missing (scripts/test builds it first)", imager.display());
         }
-        return Ok((imager, agent));
-    }
-    for package in ["moonboot-imager", "talos-agent"] {
+    } else {
         let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        for var in moonboot_imager::build::agent_extension::OUTER_CARGO_VARS {
-            cmd.env_remove(var);
-        }
+        moonboot_imager::build::agent_extension::clear_outer_cargo_env(&mut cmd);
         let progress = std::env::var_os("MOONBOOT_PROGRESS").is_some_and(|v| v == "1");
         cmd.current_dir(&root)
-            .args(["build", "--release", "--locked", "-p", package])
+            .args(["build", "--release", "--locked", "-p", "moonboot-imager"])
             .arg(if progress { "--color=never" } else { "--quiet" })
             .stdin(Stdio::null());
         if progress {
@@ -130,10 +132,10 @@ pub fn host_binaries() -> Result<(PathBuf, PathBuf)> {
         }
         let out = cmd.output().context("running cargo build")?;
         if !out.status.success() {
-            bail!("cargo build --release -p {package} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!("cargo build --release -p moonboot-imager failed: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
-    Ok((imager, agent))
+    Ok((imager, stage1::build_static_agent(host_arch)?))
 }
 
 /// `imager build --arch arm64` against the fixture registry (its mirror, plain HTTP to it) with the

@@ -264,8 +264,8 @@ impl Runner {
         cmd.args(["--noprofile", "--norc", "-eo", "pipefail"]).arg(&file).current_dir(&self.root);
         // What the outer cargo (this test run) set must not leak into the builds, nor this
         // machine's registry credentials into the workflow.
-        let outer = moonboot_imager::build::agent_extension::OUTER_CARGO_VARS;
-        for var in outer.into_iter().chain(["REGISTRY_AUTH_FILE", "DOCKER_CONFIG"]) {
+        moonboot_imager::build::agent_extension::clear_outer_cargo_env(&mut cmd);
+        for var in ["REGISTRY_AUTH_FILE", "DOCKER_CONFIG"] {
             cmd.env_remove(var);
         }
         let mut env = self.env.clone();

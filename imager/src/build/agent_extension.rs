@@ -49,6 +49,32 @@ pub const OUTER_CARGO_VARS: [&str; 8] = [
     "CARGO_PRIMARY_PACKAGE",
 ];
 
+/// Whether `name` is a variable an outer cargo sets for the process it runs (a test, `cargo run`)
+/// that would change a nested build: [`OUTER_CARGO_VARS`], and the crate's own `CARGO_MANIFEST_*`,
+/// `CARGO_PKG_*`, `CARGO_CRATE_NAME`, `CARGO_BIN_*`, `CARGO_TARGET_TMPDIR` and `OUT_DIR`. Cargo
+/// compares a build script's `rerun-if-env-changed` variables with its own environment, and
+/// ring's build script names `CARGO_MANIFEST_DIR`: a nested build that inherits the outer
+/// crate's value sees ring (and everything above it) as changed, rebuilds it, and the next build
+/// from a shell rebuilds it again.
+pub fn is_outer_cargo_var(name: &str) -> bool {
+    OUTER_CARGO_VARS.contains(&name)
+        || ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_"].iter().any(|p| name.starts_with(p))
+        || matches!(name, "CARGO_CRATE_NAME" | "CARGO_TARGET_TMPDIR" | "OUT_DIR")
+}
+
+/// Removes from `cmd`'s environment every variable of this process that [`is_outer_cargo_var`],
+/// so that a nested cargo builds exactly what the same command builds from a shell.
+pub fn clear_outer_cargo_env(cmd: &mut std::process::Command) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_outer_cargo_var) {
+            cmd.env_remove(name);
+        }
+    }
+    for var in OUTER_CARGO_VARS {
+        cmd.env_remove(var);
+    }
+}
+
 /// The Rust target triple for a Talos architecture.
 pub fn triple(arch: &str) -> Result<&'static str> {
     match arch {
@@ -77,9 +103,7 @@ pub fn compile(arch: &str) -> Result<PathBuf> {
     let triple = triple(arch)?;
     let target_dir = ws.join("target/cross");
     let mut cmd = std::process::Command::new("/usr/bin/cargo");
-    for var in OUTER_CARGO_VARS {
-        cmd.env_remove(var);
-    }
+    clear_outer_cargo_env(&mut cmd);
     use std::io::IsTerminal;
     let progress = std::io::stderr().is_terminal() || std::env::var_os("MOONBOOT_PROGRESS").is_some_and(|v| v == "1");
     let status = cmd

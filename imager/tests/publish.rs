@@ -17,7 +17,7 @@ use boot_artifact::artifact::{ANNOTATION_FORMAT, FORMAT_VERSION, LAYER_MEDIA_TYP
 use boot_artifact::digest::Sha256Digest;
 use boot_artifact::oci::media_type::OCI_INDEX as INDEX_MEDIA_TYPE;
 use serde_json::{json, Value};
-use support::{imager, run, tar_of, unique, write_build_output, write_layout};
+use support::{imager, run, tar_of, unique, write_build_output, write_layout, write_small_build_output};
 
 fn skopeo_raw(reference: &str) -> Vec<u8> {
     run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")]))
@@ -277,27 +277,41 @@ fn a_moved_tag_is_reported_and_agent_binaries_are_an_oras_style_artifact() {
 }
 
 /// Eight `imager publish` of one build to one tag of a fresh registry, all at once — two CI jobs
-/// re-running, two architectures, a user's retry. distribution rewrites a repository's link files
-/// in place on every blob upload and manifest `PUT`, so the publishers read each other's
-/// half-written links (`DIGEST_INVALID`, `500 UNKNOWN`): each must confirm its references and ask
-/// again until it lands. Afterwards every publisher has exited 0 and reported the same index, the
-/// tag names it, and the registry holds exactly the build: two repositories, one tag each, every
-/// manifest and blob readable under its digest.
+/// re-running, two architectures, a user's retry — in five rounds, each against a new private
+/// docker-registry. distribution rewrites a repository's link files in place on every blob
+/// upload and manifest `PUT`, so the publishers read each other's half-written links
+/// (`DIGEST_INVALID`, `500 UNKNOWN`): each must confirm its references and ask again until it
+/// lands. The build is small (64 KiB files), so the eight reach the same requests together.
+/// After each round every publisher has exited 0 and reported the same index, the tag names it,
+/// and the registry holds exactly the build: two repositories, one tag each, every manifest and
+/// blob readable under its digest.
 #[test]
 fn eight_concurrent_publishes_of_one_build_to_one_tag_all_succeed() {
     let test = "eight_concurrent_publishes_of_one_build_to_one_tag_all_succeed";
-    let Some(f) = moonboot_tests::fixtures::with_registry(test) else { return };
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("_out");
-    let inputs = write_build_output(&f, &out, "concurrent");
-    let registry = moonboot_tests::private_registry::PrivateRegistry::start(&work.path().join("registry"), None)
-        .expect("a private docker-registry");
-    let to = format!("{}/moonboot/boot:v1", registry.addr);
+    let inputs = write_small_build_output(&out, "concurrent");
+    let mut retries = 0;
+    for round in 0..5 {
+        let registry = moonboot_tests::private_registry::PrivateRegistry::start(
+            &work.path().join(format!("registry-{round}")),
+            None,
+        )
+        .expect("a private docker-registry (run scripts/setup)");
+        retries += publish_at_once(&registry.addr, &out, &inputs);
+    }
+    eprintln!("{test}: 5 rounds of 8 publishers, {retries} retries said on stderr");
+}
+
+/// One round of [`eight_concurrent_publishes_of_one_build_to_one_tag_all_succeed`]; returns how
+/// many retries the publishers said on stderr.
+fn publish_at_once(addr: &str, out: &std::path::Path, inputs: &BTreeMap<String, support::Inputs>) -> usize {
+    let to = format!("{addr}/moonboot/boot:v1");
     let children: Vec<_> = (0..8)
         .map(|_| {
             Command::new(env!("CARGO_BIN_EXE_imager"))
-                .args(["publish", "--to", &to, "--insecure-registry", &registry.addr, "--json", "--output"])
-                .arg(&out)
+                .args(["publish", "--to", &to, "--insecure-registry", addr, "--json", "--output"])
+                .arg(out)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -314,19 +328,16 @@ fn eight_concurrent_publishes_of_one_build_to_one_tag_all_succeed() {
         retries += stderr.lines().filter(|l| l.contains("pushing it again") || l.contains("asking again")).count();
         reports.push(serde_json::from_slice::<Value>(&o.stdout).unwrap());
     }
-    eprintln!("{test}: 8 publishers, {retries} retries said on stderr");
-
     let index_digest = reports[0]["boot"]["index_digest"].as_str().unwrap().to_string();
     for r in &reports {
         assert_eq!(r["boot"]["index_digest"], index_digest.as_str(), "every publisher pushed one index");
         assert_eq!(r["extension"], reports[0]["extension"]);
     }
-    let created = reports.iter().filter(|r| r["tags"][0]["status"] == "created").count();
-    assert!(created >= 1, "someone created the tag: {reports:#?}");
+    assert!(reports.iter().any(|r| r["tags"][0]["status"] == "created"), "someone created the tag: {reports:#?}");
 
     // The registry holds the build and nothing else.
     let get_json = |path: &str| -> Value {
-        let r = moonboot_tests::registry::get(&registry.addr, path, &[]).unwrap();
+        let r = moonboot_tests::registry::get(addr, path, &[]).unwrap();
         assert_eq!(r.status, 200, "GET {path}: {}", String::from_utf8_lossy(&r.body));
         serde_json::from_slice(&r.body).unwrap()
     };
@@ -334,7 +345,7 @@ fn eight_concurrent_publishes_of_one_build_to_one_tag_all_succeed() {
     for repo in ["moonboot/boot", "moonboot/boot-extension"] {
         assert_eq!(get_json(&format!("/v2/{repo}/tags/list"))["tags"], json!(["v1"]), "{repo}");
     }
-    let boot = moonboot_tests::registry::Repo { host: &registry.addr, name: "moonboot/boot" };
+    let boot = moonboot_tests::registry::Repo { host: addr, name: "moonboot/boot" };
     let (_, index) = boot.manifest("v1").unwrap();
     assert_eq!(Sha256Digest::of(&index).to_string(), index_digest, "the tag names the build's index");
     let index: Value = serde_json::from_slice(&index).unwrap();
@@ -350,4 +361,5 @@ fn eight_concurrent_publishes_of_one_build_to_one_tag_all_succeed() {
             assert_eq!(blob.len() as u64, d["size"].as_u64().unwrap());
         }
     }
+    retries
 }

@@ -118,15 +118,49 @@ pub struct Inputs {
 /// Writes `out/boot-<arch>/` for arm64 and amd64 from the fixtures, and
 /// `out/extension-talos-agent-arm64/` (none for amd64, to exercise the note).
 pub fn write_build_output(f: &Fixtures, out: &Path, token: &str) -> BTreeMap<String, Inputs> {
+    let files = |arch: &str| (f.arches[arch].kernel_image.clone(), f.arches[arch].initramfs.clone());
+    let digests = [f.images["spin"].index_digest.clone(), f.images["tailscale"].index_digest.clone()];
+    write_build_output_from(&files, &digests, out, token)
+}
+
+/// Writes a build output as [`write_build_output`] does from small made-up files (64 KiB
+/// "kernel" and "initramfs" per architecture, under `out/../inputs/`, distinct per `token`) and
+/// made-up extension digests: for tests of publishing itself, which need no fixtures and whose
+/// uploads should take milliseconds.
+pub fn write_small_build_output(out: &Path, token: &str) -> BTreeMap<String, Inputs> {
+    let dir = out.parent().unwrap().join("inputs");
+    std::fs::create_dir_all(&dir).unwrap();
+    for arch in ["arm64", "amd64"] {
+        for what in ["kernel", "initramfs"] {
+            let seed = format!("{what} {arch} {token}");
+            let data: Vec<u8> = (0..64 * 1024 / 32)
+                .flat_map(|i| *Sha256Digest::of(format!("{seed} {i}").as_bytes()).as_bytes())
+                .collect();
+            std::fs::write(dir.join(format!("{what}-{arch}")), data).unwrap();
+        }
+    }
+    let files = |arch: &str| (dir.join(format!("kernel-{arch}")), dir.join(format!("initramfs-{arch}")));
+    let digests = [format!("sha256:{}", "1".repeat(64)), format!("sha256:{}", "2".repeat(64))];
+    write_build_output_from(&files, &digests, out, token)
+}
+
+/// The writer behind [`write_build_output`]: `files(arch)` gives the kernel and initramfs, and
+/// `extension_digests` the spin and tailscale index digests recorded in the annotations.
+fn write_build_output_from(
+    files: &dyn Fn(&str) -> (PathBuf, PathBuf),
+    extension_digests: &[String; 2],
+    out: &Path,
+    token: &str,
+) -> BTreeMap<String, Inputs> {
     let mut all = BTreeMap::new();
     for (arch, console) in [("arm64", "ttyAMA0"), ("amd64", "ttyS0")] {
-        let a = &f.arches[arch];
+        let (kernel, initramfs) = files(arch);
         let cmdline = format!("talos.platform=metal console={console} init_on_alloc=1 moonboot.test={token}");
         let mut layers = Vec::new();
         for role in Role::ALL {
             let data = match role {
-                Role::Kernel => std::fs::read(&a.kernel_image).unwrap(),
-                Role::Initramfs => std::fs::read(&a.initramfs).unwrap(),
+                Role::Kernel => std::fs::read(&kernel).unwrap(),
+                Role::Initramfs => std::fs::read(&initramfs).unwrap(),
                 Role::Cmdline => cmdline.clone().into_bytes(),
             };
             let tar = tar_of(&[(role.path(), Some(&data), 0o644)]);
@@ -139,8 +173,8 @@ pub fn write_build_output(f: &Fixtures, out: &Path, token: &str) -> BTreeMap<Str
             ));
         }
         let extensions = json!([
-            {"name": "spin", "version": "v0.19.0", "digest": f.images["spin"].index_digest},
-            {"name": "tailscale", "version": "1.84.0", "digest": f.images["tailscale"].index_digest},
+            {"name": "spin", "version": "v0.19.0", "digest": extension_digests[0]},
+            {"name": "tailscale", "version": "1.84.0", "digest": extension_digests[1]},
             {"name": "talos-agent", "version": "v0.1.0"},
         ]);
         let annotations = BTreeMap::from([
@@ -187,16 +221,7 @@ pub fn write_build_output(f: &Fixtures, out: &Path, token: &str) -> BTreeMap<Str
                 "v0.1.0",
             )
         });
-        all.insert(
-            arch.to_string(),
-            Inputs {
-                kernel: a.kernel_image.clone(),
-                initramfs: a.initramfs.clone(),
-                cmdline,
-                manifest,
-                extension_manifest,
-            },
-        );
+        all.insert(arch.to_string(), Inputs { kernel, initramfs, cmdline, manifest, extension_manifest });
     }
     all
 }

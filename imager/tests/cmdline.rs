@@ -43,10 +43,28 @@ fn aws_with_extra_args_and_rpi_overlay() {
     assert!(out.starts_with("talos.platform=metal console=tty0 console=ttyAMA0,115200 sysctl.kernel.kexec_load_disabled=1 talos.dashboard.disabled=1 init_on_alloc=1"), "{out}");
 }
 
+/// Current Talos: what CozyStack pins (1.13.6) and 1.14, against talos v1.14.0-rc.1
+/// `pkg/imager/imager_test.go` (`cmdline-1.13-arm64`, `cmdline-aws-1.14-arm64`).
+#[test]
+fn current_talos_versions() {
+    let (code, out, err) = imager(&["cmdline", "--arch", "arm64", "--platform", "metal", "--talos-version", "1.13.6"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "talos.platform=metal console=ttyAMA0 console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on selinux=1 module.sig_enforce=1 proc_mem.force_override=never\n"
+    );
+    let (code, out, err) = imager(&["cmdline", "--arch", "arm64", "--platform", "aws", "--talos-version", "v1.14.0"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "talos.platform=aws console=tty1 console=ttyS0 net.ifnames=0 nvme_core.io_timeout=4294967295 slab_nomerge pti=on consoleblank=0 printk.devkmsg=on selinux=1 module.sig_enforce=1 proc_mem.force_override=never\n"
+    );
+}
+
 #[test]
 fn errors_are_one_line_with_exit_code_1() {
     for (args, needle) in [
-        (&["cmdline", "--arch", "arm64", "--talos-version", "1.13.0"][..], "not supported"),
+        (&["cmdline", "--arch", "arm64", "--talos-version", "1.15.0"][..], "up to v1.14.x"),
         (&["cmdline", "--arch", "arm64", "--talos-version", "one"][..], "--talos-version"),
         (&["cmdline", "--arch", "arm64", "--talos-version", "1.10.5", "--extra-kernel-arg", "a=\"b"][..], "unbalanced"),
         (

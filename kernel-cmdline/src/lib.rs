@@ -28,6 +28,7 @@
 pub mod ip;
 mod merge;
 pub mod preset;
+pub mod quirks;
 
 use std::fmt;
 

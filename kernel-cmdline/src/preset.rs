@@ -1,8 +1,8 @@
 //! The kernel command lines Talos's imager gives, per Talos version, platform, overlay and
 //! architecture.
 //!
-//! [`talos`] reproduces talos `pkg/imager/imager.go` `buildCmdline` (identical from v1.10.0 to
-//! v1.11.6) for the output kind `cmdline`:
+//! [`talos`] reproduces talos `pkg/imager/imager.go` `buildCmdline` (the same order from v1.10.0
+//! to v1.14.0-rc.1) for the output kind `cmdline`:
 //!
 //! 1. `talos.platform=<platform>`, then the platform's arguments with go-procfs `SetAll`
 //!    (`internal/app/machined/pkg/runtime/v1alpha1/platform/{metal,aws}/*.go` `KernelArgs`);
@@ -12,15 +12,15 @@
 //! 4. the extra arguments with `AppendAll` overwriting `console`/`talos.platform` and deleting
 //!    negated arguments ([`crate::MergeOptions::talos`]).
 //!
-//! What changes with the version is decided by Talos's quirks (`pkg/machinery/imager/quirks/quirks.go`):
-//! `SupportsSELinux` (≥ 1.10.0: `selinux=1`), `SupportsIMA` (≤ 1.10.x: the three `ima_*` arguments),
-//! `SupportsMetalPlatformConsoleTTYS0` (< 1.8.0: metal amd64 also gets `console=ttyS0`).
-//! Versions from 1.7 to 1.11 are supported; Talos 1.12 adds arguments that have not been checked
-//! against its sources here, so it is refused rather than guessed.
+//! What changes with the version is decided by [`crate::quirks`], moonboot's copy of Talos's
+//! `pkg/machinery/imager/quirks/quirks.go`. Versions of the minor releases in
+//! [`crate::quirks::RELEASES`] (1.7 to 1.14) are supported; a newer one is refused rather than
+//! guessed.
 
 use std::fmt;
 use std::str::FromStr;
 
+use crate::quirks::{Quirk, Quirks};
 use crate::{Cmdline, Error, Param};
 
 /// CPU architecture, as Talos (and Go's `GOARCH`, and OCI platforms) name it.
@@ -93,13 +93,16 @@ impl Platform {
     }
 
     /// The platform's own arguments (`KernelArgs(arch, quirks)`), before `SetAll`.
-    fn kernel_args(self, arch: Arch, v: TalosVersion) -> &'static str {
+    fn kernel_args(self, arch: Arch, q: Quirks) -> &'static str {
         match (self, arch) {
             // platform/aws/aws.go: arch-independent.
+            (Platform::Aws, _) if q.has(Quirk::NvmeCoreIoTimeoutAwsOnly) => {
+                "console=tty1 console=ttyS0 net.ifnames=0 nvme_core.io_timeout=4294967295"
+            }
             (Platform::Aws, _) => "console=tty1 console=ttyS0 net.ifnames=0",
             // platform/metal/metal.go.
             (Platform::Metal, Arch::Arm64) => "console=ttyAMA0 console=tty0",
-            (Platform::Metal, Arch::Amd64) if v < TalosVersion::new(1, 8, 0) => "console=ttyS0 console=tty0",
+            (Platform::Metal, Arch::Amd64) if q.has(Quirk::MetalConsoleTtyS0) => "console=ttyS0 console=tty0",
             (Platform::Metal, Arch::Amd64) => "console=tty0",
         }
     }
@@ -130,7 +133,8 @@ impl Overlay {
         }
     }
 
-    /// `GetOptions().KernelArgs`; identical in every sbc-raspberrypi tag v0.1.0 … v0.2.0.
+    /// `GetOptions().KernelArgs` (sbc-raspberrypi `installers/rpi_generic/src/main.go`), identical
+    /// in every tag Talos pins, v0.1.0-beta.0 … v0.2.0.
     fn kernel_args(self) -> &'static str {
         match self {
             Overlay::RpiGeneric => {
@@ -158,10 +162,10 @@ impl TalosVersion {
         TalosVersion { major, minor, patch }
     }
 
-    /// Oldest version [`talos`] knows the arguments of.
-    pub const OLDEST_SUPPORTED: TalosVersion = TalosVersion::new(1, 7, 0);
-    /// First version [`talos`] refuses.
-    pub const FIRST_UNSUPPORTED: TalosVersion = TalosVersion::new(1, 12, 0);
+    /// Whether moonboot knows this version's minor release ([`crate::quirks::RELEASES`]).
+    pub fn is_supported(self) -> bool {
+        crate::quirks::supported(self)
+    }
 }
 
 impl fmt::Display for TalosVersion {
@@ -200,8 +204,12 @@ impl FromStr for TalosVersion {
 /// Why no preset could be given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PresetError {
-    /// The Talos version is outside [`TalosVersion::OLDEST_SUPPORTED`]..[`TalosVersion::FIRST_UNSUPPORTED`].
-    #[error("Talos {0} is not supported: kernel arguments are known for v1.7.0 up to v1.11.x")]
+    /// The Talos version's minor release is not in [`crate::quirks::RELEASES`].
+    #[error(
+        "Talos {0} is not supported: kernel arguments are known for {oldest} up to v{newest}.x",
+        oldest = crate::quirks::OLDEST,
+        newest = crate::quirks::newest_minor()
+    )]
     UnsupportedVersion(TalosVersion),
     /// The overlay does not exist for this architecture or platform.
     #[error("overlay {overlay} needs arm64 and platform metal, not {arch}/{platform}")]
@@ -218,23 +226,35 @@ pub enum PresetError {
     Cmdline(#[from] Error),
 }
 
-/// `kernel.DefaultArgs(quirks)` for `v` (talos `pkg/machinery/kernel/kernel.go`).
+/// `kernel.DefaultArgs(quirks)` for `v` (talos `pkg/machinery/kernel/kernel.go`; a plain list
+/// before v1.10, a function of the quirks since).
 ///
 /// Talos writes `slab_nomerge=`; go-procfs renders an empty value as the bare key, so it is a bare
 /// flag here.
 pub fn default_args(v: TalosVersion) -> Cmdline {
-    let mut line = String::from(
-        "init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on",
-    );
-    // quirks.SupportsIMA: v <= 1.10.99 (dropped by talos commit 2a7b735b2, first in v1.11.0).
-    if v < TalosVersion::new(1, 11, 0) {
-        line.push_str(" ima_template=ima-ng ima_appraise=fix ima_hash=sha512");
+    let q = Quirks::new(v);
+    let mut args = Vec::new();
+    if q.has(Quirk::InitOnAlloc) {
+        args.push("init_on_alloc=1");
     }
-    // quirks.SupportsSELinux: v >= 1.10.0.
-    if v >= TalosVersion::new(1, 10, 0) {
-        line.push_str(" selinux=1");
+    args.extend(["slab_nomerge", "pti=on", "consoleblank=0"]);
+    if !q.has(Quirk::NvmeCoreIoTimeoutAwsOnly) {
+        args.push("nvme_core.io_timeout=4294967295");
     }
-    Cmdline::parse(&line).expect("default arguments are valid")
+    args.push("printk.devkmsg=on");
+    if q.has(Quirk::Ima) {
+        args.extend(["ima_template=ima-ng", "ima_appraise=fix", "ima_hash=sha512"]);
+    }
+    if q.has(Quirk::SeLinux) {
+        args.push("selinux=1");
+    }
+    if q.has(Quirk::ModuleSigEnforce) {
+        args.push("module.sig_enforce=1");
+    }
+    if q.has(Quirk::ProcMemOverrideNever) {
+        args.push("proc_mem.force_override=never");
+    }
+    Cmdline::parse(&args.join(" ")).expect("default arguments are valid")
 }
 
 /// The command line Talos's imager writes for output kind `cmdline` (see the module docs).
@@ -251,12 +271,12 @@ pub fn talos(
     overlay: Option<Overlay>,
     extra: &Cmdline,
 ) -> Result<Cmdline, PresetError> {
-    if version < TalosVersion::OLDEST_SUPPORTED || version >= TalosVersion::FIRST_UNSUPPORTED {
+    if !version.is_supported() {
         return Err(PresetError::UnsupportedVersion(version));
     }
     let mut line = Cmdline::new();
     line.push(Param::new("talos.platform", Some(platform.as_str()))?)?;
-    line.set_all(&Cmdline::parse(platform.kernel_args(arch, version))?)?;
+    line.set_all(&Cmdline::parse(platform.kernel_args(arch, Quirks::new(version)))?)?;
     if let Some(o) = overlay {
         if arch != Arch::Arm64 || platform != Platform::Metal {
             return Err(PresetError::OverlayMismatch {
@@ -284,22 +304,49 @@ mod tests {
         talos(v(version), Platform::Metal, arch, None, &Cmdline::new()).unwrap().to_string()
     }
 
-    /// Every expected string of talos v1.11.6 `pkg/imager/imager_test.go` (`cmdline-*` cases),
-    /// verbatim; v1.10.x's file has the same strings for its cases (with version 1.10.0).
+    /// Every expected string of talos v1.14.0-rc.1 `pkg/imager/imager_test.go` (`cmdline-*`
+    /// cases), verbatim: metal for 1.7 to 1.14 and aws for 1.13 and 1.14 (v1.11.6 to v1.13.9 have
+    /// the first eight).
     #[test]
     fn imager_test_vectors() {
+        let aws_113 = "talos.platform=aws console=tty1 console=ttyS0 net.ifnames=0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on selinux=1 module.sig_enforce=1 proc_mem.force_override=never";
+        let aws_114 = "talos.platform=aws console=tty1 console=ttyS0 net.ifnames=0 nvme_core.io_timeout=4294967295 slab_nomerge pti=on consoleblank=0 printk.devkmsg=on selinux=1 module.sig_enforce=1 proc_mem.force_override=never";
         let cases = [
-            ("1.7.0", Arch::Amd64, "talos.platform=metal console=ttyS0 console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on ima_template=ima-ng ima_appraise=fix ima_hash=sha512"),
-            ("1.7.0", Arch::Arm64, "talos.platform=metal console=ttyAMA0 console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on ima_template=ima-ng ima_appraise=fix ima_hash=sha512"),
-            ("1.8.0", Arch::Amd64, "talos.platform=metal console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on ima_template=ima-ng ima_appraise=fix ima_hash=sha512"),
-            ("1.8.0", Arch::Arm64, "talos.platform=metal console=ttyAMA0 console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on ima_template=ima-ng ima_appraise=fix ima_hash=sha512"),
-            ("1.10.0", Arch::Amd64, "talos.platform=metal console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on ima_template=ima-ng ima_appraise=fix ima_hash=sha512 selinux=1"),
-            ("1.10.1", Arch::Arm64, "talos.platform=metal console=ttyAMA0 console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on ima_template=ima-ng ima_appraise=fix ima_hash=sha512 selinux=1"),
-            ("1.11.0", Arch::Amd64, "talos.platform=metal console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on selinux=1"),
-            ("1.11.0", Arch::Arm64, "talos.platform=metal console=ttyAMA0 console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on selinux=1"),
+            ("1.7.0", Platform::Metal, Arch::Amd64, "talos.platform=metal console=ttyS0 console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on ima_template=ima-ng ima_appraise=fix ima_hash=sha512"),
+            ("1.7.0", Platform::Metal, Arch::Arm64, "talos.platform=metal console=ttyAMA0 console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on ima_template=ima-ng ima_appraise=fix ima_hash=sha512"),
+            ("1.8.0", Platform::Metal, Arch::Amd64, "talos.platform=metal console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on ima_template=ima-ng ima_appraise=fix ima_hash=sha512"),
+            ("1.8.0", Platform::Metal, Arch::Arm64, "talos.platform=metal console=ttyAMA0 console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on ima_template=ima-ng ima_appraise=fix ima_hash=sha512"),
+            ("1.10.1", Platform::Metal, Arch::Amd64, "talos.platform=metal console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on ima_template=ima-ng ima_appraise=fix ima_hash=sha512 selinux=1"),
+            ("1.10.1", Platform::Metal, Arch::Arm64, "talos.platform=metal console=ttyAMA0 console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on ima_template=ima-ng ima_appraise=fix ima_hash=sha512 selinux=1"),
+            ("1.11.0", Platform::Metal, Arch::Amd64, "talos.platform=metal console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on selinux=1"),
+            ("1.11.0", Platform::Metal, Arch::Arm64, "talos.platform=metal console=ttyAMA0 console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on selinux=1"),
+            ("1.13.0", Platform::Metal, Arch::Amd64, "talos.platform=metal console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on selinux=1 module.sig_enforce=1 proc_mem.force_override=never"),
+            ("1.13.0", Platform::Metal, Arch::Arm64, "talos.platform=metal console=ttyAMA0 console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on selinux=1 module.sig_enforce=1 proc_mem.force_override=never"),
+            ("1.13.0", Platform::Aws, Arch::Amd64, aws_113),
+            ("1.13.0", Platform::Aws, Arch::Arm64, aws_113),
+            ("1.14.0", Platform::Metal, Arch::Amd64, "talos.platform=metal console=tty0 slab_nomerge pti=on consoleblank=0 printk.devkmsg=on selinux=1 module.sig_enforce=1 proc_mem.force_override=never"),
+            ("1.14.0", Platform::Metal, Arch::Arm64, "talos.platform=metal console=ttyAMA0 console=tty0 slab_nomerge pti=on consoleblank=0 printk.devkmsg=on selinux=1 module.sig_enforce=1 proc_mem.force_override=never"),
+            ("1.14.0", Platform::Aws, Arch::Amd64, aws_114),
+            ("1.14.0", Platform::Aws, Arch::Arm64, aws_114),
         ];
-        for (version, arch, want) in cases {
-            assert_eq!(metal(version, arch), want, "metal {version} {arch:?}");
+        for (version, platform, arch, want) in cases {
+            let got = talos(v(version), platform, arch, None, &Cmdline::new()).unwrap().to_string();
+            assert_eq!(got, want, "{platform:?} {version} {arch:?}");
+        }
+    }
+
+    /// talos v1.14.0-rc.1 `pkg/machinery/kernel/kernel_test.go` `TestDefaultKernelArgs`: the
+    /// defaults alone, for 1.9.0, 1.12.0, 1.13.0 and 1.14.0 (its "latest").
+    #[test]
+    fn default_args_match_talos_kernel_test() {
+        let cases = [
+            ("1.9.0", "init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on ima_template=ima-ng ima_appraise=fix ima_hash=sha512"),
+            ("1.12.0", "init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on selinux=1 module.sig_enforce=1"),
+            ("1.13.0", "init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on selinux=1 module.sig_enforce=1 proc_mem.force_override=never"),
+            ("1.14.0", "slab_nomerge pti=on consoleblank=0 printk.devkmsg=on selinux=1 module.sig_enforce=1 proc_mem.force_override=never"),
+        ];
+        for (version, want) in cases {
+            assert_eq!(default_args(v(version)).to_string(), want, "{version}");
         }
     }
 
@@ -332,6 +379,14 @@ mod tests {
             talos(v("1.10.5"), Platform::Aws, Arch::Arm64, Some(Overlay::RpiGeneric), &Cmdline::new()),
             Err(PresetError::OverlayMismatch { .. })
         ));
+        // No golden string upstream for the overlay past 1.10: the same merge over each
+        // version's defaults, the overlay's console replacing the platform's in place.
+        let head = "talos.platform=metal console=tty0 console=ttyAMA0,115200 sysctl.kernel.kexec_load_disabled=1 talos.dashboard.disabled=1";
+        for version in ["1.11.6", "1.12.11", "1.13.9", "1.14.0"] {
+            let got =
+                talos(v(version), Platform::Metal, Arch::Arm64, Some(Overlay::RpiGeneric), &Cmdline::new()).unwrap();
+            assert_eq!(got.to_string(), format!("{head} {}", default_args(v(version))), "{version}");
+        }
     }
 
     /// image-factory "extra metal" (`nolapic nomodeset` appended) and Talos's overwrite/negation.
@@ -357,12 +412,13 @@ mod tests {
         for bad in ["", "1", "x.y.z", "1.10.5.1", "1..5", "v"] {
             assert!(bad.parse::<TalosVersion>().is_err(), "{bad:?}");
         }
-        for unsupported in ["1.6.7", "1.12.0", "2.0.0"] {
-            assert!(matches!(
-                talos(v(unsupported), Platform::Metal, Arch::Arm64, None, &Cmdline::new()),
-                Err(PresetError::UnsupportedVersion(_))
-            ));
+        for unsupported in ["1.6.7", "1.15.0", "2.0.0"] {
+            let err = talos(v(unsupported), Platform::Metal, Arch::Arm64, None, &Cmdline::new()).unwrap_err();
+            assert!(matches!(err, PresetError::UnsupportedVersion(_)));
+            assert!(err.to_string().ends_with("kernel arguments are known for v1.7.0 up to v1.14.x"), "{err}");
         }
+        // 1.12 (no golden string upstream): the 1.11 line with module.sig_enforce=1.
+        assert!(metal("1.12.11", Arch::Arm64).ends_with(" selinux=1 module.sig_enforce=1"));
         // The 1.11 pre-releases lost IMA with the final release: quirks ignore pre-release tags.
         assert!(!metal("1.11.0-beta.0", Arch::Arm64).contains("ima_"));
     }

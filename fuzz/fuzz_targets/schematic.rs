@@ -1,5 +1,5 @@
 //! An Image Factory schematic (`moonboot_imager::schematic`): `Schematic::parse` (YAML or JSON,
-//! unknown fields refused), `marshal` (yaml.v3's encoding, refusing what it cannot reproduce) and
+//! unknown fields refused), `marshal` (the factory's YAML encoding, refusing what it cannot reproduce) and
 //! `id`. A schematic that marshals must read back from its own marshalled text as the same
 //! schematic, and its ID is the sha256 of that text.
 //!

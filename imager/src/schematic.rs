@@ -1,22 +1,33 @@
 //! Image Factory schematics and their IDs.
 //!
-//! A schematic describes a customised Talos image: an optional board overlay and customizations
-//! (extra kernel arguments, META values, official system extensions, Secure Boot certificates).
-//! Its ID is the lowercase hex sha256 of the schematic marshalled by Go's `gopkg.in/yaml.v3`
-//! (`siderolabs/image-factory` v0.8.4 `pkg/schematic/schematic.go` `ID()`/`Marshal()`): fields in
-//! struct order, `omitempty` fields dropped when zero, 4-space indentation with sequences indented
-//! under their key, no sorting of lists, one trailing newline. `customization: {}` hashes to
+//! A schematic describes a customised Talos image: an owner, an optional board overlay and
+//! customizations (an embedded machine configuration, extra kernel arguments, META values,
+//! official system extensions, the bootloader, Secure Boot options, the disk image's sector
+//! size). Its ID is the lowercase hex sha256 of the schematic marshalled by the factory's YAML
+//! library (`siderolabs/image-factory` v1.5.0 `pkg/schematic/schematic.go` `ID()`/`Marshal()`:
+//! `go.yaml.in/yaml/v4` `Marshal`, yaml.v3's defaults with unlimited line width; gopkg.in/yaml.v3
+//! before v0.9.0, which writes the same bytes for everything encoded here): fields in struct order,
+//! `omitempty` fields dropped when zero, 4-space indentation with sequences indented under their
+//! key, no sorting of lists, one trailing newline. `customization: {}` hashes to
 //! `376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba`.
 //!
-//! The field set is the one the factory served while Talos 1.10/1.11 were current (v0.5.0 …
-//! v0.8.4); later fields (`bootloader`, `diskImage`, …) are refused as unknown, as the factory
-//! of that time refused them (`KnownFields(true)`).
+//! Field order (image-factory v1.5.0, `Customization`'s "field order is part of the stable
+//! schematic serialization"): `owner`, `overlay{image, name, options}`, `customization{
+//! embeddedMachineConfiguration, extraKernelArgs, meta[{key, value}], systemExtensions{
+//! officialExtensions}, bootloader, secureboot{enrollKeys, includeWellKnownCertificates},
+//! diskImage{sectorSize}}`. Unknown fields are refused, as the factory refuses them
+//! (`KnownFields(true)`).
 //!
-//! Scalars are written as yaml.v3 writes them: plain when safe, double-quoted when the string would
-//! read as null, bool, number or timestamp, single-quoted when it starts with an indicator or holds
-//! `: ` or ` #`. Strings whose quoting changed between the factory's YAML library versions (YAML 1.1
-//! bools such as `yes`/`on`, base-60 numbers such as `1:20`, `<<`), multi-line strings and
-//! non-printable characters are refused: their ID depends on the factory build.
+//! Scalars are written as the YAML library writes them: plain when safe, double-quoted when the
+//! string would read as null, bool, number or timestamp, single-quoted when it starts with an
+//! indicator or holds `: ` or ` #`, and a multi-line string (the embedded machine configuration)
+//! as a literal block (`|`, `|-` or `|+` by its trailing line breaks, `|4` when it starts with a
+//! space; yaml v4 `internal/libyaml/emitter.go` `writeLiteralScalar`). Strings whose encoding
+//! changed between the factory's YAML library versions (YAML 1.1 bools such as `yes`/`off`,
+//! base-60 numbers such as `1:20`, `<<`, a block that starts with a line break), strings the
+//! library writes double-quoted across lines (a space before a line break or at the end), and
+//! non-printable characters are refused: their ID depends on the factory build, or this encoder
+//! does not write them.
 
 use std::fmt::Write as _;
 
@@ -27,6 +38,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schematic {
+    /// The owner (`owner,omitempty`; Image Factory Enterprise only, image-factory v1.4.0+).
+    #[serde(default)]
+    pub owner: String,
     /// The board overlay (`overlay,omitempty`).
     #[serde(default)]
     pub overlay: Overlay,
@@ -66,6 +80,10 @@ pub enum OptionValue {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Customization {
+    /// A Talos machine configuration embedded in the image (`embeddedMachineConfiguration,
+    /// omitempty`; image-factory v1.3.3+, Talos 1.12+).
+    #[serde(default)]
+    pub embedded_machine_configuration: String,
     /// Extra kernel arguments, one per entry (`extraKernelArgs,omitempty`).
     #[serde(default)]
     pub extra_kernel_args: Vec<String>,
@@ -75,9 +93,56 @@ pub struct Customization {
     /// System extensions (`systemExtensions,omitempty`).
     #[serde(default)]
     pub system_extensions: SystemExtensions,
+    /// The bootloader (`bootloader,omitempty`; image-factory v0.9.0+): `none` is the zero value
+    /// and is not written.
+    #[serde(default)]
+    pub bootloader: Bootloader,
     /// Secure Boot options (`secureboot,omitempty`).
     #[serde(default)]
     pub secureboot: SecureBoot,
+    /// Disk image options (`diskImage,omitempty`; image-factory v1.3.3+).
+    #[serde(default)]
+    pub disk_image: DiskImage,
+}
+
+/// `customization.bootloader`: talos `pkg/machinery/imager/imageropts/imageropts.go`
+/// `BootloaderKind`, marshalled as its text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Bootloader {
+    /// `none`: the image's default (the zero value, omitted).
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// `dual-boot`: GRUB for BIOS and systemd-boot for UEFI.
+    #[serde(rename = "dual-boot")]
+    DualBoot,
+    /// `sd-boot`: systemd-boot.
+    #[serde(rename = "sd-boot")]
+    SdBoot,
+    /// `grub`.
+    #[serde(rename = "grub")]
+    Grub,
+}
+
+impl Bootloader {
+    /// The text the factory writes, `None` for the omitted zero value.
+    fn text(self) -> Option<&'static str> {
+        match self {
+            Bootloader::None => None,
+            Bootloader::DualBoot => Some("dual-boot"),
+            Bootloader::SdBoot => Some("sd-boot"),
+            Bootloader::Grub => Some("grub"),
+        }
+    }
+}
+
+/// `customization.diskImage`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DiskImage {
+    /// The disk image's logical sector size in bytes (`sectorSize,omitempty`; 0 = the default).
+    #[serde(default)]
+    pub sector_size: u32,
 }
 
 /// One META value: a key (0–255) and its value.
@@ -103,6 +168,11 @@ pub struct SystemExtensions {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SecureBoot {
+    /// When systemd-boot enrolls the Secure Boot keys (`enrollKeys,omitempty`; image-factory
+    /// v1.4.0+): `off`, `manual`, `if-safe` (the factory's default) or `force`. `off` is refused
+    /// by [`Schematic::marshal`]: the factory's YAML library versions quote it differently.
+    #[serde(default)]
+    pub enroll_keys: String,
     /// Include Microsoft's well-known UEFI certificates when enrolling keys.
     #[serde(default)]
     pub include_well_known_certificates: bool,
@@ -147,6 +217,9 @@ impl Schematic {
     /// [`SchematicError::Unencodable`].
     pub fn marshal(&self) -> Result<String, SchematicError> {
         let mut out = String::new();
+        if !self.owner.is_empty() {
+            let _ = writeln!(out, "owner: {}", scalar("owner", &self.owner)?);
+        }
         let o = &self.overlay;
         if !(o.image.is_empty() && o.name.is_empty() && o.options.is_empty()) {
             out.push_str("overlay:\n");
@@ -168,38 +241,68 @@ impl Schematic {
             }
         }
         let c = &self.customization;
-        let exts = &c.system_extensions.official_extensions;
-        let wkc = c.secureboot.include_well_known_certificates;
-        if c.extra_kernel_args.is_empty() && c.meta.is_empty() && exts.is_empty() && !wkc {
-            out.push_str("customization: {}\n");
-            return Ok(out);
+        let mut body = String::new();
+        if !c.embedded_machine_configuration.is_empty() {
+            let field = "customization.embeddedMachineConfiguration";
+            let value = &c.embedded_machine_configuration;
+            if value.contains('\n') {
+                let _ = write!(body, "    embeddedMachineConfiguration: {}", literal_block(field, value, 8)?);
+            } else {
+                let _ = writeln!(body, "    embeddedMachineConfiguration: {}", scalar(field, value)?);
+            }
         }
-        out.push_str("customization:\n");
         if !c.extra_kernel_args.is_empty() {
-            out.push_str("    extraKernelArgs:\n");
+            body.push_str("    extraKernelArgs:\n");
             for (i, a) in c.extra_kernel_args.iter().enumerate() {
-                let _ = writeln!(out, "        - {}", scalar(&format!("customization.extraKernelArgs[{i}]"), a)?);
+                let _ = writeln!(body, "        - {}", scalar(&format!("customization.extraKernelArgs[{i}]"), a)?);
             }
         }
         if !c.meta.is_empty() {
-            out.push_str("    meta:\n");
+            body.push_str("    meta:\n");
             for (i, m) in c.meta.iter().enumerate() {
                 let v = scalar(&format!("customization.meta[{i}].value"), &m.value)?;
-                let _ = write!(out, "        - key: {}\n          value: {v}\n", m.key);
+                let _ = write!(body, "        - key: {}\n          value: {v}\n", m.key);
             }
         }
+        let exts = &c.system_extensions.official_extensions;
         if !exts.is_empty() {
-            out.push_str("    systemExtensions:\n        officialExtensions:\n");
+            body.push_str("    systemExtensions:\n        officialExtensions:\n");
             for (i, e) in exts.iter().enumerate() {
                 let _ = writeln!(
-                    out,
+                    body,
                     "            - {}",
                     scalar(&format!("customization.systemExtensions.officialExtensions[{i}]"), e)?
                 );
             }
         }
-        if wkc {
-            out.push_str("    secureboot:\n        includeWellKnownCertificates: true\n");
+        if let Some(b) = c.bootloader.text() {
+            let _ = writeln!(body, "    bootloader: {b}");
+        }
+        let sb = &c.secureboot;
+        if !sb.enroll_keys.is_empty() || sb.include_well_known_certificates {
+            body.push_str("    secureboot:\n");
+            if !sb.enroll_keys.is_empty() {
+                if !matches!(sb.enroll_keys.as_str(), "manual" | "if-safe" | "force") {
+                    return Err(SchematicError::Unencodable {
+                        field: "customization.secureboot.enrollKeys".into(),
+                        value: sb.enroll_keys.clone(),
+                        reason: "expected manual, if-safe or force (off is quoted differently by the factory's YAML library versions)",
+                    });
+                }
+                let _ = writeln!(body, "        enrollKeys: {}", sb.enroll_keys);
+            }
+            if sb.include_well_known_certificates {
+                body.push_str("        includeWellKnownCertificates: true\n");
+            }
+        }
+        if c.disk_image.sector_size != 0 {
+            let _ = write!(body, "    diskImage:\n        sectorSize: {}\n", c.disk_image.sector_size);
+        }
+        if body.is_empty() {
+            out.push_str("customization: {}\n");
+        } else {
+            out.push_str("customization:\n");
+            out.push_str(&body);
         }
         Ok(out)
     }
@@ -211,6 +314,65 @@ impl Schematic {
     pub fn id(&self) -> Result<String, SchematicError> {
         Ok(Sha256Digest::of(self.marshal()?.as_bytes()).hex())
     }
+}
+
+/// Writes a multi-line string as the literal block scalar the factory's YAML library writes after
+/// `key: ` (go-yaml v4 `internal/libyaml/emitter.go` `writeLiteralScalar`, `writeBlockScalarHints`,
+/// `analyzeScalar`; `internal/libyaml/node.go` `shouldUseLiteralStyle`): `|`, then `4` when the
+/// string starts with a space, then `-` without a trailing line break or `+` with two or more;
+/// each line indented by `indent` spaces, empty lines left empty. Returns the text from the `|`
+/// to the line break that ends the block.
+///
+/// # Errors
+/// [`SchematicError::Unencodable`] for what the library writes otherwise, or differently between
+/// its versions: a string that starts with a line break, has no visible character, holds a space
+/// before a line break or at its end (written double-quoted), or any control character but tab
+/// and `\n`, `\u{2028}`, `\u{2029}` or a character outside the BMP.
+pub(crate) fn literal_block(field: &str, s: &str, indent: usize) -> Result<String, SchematicError> {
+    let refuse = |reason| Err(SchematicError::Unencodable { field: field.to_string(), value: s.to_string(), reason });
+    if s.starts_with('\n') {
+        return refuse(
+            "a block starting with a line break is written differently by the factory's YAML library versions",
+        );
+    }
+    if s.chars().all(char::is_whitespace) {
+        return refuse("a multi-line string without a visible character is written double-quoted");
+    }
+    if s.ends_with(' ') || s.contains(" \n") {
+        return refuse("a space before a line break or at the end makes the YAML library write it double-quoted");
+    }
+    if s.chars().any(|c| {
+        (c.is_control() && c != '\t' && c != '\n')
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}')
+            || (c as u32) > 0xffff
+    }) {
+        return refuse("control, line-separator or non-BMP characters are not supported");
+    }
+    let mut out = String::from("|");
+    if s.starts_with(' ') {
+        out.push('4');
+    }
+    if !s.ends_with('\n') {
+        out.push('-');
+    } else if s.ends_with("\n\n") {
+        out.push('+');
+    }
+    out.push('\n');
+    let pad = " ".repeat(indent);
+    let mut lines = s.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        if !line.is_empty() {
+            out.push_str(&pad);
+            out.push_str(line);
+        }
+        if lines.peek().is_some() {
+            out.push('\n');
+        }
+    }
+    if !s.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// Writes one single-line string scalar as yaml.v3 v3.0.1 does (`encode.go` `stringv`,
@@ -483,6 +645,106 @@ mod tests {
         );
     }
 
+    /// The fields image-factory added since 2025. The first two IDs are `TestID` vectors of
+    /// image-factory v1.5.0 `pkg/schematic/schematic_test.go` (`empty`, `4k sector disk image`);
+    /// the others were computed with go.yaml.in/yaml/v4 v4.0.0-rc.6 `Marshal` (the library and
+    /// release image-factory v1.5.0 builds with, to a later commit) of structs with the factory's
+    /// field order and tags, which reproduces every `TestID` vector.
+    #[test]
+    fn fields_added_since_2025() {
+        let cfg = "apiVersion: v1alpha1\nkind: HostnameConfig\nhostname: cm3-1\nauto: off\n";
+        let with_config = |c: &str| Schematic {
+            customization: Customization { embedded_machine_configuration: c.into(), ..Default::default() },
+            ..Default::default()
+        };
+        let cases = [
+            (Schematic::default(), "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba"),
+            (
+                Schematic::parse("customization:\n  diskImage:\n    sectorSize: 4096\n").unwrap(),
+                "92833e9ddd9bb9e11b2464fa5525429f01866306d52ebd882ee08d7918f6d1ea",
+            ),
+            (
+                Schematic::parse("owner: acme\n").unwrap(),
+                "1a015fb3fe95228a07e342e4406abb3f30ec5887b42895993ea7b1baa9a6a8f3",
+            ),
+            (
+                Schematic::parse("customization:\n  bootloader: sd-boot\n").unwrap(),
+                "9ed5fecdacb36b5c5427b87d409f1065cfb2df69b0f71c58b868d9d466d8dab3",
+            ),
+            (
+                Schematic::parse("customization:\n  bootloader: grub\n").unwrap(),
+                "39d496b2cbdb6265d3b714514c5334bf010f1b4d31b23b9e38c80fb2f3ad7ecb",
+            ),
+            (
+                Schematic::parse("customization:\n  bootloader: dual-boot\n").unwrap(),
+                "43a1a6104d8dcd6547983f4ed13abb6f5e8a1b2fdad796c69e7db6e95d122884",
+            ),
+            (
+                Schematic::parse("customization:\n  bootloader: none\n").unwrap(),
+                "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba",
+            ),
+            (
+                Schematic::parse(
+                    "customization:\n  secureboot:\n    enrollKeys: force\n    includeWellKnownCertificates: true\n",
+                )
+                .unwrap(),
+                "51e6baa0e88e8c3517231638007ba433f3fdde58a21c303221928f4cd7796036",
+            ),
+            (with_config(cfg), "560f8d50521ea511466e55972e3557fc4b46fb498ff58005b9316eae469edb2b"),
+            (
+                with_config("version: v1alpha1\nmachine:\n  type: worker"),
+                "f98002a9b579dfdb9a9a62d65ce26f3bc2b2a06ed6c1688d8a9b356760b45a1a",
+            ),
+            (with_config("a: 1\n\n"), "fca4adecd171aece57ec3ed47c15f15f8345fd781febe6f868a47a13e904b30d"),
+            (with_config("a: 1\n\nb: 2\n"), "25bd74532d1ac03cb29cd82e1ca46dfd1bfe7125a9f13cb347a122b01c06740f"),
+            (with_config("  a: 1\nb: 2\n"), "bdeec7aa83a4a0cf75f3322d08a2127008fc6a3b76b879fd4955fe3cc612dd89"),
+            (with_config("a:\t1\nb: 2\n"), "6879837ea250711b49073d27c00abc508f874984ce60fe1dbdbeaa704485ae80"),
+            (
+                with_config("version: v1alpha1\n---\napiVersion: v1alpha1\nkind: HostnameConfig\n"),
+                "7e0fac00716d3ecf00c336be2a279334df08285b0147438656602fcdd480fa31",
+            ),
+        ];
+        for (schematic, want) in cases {
+            let text = schematic.marshal().unwrap();
+            assert_eq!(schematic.id().unwrap(), want, "{schematic:?}\n{text}");
+            assert_eq!(Schematic::parse(&text).unwrap(), schematic, "reads back from\n{text}");
+        }
+        // Every field at once, in the factory's order, from YAML whose keys come in another order.
+        let all = format!(
+            "customization:\n  diskImage: {{sectorSize: 512}}\n  bootloader: grub\n  secureboot: {{enrollKeys: manual}}\n  systemExtensions: {{officialExtensions: [siderolabs/spin]}}\n  meta: [{{key: 10, value: foo}}]\n  extraKernelArgs: [console=ttyS0]\n  embeddedMachineConfiguration: |\n{}\noverlay: {{name: rpi_generic, image: siderolabs/sbc-raspberrypi}}\nowner: acme\n",
+            cfg.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+        );
+        let s = Schematic::parse(&all).unwrap();
+        assert_eq!(
+            s.marshal().unwrap(),
+            format!(
+                "owner: acme\noverlay:\n    image: siderolabs/sbc-raspberrypi\n    name: rpi_generic\ncustomization:\n    embeddedMachineConfiguration: |\n{}\n    extraKernelArgs:\n        - console=ttyS0\n    meta:\n        - key: 10\n          value: foo\n    systemExtensions:\n        officialExtensions:\n            - siderolabs/spin\n    bootloader: grub\n    secureboot:\n        enrollKeys: manual\n    diskImage:\n        sectorSize: 512\n",
+                cfg.lines().map(|l| format!("        {l}")).collect::<Vec<_>>().join("\n")
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_and_unencodable_new_fields_are_refused_by_name() {
+        let err = Schematic::parse("customization:\n  diskImage:\n    blockSize: 4096\n").unwrap_err().to_string();
+        assert!(err.contains("blockSize"), "{err}");
+        let err = Schematic::parse("customization:\n  bootloader: lilo\n").unwrap_err().to_string();
+        assert!(err.contains("lilo") || err.contains("bootloader"), "{err}");
+        let err = Schematic::parse("ownr: acme\n").unwrap_err().to_string();
+        assert!(err.contains("ownr"), "{err}");
+        let off = Schematic::parse("customization:\n  secureboot:\n    enrollKeys: 'off'\n").unwrap();
+        let err = off.id().unwrap_err().to_string();
+        assert!(err.contains("customization.secureboot.enrollKeys"), "{err}");
+        for bad in ["a: 1 \nb: 2\n", "\na: 1\n", "a: 1\r\nb: 2\n", " \n"] {
+            let s = Schematic {
+                customization: Customization { embedded_machine_configuration: bad.into(), ..Default::default() },
+                ..Default::default()
+            };
+            let err = s.id().unwrap_err().to_string();
+            assert!(err.contains("customization.embeddedMachineConfiguration"), "{bad:?}: {err}");
+        }
+    }
+
     #[test]
     fn scalars_are_quoted_as_yaml_v3_quotes_them() {
         for (s, want) in [
@@ -525,8 +787,8 @@ mod tests {
 
     #[test]
     fn refuses_unknown_fields_and_bad_keys() {
-        let err = Schematic::parse("customization:\n  bootloader: grub\n").unwrap_err().to_string();
-        assert!(err.starts_with("schematic: ") && err.contains("bootloader"), "{err}");
+        let err = Schematic::parse("customization:\n  kernelArgs: [quiet]\n").unwrap_err().to_string();
+        assert!(err.starts_with("schematic: ") && err.contains("kernelArgs"), "{err}");
         let err = Schematic::parse("customization:\n  meta: [{key: 300, value: x}]\n").unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
         let err =

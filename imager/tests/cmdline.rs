@@ -99,9 +99,13 @@ fn schematic_id_of_the_operators_raspberry_pi_image() {
     .unwrap();
     let (code, out, _) = imager(&["schematic", "id", file.to_str().unwrap()]);
     assert_eq!((code, out.as_str()), (0, "c0f06d3cffeec27089a195ee6942ee0e1911b8521d21d7e4afde5e023fbff114\n"));
+    // A field Image Factory added in 2025 (image-factory v0.9.0), by go-yaml v4's Marshal.
     std::fs::write(&file, "customization:\n  bootloader: grub\n").unwrap();
+    let (code, out, _) = imager(&["schematic", "id", file.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (0, "39d496b2cbdb6265d3b714514c5334bf010f1b4d31b23b9e38c80fb2f3ad7ecb\n"));
+    std::fs::write(&file, "customization:\n  bootloaders: grub\n").unwrap();
     let (code, _, err) = imager(&["schematic", "id", file.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(err.starts_with("imager: ") && err.contains("rpi.yaml") && err.contains("bootloader"), "{err}");
+    assert!(err.starts_with("imager: ") && err.contains("rpi.yaml") && err.contains("bootloaders"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -20,7 +20,8 @@
 //! `--system-extension-image` replaces the profile's extension list (official ones included);
 //! `--extra-kernel-arg` values follow the profile's. A schematic (`--schematic`) adds its
 //! `officialExtensions`, its `overlay` (by name, as the Image Factory resolves it) and its
-//! `extraKernelArgs`; META values are refused.
+//! `extraKernelArgs`; META values, an embedded machine configuration, `bootloader`,
+//! `secureboot.enrollKeys` and `diskImage` are refused (not built yet), never dropped.
 
 use std::path::{Path, PathBuf};
 
@@ -153,7 +154,9 @@ pub struct Flags<'a> {
 /// Merges the profile, schematic and flags (see the module docs).
 ///
 /// # Errors
-/// Unreadable files, bad references, META values in the schematic, two different overlays.
+/// Unreadable files, bad references, schematic fields not built yet (META values, an embedded
+/// machine configuration, `bootloader`, `secureboot.enrollKeys`, `diskImage`), two different
+/// overlays.
 pub fn plan(flags: &Flags<'_>) -> Result<Plan> {
     let profile = match flags.profile {
         Some(p) => Profile::load(p)?,
@@ -197,6 +200,20 @@ pub fn plan(flags: &Flags<'_>) -> Result<Plan> {
         let s = crate::schematic::Schematic::parse(&text).with_context(|| path.display().to_string())?;
         if !s.customization.meta.is_empty() {
             bail!("{}: META values are not supported by imager build yet", path.display());
+        }
+        // Fields that change what Image Factory writes and that imager build does not do yet:
+        // refused rather than dropped, so the schematic ID in build.json never names an image
+        // this build is not.
+        let c = &s.customization;
+        for (set, field) in [
+            (!c.embedded_machine_configuration.is_empty(), "customization.embeddedMachineConfiguration"),
+            (c.bootloader != crate::schematic::Bootloader::None, "customization.bootloader"),
+            (!c.secureboot.enroll_keys.is_empty(), "customization.secureboot.enrollKeys"),
+            (c.disk_image.sector_size != 0, "customization.diskImage.sectorSize"),
+        ] {
+            if set {
+                bail!("{}: {field} is not supported by imager build yet", path.display());
+            }
         }
         if !s.overlay.name.is_empty() {
             match &overlay {
@@ -296,6 +313,30 @@ mod tests {
         let src = plan_of(&Flags { agent_from_source: true, talos_version: Some("1.11.0"), ..Flags::default() });
         assert_eq!(src.talos_agent, TalosAgent::FromSource);
         assert_eq!(src.extensions_bundle.to_string(), "ghcr.io/siderolabs/extensions:v1.11.0");
+    }
+
+    #[test]
+    fn schematic_fields_not_built_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.yaml");
+        for (yaml, field) in [
+            ("customization:\n  bootloader: grub\n", "customization.bootloader"),
+            ("customization:\n  diskImage: {sectorSize: 4096}\n", "customization.diskImage.sectorSize"),
+            ("customization:\n  secureboot: {enrollKeys: force}\n", "customization.secureboot.enrollKeys"),
+            (
+                "customization:\n  embeddedMachineConfiguration: |\n    version: v1alpha1\n",
+                "customization.embeddedMachineConfiguration",
+            ),
+        ] {
+            std::fs::write(&file, yaml).unwrap();
+            let err = plan(&Flags { schematic: Some(&file), ..Flags::default() }).unwrap_err().to_string();
+            assert!(err.contains(field) && err.contains("not supported by imager build yet"), "{err}");
+        }
+        std::fs::write(&file, "owner: acme\ncustomization:\n  bootloader: none\n").unwrap();
+        assert!(
+            plan(&Flags { schematic: Some(&file), ..Flags::default() }).is_ok(),
+            "owner and bootloader: none build"
+        );
     }
 
     #[test]

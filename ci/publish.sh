@@ -13,8 +13,9 @@
 #        ci/publish.sh digests    print the digests of $PUBLISH_JSON again; as a Markdown table into
 #                                 $GITHUB_STEP_SUMMARY and as step outputs into $GITHUB_OUTPUT when set
 #        ci/publish.sh all        build, then publish
-#        ci/publish.sh agents     only cross-compile the static talos-agent for each of $ARCHES and
-#                                 print their paths, one per line (scripts/test builds them once so)
+#        ci/publish.sh agents     only cross-compile the static talos-agent for each of $ARCHES (one
+#                                 cargo invocation) and print their paths, one per line
+#                                 (scripts/test builds them once so)
 #
 # Environment (default):
 #   REGISTRY              registry host[:port] to publish to (ghcr.io)
@@ -66,25 +67,32 @@ imager_path() {
   if [ -n "$IMAGER" ]; then echo "$IMAGER"; else echo "${CARGO_TARGET_DIR:-$ROOT/target}/release/imager"; fi
 }
 
-# The static talos-agent for $1, built exactly as the imager's own builder does
-# (imager/src/build/agent_extension.rs `compile`), so its cargo cache in target/cross/ is shared.
-static_agent() {
-  local triple
+# The Rust target triple of architecture $1.
+triple_of() {
   case "$1" in
-    arm64) triple=aarch64-unknown-linux-gnu ;;
-    amd64) triple=x86_64-unknown-linux-gnu ;;
+    arm64) echo aarch64-unknown-linux-gnu ;;
+    amd64) echo x86_64-unknown-linux-gnu ;;
   esac
+}
+
+# The static talos-agent for each architecture given, in one cargo invocation (one --target each:
+# the build scripts and proc macros are built once and the link-time optimisations run side by
+# side), exactly as the imager's own builder builds one (imager/src/build/agent_extension.rs
+# `compile`), so its cargo cache in target/cross/ is shared. Prints each binary's path.
+static_agents() {
+  local a targets=()
+  for a in "$@"; do targets+=(--target "$(triple_of "$a")"); done
   [ -x /usr/bin/cargo ] && [ -x /usr/bin/rustc ] \
     || die "Debian's cargo/rustc (cargo-web, rustc-web) are missing: run scripts/setup"
-  say "cross-compiling the static talos-agent for $1 ($triple)"
+  say "cross-compiling the static talos-agent for $* (${targets[*]})"
   (cd "$ROOT" && env -u CARGO_ENCODED_RUSTFLAGS -u RUSTC_WRAPPER -u RUSTC_WORKSPACE_WRAPPER \
       -u CARGO_TARGET_DIR -u CARGO_BUILD_TARGET -u CARGO_MAKEFLAGS -u CARGO_PRIMARY_PACKAGE \
       RUSTC=/usr/bin/rustc RUSTFLAGS='-C target-feature=+crt-static' \
       CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-      /usr/bin/cargo build --release --locked -p talos-agent --target "$triple" \
+      /usr/bin/cargo build --release --locked -p talos-agent "${targets[@]}" \
       --target-dir "$ROOT/target/cross" < /dev/null >&2) \
-    || die "cross-compiling talos-agent for $triple failed"
-  echo "$ROOT/target/cross/$triple/release/talos-agent"
+    || die "cross-compiling talos-agent for $* failed"
+  for a in "$@"; do echo "$ROOT/target/cross/$(triple_of "$a")/release/talos-agent"; done
 }
 
 do_build() {
@@ -96,8 +104,9 @@ do_build() {
   fi
   imager=$(imager_path)
   [ -x "$imager" ] || die "no imager at $imager"
+  static_agents "${ARCH_LIST[@]}" >/dev/null
   for arch in "${ARCH_LIST[@]}"; do
-    agent=$(static_agent "$arch")
+    agent="$ROOT/target/cross/$(triple_of "$arch")/release/talos-agent"
     say "imager build --arch $arch --output $OUTPUT ${BUILD_FLAGS[*]}"
     "$imager" build --arch "$arch" --agent-binary "$agent" --output "$OUTPUT" "${BUILD_FLAGS[@]}" >&2
     # The static binary itself, published as an artifact for cloud-init to fetch by digest.
@@ -179,5 +188,5 @@ case "$ACTION" in
   publish) do_publish ;;
   digests) do_digests ;;
   all) do_build; do_publish ;;
-  agents) for a in "${ARCH_LIST[@]}"; do static_agent "$a"; done ;;
+  agents) static_agents "${ARCH_LIST[@]}" ;;
 esac

@@ -281,18 +281,16 @@ pub async fn push_image(
 }
 
 /// Uploads each blob of `source` (config, then layers; each digest once) that `repo`'s repository
-/// does not have (`HEAD`), counting the ones it has as skipped when `count_skipped`. Returns how
-/// many were uploaded.
+/// does not have (`HEAD`), counting the ones it has as skipped when `count_skipped`.
 async fn push_missing_blobs(
     registry: &Registry,
     repo: &Reference,
     source: &Source,
     log: &mut Pushes,
     count_skipped: bool,
-) -> Result<u64, PublishError> {
+) -> Result<(), PublishError> {
     let manifest = &source.manifest;
     let mut seen = BTreeSet::new();
-    let mut uploaded = 0;
     for desc in std::iter::once(&manifest.config).chain(&manifest.layers) {
         if !seen.insert(desc.digest) {
             continue;
@@ -309,9 +307,8 @@ async fn push_missing_blobs(
         log.blobs.pushed += 1;
         log.blobs.pushed_bytes += desc.size;
         log.pushed.push(desc.digest.to_string());
-        uploaded += 1;
     }
-    Ok(uploaded)
+    Ok(())
 }
 
 /// What a manifest or index references, to confirm before its upload is tried again.

@@ -854,6 +854,8 @@ impl Registry {
         if actual != *digest {
             return Err(Error::DigestMismatch { what: "blob to push".into(), expected: *digest, actual });
         }
+        // Shared, not copied: each attempt hands oci-client the same buffer.
+        let data = bytes::Bytes::from(data);
         self.push_retrying(|| async {
             let (oref, _) = self.push_auth(target).await?;
             self.client

@@ -110,10 +110,8 @@ fn say(o: &Options, s: &str) {
 pub fn host_binaries() -> Result<(PathBuf, PathBuf)> {
     let root = stage1::workspace();
     let imager = root.join("target/release/imager");
-    let host_arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => bail!("no static talos-agent for a {other} host"),
+    let Some(host_arch) = kernel_cmdline::preset::Arch::native() else {
+        bail!("no static talos-agent for a {} host", std::env::consts::ARCH);
     };
     if stage1::prebuilt() {
         if !imager.is_file() {
@@ -135,7 +133,7 @@ pub fn host_binaries() -> Result<(PathBuf, PathBuf)> {
             bail!("cargo build --release -p moonboot-imager failed: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
-    Ok((imager, stage1::build_static_agent(host_arch)?))
+    Ok((imager, stage1::build_static_agent(host_arch.as_str())?))
 }
 
 /// `imager build --arch arm64` against the fixture registry (its mirror, plain HTTP to it) with the

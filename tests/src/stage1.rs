@@ -36,7 +36,7 @@ pub fn prebuilt() -> bool {
 pub fn build_static_agent(arch: &str) -> Result<PathBuf> {
     use moonboot_imager::build::agent_extension;
     let bin = if prebuilt() {
-        let bin = workspace().join("target/cross").join(agent_extension::triple(arch)?).join("release/talos-agent");
+        let bin = agent_extension::compiled_path(arch)?;
         if !bin.is_file() {
             bail!("MOONBOOT_PREBUILT=1 but {} is missing (scripts/test builds it first)", bin.display());
         }

@@ -70,9 +70,6 @@ pub fn clear_outer_cargo_env(cmd: &mut std::process::Command) {
             cmd.env_remove(name);
         }
     }
-    for var in OUTER_CARGO_VARS {
-        cmd.env_remove(var);
-    }
 }
 
 /// The Rust target triple for a Talos architecture.
@@ -87,6 +84,15 @@ pub fn triple(arch: &str) -> Result<&'static str> {
 /// The workspace this imager was built from (where `compile` finds the agent's sources).
 pub fn workspace_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where [`compile`] (and `ci/publish.sh agents`) writes the static `talos-agent` for `arch`:
+/// `<workspace>/target/cross/<triple>/release/talos-agent`.
+///
+/// # Errors
+/// An architecture other than `arm64` and `amd64`.
+pub fn compiled_path(arch: &str) -> Result<PathBuf> {
+    Ok(workspace_dir().join("target/cross").join(triple(arch)?).join("release/talos-agent"))
 }
 
 /// Cross-compiles `talos-agent` statically for `arch` into `<workspace>/target/cross` and returns
@@ -121,7 +127,7 @@ pub fn compile(arch: &str) -> Result<PathBuf> {
     if !status.success() {
         bail!("cross-compiling talos-agent for {triple} failed ({status})");
     }
-    Ok(target_dir.join(triple).join("release/talos-agent"))
+    compiled_path(arch)
 }
 
 /// Checks that `bin` is a 64-bit little-endian ELF executable for `arch` without a program

@@ -159,6 +159,15 @@ impl Quirks {
         }
     }
 
+    /// Talos's own EFI partition size for an sd-boot (UKI) disk in MiB: EFI + BIOS + BOOT
+    /// (talos `pkg/machinery/imager/quirks/partitions.go` `UKIEFISize`; v1.10's
+    /// `internal/pkg/partition/constants.go` `EFIUKISize`): 1101 before 1.11, 2101 from 1.11.
+    /// arm64 images use sd-boot from Talos 1.10 (talos `pkg/imager/profile/output.go`
+    /// `selectBootloader`).
+    pub fn uki_efi_partition_mib(self) -> u64 {
+        EFI_MIB + BIOS_GRUB_MIB + self.boot_partition_mib()
+    }
+
     /// The minor release this version belongs to, when [`RELEASES`] has it.
     pub fn release(self) -> Option<&'static Release> {
         RELEASES.iter().find(|r| r.minor == (self.version.major, self.version.minor))
@@ -202,6 +211,23 @@ pub const RELEASES: [Release; 8] = [
     Release { minor: (1, 14), newest: v(1, 14, 0), sbc_raspberrypi: &[(0, "v0.2.0")] },
 ];
 
+/// Talos's `EFISize`/`GrubEFISize`, 100 MiB (talos `partitions.go`; v1.10 `constants.go`).
+pub const EFI_MIB: u64 = 100;
+/// Talos's `BIOSGrubSize`/`GrubBIOSSize`, 1 MiB (ibid.).
+pub const BIOS_GRUB_MIB: u64 = 1;
+/// Talos's `META` partition: `MetaSize` 1 MiB (ibid.); Talos finds META by its label and requires
+/// exactly this size (`internal/app/machined/pkg/controllers/block/internal/volumes`).
+pub const META_MIB: u64 = 1;
+/// Talos's `STATE` partition: `StateSize` 100 MiB (ibid.; the STATE volume's min and max size).
+pub const STATE_MIB: u64 = 100;
+/// Talos's `EphemeralMinSize`, 2 GiB, the same at every version moonboot knows (talos
+/// `partitions.go` v1.11.6–v1.14.0-rc.1, `internal/pkg/partition/constants.go` v1.10.9): the
+/// smallest EPHEMERAL partition Talos creates (`volumeconfig/system_volumes.go`: `MinSize` of the
+/// EPHEMERAL volume, `quirks.New("")`). An existing partition labelled `EPHEMERAL` is located and
+/// used whatever its size (`internal/volumes/locate.go`); only a missing one is provisioned, and
+/// only when the disk has this much contiguous free space (`disk.go` `CanProvision`).
+pub const EPHEMERAL_MIN_MIB: u64 = 2048;
+
 /// The oldest version moonboot knows (the first patch of the oldest [`RELEASES`] entry).
 pub const OLDEST: TalosVersion = v(1, 7, 0);
 
@@ -244,6 +270,8 @@ mod tests {
         assert_eq!((q("1.9.0").boot_partition_mib(), q("1.10.0").boot_partition_mib()), (1000, 1000));
         assert_eq!(q("1.11.0").boot_partition_mib(), 2000);
         assert!(!q("1.11.6").has(Quirk::EmbeddedConfig) && q("1.12.0").has(Quirk::EmbeddedConfig));
+        // TestPartitionSizes: UKI EFI = boot + 100 MiB + 1 MiB.
+        assert_eq!((q("1.10.0").uki_efi_partition_mib(), q("1.11.0").uki_efi_partition_mib()), (1101, 2101));
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! The builder behind `scripts/fixtures` (TEST FIXTURES, never shipped): a stand-in Talos v1.10.5
-//! release and stand-in extension images, built from Debian's arm64 and amd64 cloud kernels and
-//! `busybox-static`, written as OCI image layouts under `target/fixtures/oci/`.
+//! release, stand-in releases of the newest patch of every minor from 1.10 on
+//! ([`release_versions`]) and stand-in extension images, built from Debian's arm64 and amd64
+//! cloud kernels and `busybox-static`, written as OCI image layouts under `target/fixtures/oci/`.
+//! Every release shares one kernel-and-initramfs layer and the extension images; what differs is
+//! what differs upstream: the tag, `talos.spdx.json` from 1.11, and the sbc-raspberrypi version
+//! the overlays bundle pins.
 //!
 //! Layout of `target/fixtures/` (everything here is generated; nothing is committed):
 //! - `debs/*.deb` (downloaded by the script) and `debs/<deb name>/` (extracted with `dpkg-deb -x`);
 //! - `build/<arch>/`: `rootfs/` → `rootfs.sqsh`, `initramfs/` → `initramfs.cpio` →
 //!   `initramfs.xz`, `vmlinuz` (arm64: EFI zboot), `Image` (arm64, only if Debian's was compressed);
 //! - `oci/{imager,spin,tailscale,sbc-raspberrypi,extensions,overlays}/`: the OCI image layouts
-//!   pushed by the script (the last three: [`crate::bundles`]);
+//!   pushed by the script (the last three: [`crate::bundles`]), and `oci/<name>@<version>/` for the
+//!   other releases ([`image_names`]);
 //! - `build/description.json` + `build/inputs.key`: the cache (a run whose inputs — debs, init
 //!   binaries, this program, the epoch — are unchanged rebuilds nothing);
 //! - `fixtures.json.pending` and `push.list`, which the script turns into `fixtures.json` after a
@@ -21,7 +26,7 @@ use crate::bundles;
 use crate::extensions::{Extension, SPIN, TAILSCALE};
 use crate::fixtures::{ArchFixtures, ExtensionInfo, Fixtures, PushedImage, SCHEMA};
 use crate::kmod;
-use crate::oci::{Layer, LayerBuilder, Layout};
+use crate::oci::{rfc3339, Layer, LayerBuilder, Layout};
 use crate::zboot;
 use anyhow::{bail, ensure, Context, Result};
 use boot_artifact::oci::Platform;
@@ -45,7 +50,7 @@ pub const ZBOOT_ZSTD_LEVEL: u32 = 22;
 /// zstd level of `initramfs.xz` and of `rootfs.sqsh` (Talos ≥ 1.8 uses 18).
 pub const INITRAMFS_ZSTD_LEVEL: u32 = 18;
 /// Bump to invalidate every cached build output.
-const BUILD_FORMAT: &str = "moonboot-fixtures-build-1";
+const BUILD_FORMAT: &str = "moonboot-fixtures-build-2";
 /// The two architectures, in GOARCH spelling.
 pub const ARCHES: [&str; 2] = ["arm64", "amd64"];
 
@@ -544,33 +549,104 @@ pub(crate) fn labels(what: &str) -> BTreeMap<String, String> {
     )])
 }
 
-fn build_imager(builds: &[ArchBuild], opts: &Options) -> Result<PushedImage> {
+/// The stand-in imager images: [`TALOS_VERSION`] under `oci/imager`, and each of
+/// [`release_versions`] under `oci/imager@<version>`, all sharing one kernel-and-initramfs layer
+/// (one blob in the registry, hard-linked between the layouts).
+fn build_imagers(builds: &[ArchBuild], opts: &Options, images: &mut BTreeMap<String, PushedImage>) -> Result<()> {
     let inputs: Vec<(&str, &Path, &Path)> = builds
         .iter()
         .map(|b| (b.arch.as_str(), b.fixtures.vmlinuz.as_path(), b.fixtures.initramfs.as_path()))
         .collect();
-    imager_image(&opts.out.join("oci/imager"), TALOS_VERSION, &inputs, opts.epoch)
+    let shared = imager_boot_layer(&inputs, opts.epoch)?;
+    let arches: Vec<&str> = inputs.iter().map(|i| i.0).collect();
+    let first = opts.out.join("oci/imager");
+    images.insert("imager".into(), imager_image_from(&first, TALOS_VERSION, &shared, &arches, opts.epoch, None)?);
+    for version in release_versions() {
+        let dir = opts.out.join(format!("oci/imager@{version}"));
+        images.insert(
+            format!("imager@{version}"),
+            imager_image_from(&dir, &version, &shared, &arches, opts.epoch, Some(&first))?,
+        );
+    }
+    Ok(())
+}
+
+/// The newest patch of every Talos minor from 1.10 on that moonboot supports
+/// ([`kernel_cmdline::quirks::RELEASES`]): `v1.10.9`, `v1.11.6`, `v1.12.11`, `v1.13.9`,
+/// `v1.14.0`. `scripts/fixtures` serves a stand-in release of each beside [`TALOS_VERSION`]:
+/// imager image, extensions bundle, overlays bundle and the sbc-raspberrypi version it pins.
+pub fn release_versions() -> Vec<String> {
+    kernel_cmdline::quirks::RELEASES.iter().filter(|r| r.minor >= (1, 10)).map(|r| r.newest.to_string()).collect()
 }
 
 /// Writes, at `dir`, the OCI image layout of a stand-in `siderolabs/imager` tagged `tag`: one
 /// layer shared by every architecture with `usr/install/<arch>/{vmlinuz,initramfs.xz}` from
 /// `inputs` (`(arch, vmlinuz, initramfs)`), and a small platform marker layer per architecture.
 pub fn imager_image(dir: &Path, tag: &str, inputs: &[(&str, &Path, &Path)], epoch: u64) -> Result<PushedImage> {
+    let shared = imager_boot_layer(inputs, epoch)?;
+    let arches: Vec<&str> = inputs.iter().map(|i| i.0).collect();
+    imager_image_from(dir, tag, &shared, &arches, epoch, None)
+}
+
+/// The layer every architecture's stand-in imager image shares: `usr/install/<arch>/vmlinuz` and
+/// `initramfs.xz` of each of `inputs` (`(arch, vmlinuz, initramfs)`).
+fn imager_boot_layer(inputs: &[(&str, &Path, &Path)], epoch: u64) -> Result<Layer> {
     let mut shared = LayerBuilder::new(epoch);
-    let mut arches = Vec::new();
+    let mut names = Vec::new();
     for (arch, vmlinuz, initramfs) in inputs {
         let base = format!("usr/install/{arch}");
         shared.file(&format!("{base}/vmlinuz"), fs::read(vmlinuz)?, 0o644);
         shared.file(&format!("{base}/initramfs.xz"), fs::read(initramfs)?, 0o644);
-        arches.push(*arch);
+        names.push(*arch);
     }
-    log(&format!("writing the imager image layout {}", dir.display()));
-    let mut names = arches.clone();
     names.sort_unstable();
     let both = if names.len() == 2 { " (both architectures)" } else { "" };
-    let shared = shared.build(&format!("usr/install/{{{}}}/{{vmlinuz,initramfs.xz}}{both}", names.join(",")))?;
-    let upstream = format!("ghcr.io/{IMAGER_REPOSITORY}:{TALOS_VERSION}");
+    shared.build(&format!("usr/install/{{{}}}/{{vmlinuz,initramfs.xz}}{both}", names.join(",")))
+}
+
+/// The stand-in `usr/install/<arch>/talos.spdx.json` of Talos `tag` (≥ 1.11: talos `Dockerfile`
+/// stage `install-artifacts-<arch>`, `COPY --from=sbom-<arch> /talos-<arch>.spdx.json
+/// /usr/install/<arch>/talos.spdx.json`): an SPDX 2.3 JSON document that says it is a stand-in.
+pub fn standin_spdx(tag: &str, arch: &str, epoch: u64) -> String {
+    format!(
+        "{{\"spdxVersion\":\"SPDX-2.3\",\"dataLicense\":\"CC0-1.0\",\"SPDXID\":\"SPDXRef-DOCUMENT\",\
+         \"name\":\"talos-{arch} {tag} (moonboot stand-in: TEST FIXTURE, not Talos)\",\
+         \"documentNamespace\":\"https://moonboot.invalid/spdx/talos-{arch}-{tag}\",\
+         \"creationInfo\":{{\"created\":\"{}\",\"creators\":[\"Tool: moonboot-tests fixtures\"]}},\
+         \"packages\":[]}}\n",
+        rfc3339(epoch)
+    )
+}
+
+/// Writes the stand-in imager image `tag` at `dir` over the shared boot layer `shared`; a Talos
+/// ≥ 1.11 tag ([`Quirk::Spdx`](kernel_cmdline::quirks::Quirk::Spdx)) also gets a layer with
+/// [`standin_spdx`] for every architecture. With `link_from`, the shared blob is hard-linked from
+/// that layout instead of written again.
+fn imager_image_from(
+    dir: &Path,
+    tag: &str,
+    shared: &Layer,
+    arches: &[&str],
+    epoch: u64,
+    link_from: Option<&Path>,
+) -> Result<PushedImage> {
+    use kernel_cmdline::quirks::{Quirk, Quirks};
+    log(&format!("writing the imager image layout {}", dir.display()));
+    let upstream = format!("ghcr.io/{IMAGER_REPOSITORY}:{tag}");
     let layout = Layout::create(dir)?;
+    if let Some(from) = link_from {
+        layout.link_blob(from, &shared.digest)?;
+    }
+    let version: kernel_cmdline::preset::TalosVersion = tag.parse()?;
+    let sbom = if Quirks::new(version).has(Quirk::Spdx) {
+        let mut l = LayerBuilder::new(epoch);
+        for arch in arches {
+            l.file(&format!("usr/install/{arch}/talos.spdx.json"), standin_spdx(tag, arch, epoch), 0o644);
+        }
+        Some(l.build("usr/install/<arch>/talos.spdx.json")?)
+    } else {
+        None
+    };
     let mut manifests = Vec::new();
     let mut digests = BTreeMap::new();
     for arch in arches {
@@ -581,13 +657,10 @@ pub fn imager_image(dir: &Path, tag: &str, inputs: &[(&str, &Path, &Path)], epoc
             0o644,
         );
         let arch_layer = l.build(&format!("platform marker linux/{arch}"))?;
-        let desc = layout.put_image(
-            &Platform::linux(arch),
-            &[&shared, &arch_layer],
-            epoch,
-            &labels(&upstream),
-            &BTreeMap::new(),
-        )?;
+        let mut layers = vec![shared];
+        layers.extend(sbom.as_ref());
+        layers.push(&arch_layer);
+        let desc = layout.put_image(&Platform::linux(arch), &layers, epoch, &labels(&upstream), &BTreeMap::new())?;
         digests.insert(arch.to_string(), desc.digest.to_string());
         manifests.push(desc);
     }
@@ -645,37 +718,80 @@ pub fn extension_image(
     })
 }
 
-/// Short names of the built images (keys of `fixtures.json`'s `images`, directories under `oci/`).
+/// Short names of the stand-in v1.10.5 images (keys of `fixtures.json`'s `images`, directories
+/// under `oci/`). The other releases add `imager@<v>`, `extensions@<v>`, `overlays@<v>` for each
+/// of [`release_versions`] and `sbc-raspberrypi@<v>` for each sbc-raspberrypi version they pin
+/// besides [`bundles::SBC_RASPBERRYPI_VERSION`] ([`image_names`]).
 pub const IMAGE_NAMES: [&str; 6] = ["imager", "spin", "tailscale", "sbc-raspberrypi", "extensions", "overlays"];
 
-/// The stand-in overlay image, then the extensions and overlays bundles of Talos v1.10.5 that pin
-/// the stand-in extensions (already in `images`) and the overlay image by their index digests.
+/// The sbc-raspberrypi version the overlays bundle of Talos `version` pins
+/// ([`kernel_cmdline::quirks::Quirks::sbc_raspberrypi`]).
+pub fn sbc_raspberrypi_pin(version: &str) -> Result<&'static str> {
+    let v: kernel_cmdline::preset::TalosVersion = version.parse()?;
+    kernel_cmdline::quirks::Quirks::new(v)
+        .sbc_raspberrypi()
+        .with_context(|| format!("no sbc-raspberrypi pin for {version}"))
+}
+
+/// Every key of `fixtures.json`'s `images` (and directory under `oci/`), the stand-in v1.10.5
+/// release's first.
+pub fn image_names() -> Result<Vec<String>> {
+    let mut names: Vec<String> = IMAGE_NAMES.iter().map(|n| n.to_string()).collect();
+    let mut sbc = std::collections::BTreeSet::new();
+    for v in release_versions() {
+        for what in ["imager", "extensions", "overlays"] {
+            names.push(format!("{what}@{v}"));
+        }
+        let pin = sbc_raspberrypi_pin(&v)?;
+        if pin != bundles::SBC_RASPBERRYPI_VERSION && sbc.insert(pin) {
+            names.push(format!("sbc-raspberrypi@{pin}"));
+        }
+    }
+    Ok(names)
+}
+
+/// The stand-in overlay images, then the extensions and overlays bundles of Talos v1.10.5 and of
+/// each of [`release_versions`]: each extensions bundle pins the stand-in extensions (already in
+/// `images`), each overlays bundle the sbc-raspberrypi version its release pins, by index digest.
+/// Bundles with the same content are the same image under another tag.
 fn build_bundles(images: &mut BTreeMap<String, PushedImage>, opts: &Options) -> Result<()> {
     let started = std::time::Instant::now();
     let oci = opts.out.join("oci");
-    let sbc = bundles::build_sbc_raspberrypi(&oci.join("sbc-raspberrypi"), opts.epoch)?;
     let (digests, descriptions) = bundles::standin_extensions_files(&[
         (&SPIN, images["spin"].index_digest.as_str()),
         (&TAILSCALE, images["tailscale"].index_digest.as_str()),
     ]);
-    let extensions = bundles::build_extensions_bundle(
-        &oci.join("extensions"),
-        bundles::EXTENSIONS_REPOSITORY,
-        TALOS_VERSION,
-        &digests,
-        &descriptions,
-        opts.epoch,
-    )?;
-    let overlays = bundles::build_overlays_bundle(
-        &oci.join("overlays"),
-        bundles::OVERLAYS_REPOSITORY,
-        TALOS_VERSION,
-        &bundles::standin_overlays_yaml(&sbc.index_digest),
-        opts.epoch,
-    )?;
-    images.insert("sbc-raspberrypi".to_string(), sbc);
-    images.insert("extensions".to_string(), extensions);
-    images.insert("overlays".to_string(), overlays);
+    let mut releases = vec![(String::new(), TALOS_VERSION.to_string())];
+    releases.extend(release_versions().into_iter().map(|v| (format!("@{v}"), v)));
+    for (suffix, version) in releases {
+        let pin = sbc_raspberrypi_pin(&version)?;
+        let sbc_key = if pin == bundles::SBC_RASPBERRYPI_VERSION {
+            "sbc-raspberrypi".to_string()
+        } else {
+            format!("sbc-raspberrypi@{pin}")
+        };
+        if !images.contains_key(&sbc_key) {
+            let sbc = bundles::build_sbc_raspberrypi(&oci.join(&sbc_key), pin, opts.epoch)?;
+            images.insert(sbc_key.clone(), sbc);
+        }
+        let extensions = bundles::build_extensions_bundle(
+            &oci.join(format!("extensions{suffix}")),
+            bundles::EXTENSIONS_REPOSITORY,
+            &version,
+            &digests,
+            &descriptions,
+            opts.epoch,
+        )?;
+        let overlays = bundles::build_overlays_bundle(
+            &oci.join(format!("overlays{suffix}")),
+            bundles::OVERLAYS_REPOSITORY,
+            &version,
+            &bundles::standin_overlays_yaml(pin, &images[&sbc_key].index_digest),
+            opts.epoch,
+        )?;
+        images.insert(format!("extensions{suffix}"), extensions);
+        images.insert(format!("overlays{suffix}"), overlays);
+    }
     log(&format!(
         "wrote the sbc-raspberrypi, extensions and overlays image layouts ({} ms)",
         started.elapsed().as_millis()
@@ -718,7 +834,7 @@ pub fn build(opts: &Options) -> Result<Fixtures> {
     let desc_file = build_dir.join("description.json");
     let cached = !opts.force
         && fs::read_to_string(&key_file).ok().as_deref() == Some(key.as_str())
-        && IMAGE_NAMES.iter().all(|n| opts.out.join("oci").join(n).join("index.json").exists());
+        && image_names()?.iter().all(|n| opts.out.join("oci").join(n).join("index.json").exists());
     let fixtures = match (cached, fs::read(&desc_file)) {
         (true, Ok(bytes)) => {
             log("inputs unchanged: reusing the built images");
@@ -732,7 +848,7 @@ pub fn build(opts: &Options) -> Result<Fixtures> {
                 builds.push(build_arch(input, opts).with_context(|| format!("building the {arch} fixtures"))?);
             }
             let mut images = BTreeMap::new();
-            images.insert("imager".to_string(), build_imager(&builds, opts)?);
+            build_imagers(&builds, opts, &mut images)?;
             images.insert("spin".to_string(), build_extension(&SPIN, opts)?);
             images.insert("tailscale".to_string(), build_extension(&TAILSCALE, opts)?);
             build_bundles(&mut images, opts)?;

@@ -210,9 +210,10 @@ pub fn overlays_bundle_layer(overlays_yaml: &str, mtime: u64) -> Result<Layer> {
     single_file_layer(OVERLAYS, overlays_yaml.as_bytes(), mtime)
 }
 
-/// The one layer of the stand-in `siderolabs/sbc-raspberrypi:v0.1.5` overlay image.
-pub fn sbc_raspberrypi_layer(mtime: u64) -> Result<Layer> {
-    let what = format!("ghcr.io/{SBC_RASPBERRYPI_REPOSITORY}:{SBC_RASPBERRYPI_VERSION}");
+/// The one layer of the stand-in `siderolabs/sbc-raspberrypi:<version>` overlay image
+/// (`v0.1.5`, `v0.2.0`: each Talos release pins one, see [`kernel_cmdline::quirks::RELEASES`]).
+pub fn sbc_raspberrypi_layer(version: &str, mtime: u64) -> Result<Layer> {
+    let what = format!("ghcr.io/{SBC_RASPBERRYPI_REPOSITORY}:{version}");
     let mut b = LayerBuilder::new(mtime);
     b.file(
         "profiles/rpi_generic.yaml",
@@ -307,13 +308,13 @@ pub fn build_overlays_bundle(
     write_layout(dir, repository, tag, &[&layer], epoch, "the overlays bundle")
 }
 
-/// Writes the stand-in `siderolabs/sbc-raspberrypi:v0.1.5` as an OCI image layout at `dir`.
+/// Writes the stand-in `siderolabs/sbc-raspberrypi:<version>` as an OCI image layout at `dir`.
 ///
 /// # Errors
 /// Writing the layout.
-pub fn build_sbc_raspberrypi(dir: &Path, epoch: u64) -> Result<PushedImage> {
-    let layer = sbc_raspberrypi_layer(epoch)?;
-    write_layout(dir, SBC_RASPBERRYPI_REPOSITORY, SBC_RASPBERRYPI_VERSION, &[&layer], epoch, "an overlay image")
+pub fn build_sbc_raspberrypi(dir: &Path, version: &str, epoch: u64) -> Result<PushedImage> {
+    let layer = sbc_raspberrypi_layer(version, epoch)?;
+    write_layout(dir, SBC_RASPBERRYPI_REPOSITORY, version, &[&layer], epoch, "an overlay image")
 }
 
 /// The stand-in `image-digests` and `descriptions.yaml` of extensions v1.10.5 for these stand-in
@@ -323,14 +324,15 @@ pub fn standin_extensions_files(extensions: &[(&Extension, &str)]) -> (String, S
     (image_digests(&entries), descriptions_yaml(&entries))
 }
 
-/// The stand-in `overlays.yaml` of overlays v1.10.5: [`SBC_RASPBERRYPI_OVERLAYS`], all pinned to
-/// the stand-in `sbc-raspberrypi` index digest `digest`.
-pub fn standin_overlays_yaml(digest: &str) -> String {
+/// The stand-in `overlays.yaml` of an overlays bundle: [`SBC_RASPBERRYPI_OVERLAYS`], all pinned to
+/// the stand-in `sbc-raspberrypi:<version>` (`v0.1.5` for overlays v1.10.5) of index digest
+/// `digest`.
+pub fn standin_overlays_yaml(version: &str, digest: &str) -> String {
     let entries: Vec<OverlayEntry> = SBC_RASPBERRYPI_OVERLAYS
         .iter()
         .map(|n| OverlayEntry {
             name: n.to_string(),
-            image: format!("ghcr.io/{SBC_RASPBERRYPI_REPOSITORY}:{SBC_RASPBERRYPI_VERSION}"),
+            image: format!("ghcr.io/{SBC_RASPBERRYPI_REPOSITORY}:{version}"),
             digest: digest.to_string(),
         })
         .collect();
@@ -446,7 +448,7 @@ mod tests {
     #[test]
     fn overlays() {
         assert_eq!(
-            standin_overlays_yaml(D1),
+            standin_overlays_yaml(SBC_RASPBERRYPI_VERSION, D1),
             format!(
                 "overlays:\n  - name: rpi_generic\n    image: ghcr.io/siderolabs/sbc-raspberrypi:v0.1.5\n    digest: {D1}\n\
                  \x20 - name: revpi_generic\n    image: ghcr.io/siderolabs/sbc-raspberrypi:v0.1.5\n    digest: {D1}\n"
@@ -497,7 +499,7 @@ mod tests {
         for arch in ["amd64", "arm64"] {
             assert_eq!(crate::oci::layout_layers(&one.layout, "v1", arch).unwrap().len(), 1);
         }
-        let sbc = build_sbc_raspberrypi(&base.join("3"), 5).unwrap();
+        let sbc = build_sbc_raspberrypi(&base.join("3"), SBC_RASPBERRYPI_VERSION, 5).unwrap();
         let blob = &crate::oci::layout_layers(&sbc.layout, SBC_RASPBERRYPI_VERSION, "arm64").unwrap()[0];
         let mut tar = Vec::new();
         flate2::read::GzDecoder::new(&blob[..]).read_to_end(&mut tar).unwrap();

@@ -198,6 +198,23 @@ impl Layout {
         Ok(desc)
     }
 
+    /// Hard-links the blob `digest` from the layout at `from` into this one (falling back to a
+    /// copy across file systems), so layouts that share a large layer store it once.
+    ///
+    /// # Errors
+    /// A blob missing from `from`, an I/O error.
+    pub fn link_blob(&self, from: &Path, digest: &Sha256Digest) -> Result<()> {
+        let src = from.join("blobs/sha256").join(digest.hex());
+        let dst = self.dir.join("blobs/sha256").join(digest.hex());
+        if dst.exists() {
+            return Ok(());
+        }
+        if fs::hard_link(&src, &dst).is_err() {
+            fs::copy(&src, &dst).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+        }
+        Ok(())
+    }
+
     /// Stores a layer blob (once) without hashing it again.
     pub fn put_layer(&self, layer: &Layer) -> Result<Descriptor> {
         let path = self.dir.join("blobs/sha256").join(layer.digest.hex());

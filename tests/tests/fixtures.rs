@@ -313,7 +313,7 @@ fn registry_serves_the_overlays_bundle_and_the_overlay() {
     let layers = shared_layers(&f, img, &check_index(&f, img));
     assert_eq!(layers.len(), 1, "FROM scratch, one file");
     let text = only_file(&f, img, &layers[0], "overlays.yaml");
-    assert_eq!(text, bundles::standin_overlays_yaml(&sbc.index_digest));
+    assert_eq!(text, bundles::standin_overlays_yaml(bundles::SBC_RASPBERRYPI_VERSION, &sbc.index_digest));
     // overlays: [{name, image, digest}], every digest the overlay image's index digest.
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("overlays:"));

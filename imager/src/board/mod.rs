@@ -72,15 +72,17 @@ pub fn image_name(board: &str, arch: &str) -> String {
 const ALIGN: u64 = 2048;
 /// MiB in sectors.
 const MIB: u64 = (1 << 20) / SECTOR;
-/// Talos `META` partition size (Talos `pkg/machinery/constants` `MetaSize`... 1 MiB).
-const META_MIB: u64 = 1;
-/// Talos `STATE` partition size (100 MiB; Talos's STATE volume default).
-const STATE_MIB: u64 = 100;
+use kernel_cmdline::quirks::{EPHEMERAL_MIN_MIB, META_MIB, STATE_MIB};
 /// The smallest boot partition: 256 MiB (Talos's EFI partition is 100 MiB, but here it also
 /// holds the kernel and the initramfs).
 const MIN_BOOT_MIB: u64 = 256;
 
-/// A CM3's eMMC ("4 GB"): the size Linux reports for it, in bytes.
+/// The default `--disk-size`: a CM3's eMMC, in bytes. The Compute Module 1/3 datasheet (v1.0,
+/// §8 "Booting") gives "4GB eMMC"; the user data area of such a part is smaller than 4 × 10⁹
+/// bytes: this assumes 7,634,944 sectors of 512 bytes (3,728 MiB, 3.64 GiB), the size Linux
+/// reports (`/sys/block/mmcblk0/size`) for common 4 GB eMMC parts. An image for this size
+/// leaves EPHEMERAL at least [`EPHEMERAL_MIN_MIB`] for every Talos version ([`layout`]); a larger
+/// card takes `--disk-size`.
 pub const CM3_EMMC_BYTES: u64 = 7_634_944 * SECTOR;
 
 /// What goes into a board image from the Talos build.
@@ -146,8 +148,15 @@ pub fn grub_cfg(talos_version: &str, cmdline: &str) -> String {
 /// The GPT layout for a disk of `disk_sectors` whose boot partition needs `boot_sectors`: EFI,
 /// META, STATE, then EPHEMERAL to the last usable LBA (`disk_sectors` − 34).
 ///
+/// The layout is the same for every Talos version: Talos's own arm64 layout puts the kernel and
+/// initramfs in an EFI partition of [`Quirks::uki_efi_partition_mib`] (2101 MiB from Talos 1.11),
+/// which on a [`CM3_EMMC_BYTES`] eMMC would leave EPHEMERAL below Talos's 2 GiB minimum; here the
+/// boot partition is sized to its content instead.
+///
+/// [`Quirks::uki_efi_partition_mib`]: kernel_cmdline::quirks::Quirks::uki_efi_partition_mib
+///
 /// # Errors
-/// A disk too small for the fixed partitions and at least 512 MiB of EPHEMERAL.
+/// A disk too small for the fixed partitions and [`EPHEMERAL_MIN_MIB`] of EPHEMERAL.
 pub fn layout(disk_sectors: u64, boot_sectors: u64, guid: &dyn Fn(&str) -> uuid::Uuid) -> Result<Vec<Partition>> {
     let linux = gpt::partition_types::LINUX_FS;
     let mut parts = Vec::new();
@@ -161,10 +170,11 @@ pub fn layout(disk_sectors: u64, boot_sectors: u64, guid: &dyn Fn(&str) -> uuid:
         next += len.div_ceil(ALIGN) * ALIGN;
     }
     let last_usable = disk_sectors.saturating_sub(34);
-    let min_ephemeral = 512 * MIB;
+    let min_ephemeral = EPHEMERAL_MIN_MIB * MIB;
     anyhow::ensure!(
-        last_usable >= next + min_ephemeral,
-        "a disk of {} MiB is too small: EFI, META and STATE take {} MiB and EPHEMERAL needs at least {} MiB",
+        last_usable + 1 >= next + min_ephemeral,
+        "a disk of {} MiB is too small: EFI, META and STATE take {} MiB and EPHEMERAL needs at least {} MiB \
+         (Talos's EphemeralMinSize)",
         disk_sectors / MIB,
         next / MIB,
         min_ephemeral / MIB
@@ -268,6 +278,33 @@ mod tests {
         let args = rpi_cm3_kernel_args(&extra).unwrap();
         preset::talos(TalosVersion::new(1, 10, 5), Platform::Metal, Arch::Arm64, Some(Overlay::RpiGeneric), &args)
             .unwrap()
+    }
+
+    /// Every Talos release moonboot builds fits a 4 GB CM3 ([`CM3_EMMC_BYTES`]) with a boot
+    /// partition of 512 MiB (kernel, an initramfs with extensions and the firmware take about
+    /// 200 MiB): EPHEMERAL keeps Talos's minimum, so Talos locates it and never provisions. Talos's
+    /// own layout would not fit from 1.11 on, which is why the boot partition is sized here.
+    #[test]
+    fn the_cm3_layout_of_every_release_fits_a_4gb_emmc() {
+        use kernel_cmdline::quirks::{Quirks, RELEASES};
+        let disk_mib = CM3_EMMC_BYTES / (1 << 20);
+        assert_eq!(disk_mib, 3728);
+        for release in RELEASES {
+            let q = Quirks::new(release.newest);
+            let parts = layout(CM3_EMMC_BYTES / SECTOR, 512 * MIB, &|_| uuid::Uuid::nil()).unwrap();
+            let names: Vec<&str> = parts.iter().map(|p| p.name).collect();
+            assert_eq!(names, ["EFI", "META", "STATE", "EPHEMERAL"]);
+            let mib = |p: &Partition| (p.last_lba + 1 - p.first_lba) / MIB;
+            assert_eq!((mib(&parts[1]), mib(&parts[2])), (META_MIB, STATE_MIB));
+            let ephemeral = mib(&parts[3]);
+            assert!(ephemeral >= EPHEMERAL_MIN_MIB, "{}: EPHEMERAL {ephemeral} MiB", release.newest);
+            assert_eq!(parts[3].last_lba, CM3_EMMC_BYTES / SECTOR - 34, "nothing left for Talos to grow into");
+            let talos_own = q.uki_efi_partition_mib() + META_MIB + STATE_MIB + EPHEMERAL_MIN_MIB + 2;
+            assert_eq!(talos_own <= disk_mib, release.minor <= (1, 10), "{}: {talos_own} MiB", release.newest);
+        }
+        // Too small for Talos's minimum: refused with the reason.
+        let err = layout(2600 * MIB, 512 * MIB, &|_| uuid::Uuid::nil()).unwrap_err().to_string();
+        assert!(err.contains("EPHEMERAL needs at least 2048 MiB"), "{err}");
     }
 
     #[test]

@@ -49,6 +49,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use boot_artifact::digest::Sha256Digest;
 use kernel_cmdline::preset::{self, Arch, TalosVersion};
+use kernel_cmdline::quirks::{Quirk, Quirks};
 use serde::Serialize;
 
 use crate::cli::build::{Args, Board, ExtensionCommand};
@@ -262,6 +263,8 @@ struct Plan {
     profile: profile::Plan,
     /// The Talos version as semver, for the extensions' compatibility checks.
     talos: semver::Version,
+    /// The Talos version, for its quirks ([`kernel_cmdline::quirks`]).
+    talos_preset: TalosVersion,
     /// The `metal` command line (also the boot artifact's), with the overlay's arguments.
     cmdline_metal: String,
     /// The `aws` command line.
@@ -396,6 +399,7 @@ fn plan(args: &Args) -> Result<Plan> {
         epoch,
         profile,
         talos,
+        talos_preset,
         cmdline_metal: cmdline_metal.to_string(),
         cmdline_aws: cmdline_aws.to_string(),
         registry,
@@ -422,6 +426,9 @@ struct Pulled {
     vmlinuz: Vec<u8>,
     /// Talos's `initramfs.xz`, before extensions.
     base_initramfs: Vec<u8>,
+    /// The release's SPDX SBOM (`talos.spdx.json`, Talos ≥ 1.11), written as
+    /// `talos-<arch>.spdx.json`.
+    sbom: Option<Vec<u8>>,
     /// What build.json records of the Talos imager image.
     base_input: ImageInput,
     /// Every extension, validated: the pulled ones in plan order, then talos-agent.
@@ -503,16 +510,26 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
 
     let bar = Progress::bytes(&format!("pulling {} for linux/{arch}", plan.profile.base));
     let base = puller.resolve(&plan.profile.base, arch).context("Talos imager image")?;
-    let (vmlinuz, base_initramfs) = puller.boot_files(&base, arch, tmp, &bar)?;
+    let pull::BootFiles { vmlinuz, initramfs: base_initramfs, sbom } = puller.boot_files(&base, arch, tmp, &bar)?;
     bar.finish();
     let (kpath, ipath) = boot_artifact::artifact::imager_paths(arch);
-    let base_input = image_input(
-        &base,
-        BTreeMap::from([
-            (kpath, Sha256Digest::of(&vmlinuz).to_string()),
-            (ipath, Sha256Digest::of(&base_initramfs).to_string()),
-        ]),
-    );
+    let mut files = BTreeMap::from([
+        (kpath, Sha256Digest::of(&vmlinuz).to_string()),
+        (ipath, Sha256Digest::of(&base_initramfs).to_string()),
+    ]);
+    match &sbom {
+        Some(b) => {
+            files.insert(pull::sbom_path(arch), Sha256Digest::of(b).to_string());
+        }
+        None if Quirks::new(plan.talos_preset).has(Quirk::Spdx) => line(&format!(
+            "warning: {} has no /{}, which Talos {} images carry: is it a Talos imager image?",
+            plan.profile.base,
+            pull::sbom_path(arch),
+            plan.profile.talos_version
+        )),
+        None => {}
+    }
+    let base_input = image_input(&base, files);
 
     let mut validated: Vec<Validated> = Vec::new();
     for ExtensionSource { reference, official, name } in &sources {
@@ -571,6 +588,7 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
     Ok(Pulled {
         vmlinuz,
         base_initramfs,
+        sbom,
         base_input,
         extensions: validated,
         agent_layer,
@@ -674,6 +692,9 @@ fn write_outputs(plan: &Plan, pulled: &Pulled, assembled: &Assembled, out: &Path
     write(&format!("initramfs-metal-{arch}.xz"), &assembled.initramfs.initramfs)?;
     write(&format!("cmdline-metal-{arch}"), plan.cmdline_metal.as_bytes())?;
     write(&format!("cmdline-aws-{arch}"), plan.cmdline_aws.as_bytes())?;
+    if let Some(sbom) = &pulled.sbom {
+        write(&format!("talos-{arch}.spdx.json"), sbom)?;
+    }
     let boot = artifact::write_boot_artifact(
         &out.join(format!("boot-{arch}")),
         &artifact::BootArtifact {

@@ -23,6 +23,26 @@ use super::progress::Progress;
 pub const MAX_KERNEL: u64 = 256 << 20;
 /// Bound on the Talos `initramfs.xz`: 1 GiB.
 pub const MAX_INITRAMFS: u64 = 1 << 30;
+/// Upper bound of `talos.spdx.json` (64 MiB; Talos's SBOM is a few hundred KiB).
+pub const MAX_SBOM: u64 = 64 << 20;
+
+/// What the Talos imager image holds for one architecture.
+#[derive(Debug)]
+pub struct BootFiles {
+    /// `usr/install/<arch>/vmlinuz`.
+    pub vmlinuz: Vec<u8>,
+    /// `usr/install/<arch>/initramfs.xz`.
+    pub initramfs: Vec<u8>,
+    /// `usr/install/<arch>/talos.spdx.json`, the release's SPDX SBOM, in Talos ≥ 1.11 images
+    /// (talos `Dockerfile`, stage `install-artifacts-<arch>`; `Quirk::Spdx`).
+    pub sbom: Option<Vec<u8>>,
+}
+
+/// Where a Talos ≥ 1.11 imager image keeps its SPDX SBOM for `arch` (talos v1.11.0 `Dockerfile`:
+/// `COPY --from=sbom-<arch> /talos-<arch>.spdx.json /usr/install/<arch>/talos.spdx.json`).
+pub fn sbom_path(arch: &str) -> String {
+    format!("usr/install/{arch}/talos.spdx.json")
+}
 /// Bound on one extension layer blob: 1 GiB.
 pub const MAX_EXTENSION_LAYER: u64 = 1 << 30;
 
@@ -141,21 +161,19 @@ impl Puller {
 
     /// Takes `usr/install/<arch>/vmlinuz` and `usr/install/<arch>/initramfs.xz` out of the imager
     /// image `from` (layers applied in order; a later layer or a whiteout wins). Blobs are
-    /// spooled through temporary files in `tmp`. Returns (vmlinuz, initramfs).
+    /// spooled through temporary files in `tmp`, and the SPDX SBOM when the image has one.
     ///
     /// # Errors
     /// [`PullError::BootFile`] when a file is missing; [`PullError::BootLayer`] when a layer is
     /// refused (a boot file over its bound or not a regular file, a hostile path, a bomb).
-    pub fn boot_files(
-        &self,
-        from: &Resolved,
-        arch: &str,
-        tmp: &Path,
-        bar: &Progress,
-    ) -> Result<(Vec<u8>, Vec<u8>), PullError> {
+    pub fn boot_files(&self, from: &Resolved, arch: &str, tmp: &Path, bar: &Progress) -> Result<BootFiles, PullError> {
         let (kpath, ipath) = boot_artifact::artifact::imager_paths(arch);
         let reference = from.reference.to_string();
-        let wanted = [Wanted::new(kpath.clone(), MAX_KERNEL), Wanted::new(ipath.clone(), MAX_INITRAMFS)];
+        let wanted = [
+            Wanted::new(kpath.clone(), MAX_KERNEL),
+            Wanted::new(ipath.clone(), MAX_INITRAMFS),
+            Wanted::new(sbom_path(arch), MAX_SBOM),
+        ];
         let mut layers = Vec::new();
         for d in &from.manifest.layers {
             let file = self.fetch_to_file(from, d, tmp, bar)?;
@@ -168,9 +186,9 @@ impl Puller {
             reference: reference.clone(),
             reason: format!("no /{path} in the image (is it a Talos imager image?)"),
         };
-        let k = files.remove(&kpath).ok_or_else(|| bad(&kpath))?;
-        let i = files.remove(&ipath).ok_or_else(|| bad(&ipath))?;
-        Ok((k, i))
+        let vmlinuz = files.remove(&kpath).ok_or_else(|| bad(&kpath))?;
+        let initramfs = files.remove(&ipath).ok_or_else(|| bad(&ipath))?;
+        Ok(BootFiles { vmlinuz, initramfs, sbom: files.remove(&sbom_path(arch)) })
     }
 
     /// Fetches a small blob of `from` into memory, verified, refusing descriptors over `limit`.

@@ -168,6 +168,12 @@ impl Quirks {
         EFI_MIB + BIOS_GRUB_MIB + self.boot_partition_mib()
     }
 
+    /// Whether Talos at this version registers the machine configuration document `kind`
+    /// ([`CONFIG_DOCUMENT_KINDS`]; the legacy `v1alpha1` document has no kind).
+    pub fn knows_config_kind(self, kind: &str) -> bool {
+        CONFIG_DOCUMENT_KINDS.iter().any(|(k, since)| *k == kind && self.version >= *since)
+    }
+
     /// The minor release this version belongs to, when [`RELEASES`] has it.
     pub fn release(self) -> Option<&'static Release> {
         RELEASES.iter().find(|r| r.minor == (self.version.major, self.version.minor))
@@ -228,6 +234,103 @@ pub const STATE_MIB: u64 = 100;
 /// only when the disk has this much contiguous free space (`disk.go` `CanProvision`).
 pub const EPHEMERAL_MIN_MIB: u64 = 2048;
 
+/// Every machine configuration document kind Talos registers besides the legacy `v1alpha1`
+/// `Config` (`registry.Register` under talos `pkg/machinery/config/types/`, read at v1.12.11,
+/// v1.13.9 and v1.14.0-rc.1: 36, 44 and 89 kinds), with the first minor release that has it. Every
+/// kind's `apiVersion` is `v1alpha1`; none was removed. Only versions that take an embedded
+/// machine configuration (≥ 1.12, [`Quirk::EmbeddedConfig`]) need this list.
+pub const CONFIG_DOCUMENT_KINDS: [(&str, TalosVersion); 89] = [
+    ("BGPInstanceConfig", v(1, 14, 0)),
+    ("BlackholeRouteConfig", v(1, 13, 0)),
+    ("BondConfig", v(1, 12, 0)),
+    ("BridgeConfig", v(1, 12, 0)),
+    ("CRIBaseRuntimeSpecConfig", v(1, 14, 0)),
+    ("CRICustomizationConfig", v(1, 14, 0)),
+    ("ContainerConfig", v(1, 14, 0)),
+    ("DHCPv4Config", v(1, 12, 0)),
+    ("DHCPv6Config", v(1, 12, 0)),
+    ("DiscoveryIdentityConfig", v(1, 14, 0)),
+    ("DiscoveryServiceConfig", v(1, 14, 0)),
+    ("DummyLinkConfig", v(1, 12, 0)),
+    ("EnvironmentConfig", v(1, 13, 0)),
+    ("EtcFileConfig", v(1, 14, 0)),
+    ("EthernetConfig", v(1, 12, 0)),
+    ("EventSinkConfig", v(1, 12, 0)),
+    ("ExistingVolumeConfig", v(1, 12, 0)),
+    ("ExtensionServiceConfig", v(1, 12, 0)),
+    ("ExternalVolumeConfig", v(1, 13, 0)),
+    ("FilesystemScrubConfig", v(1, 14, 0)),
+    ("FilesystemTrimConfig", v(1, 14, 0)),
+    ("HCloudVIPConfig", v(1, 12, 0)),
+    ("HTTPProbeConfig", v(1, 14, 0)),
+    ("HostnameConfig", v(1, 12, 0)),
+    ("ImageCacheConfig", v(1, 14, 0)),
+    ("ImageVerificationConfig", v(1, 13, 0)),
+    ("KernelModuleConfig", v(1, 14, 0)),
+    ("KmsgLogConfig", v(1, 12, 0)),
+    ("KubeAPIServerCAConfig", v(1, 14, 0)),
+    ("KubeAPIServerConfig", v(1, 14, 0)),
+    ("KubeAdmissionControlConfig", v(1, 14, 0)),
+    ("KubeAggregatorCAConfig", v(1, 14, 0)),
+    ("KubeAuditPolicyConfig", v(1, 14, 0)),
+    ("KubeAuthenticationConfig", v(1, 14, 0)),
+    ("KubeAuthorizerConfig", v(1, 14, 0)),
+    ("KubeClusterConfig", v(1, 14, 0)),
+    ("KubeControllerManagerConfig", v(1, 14, 0)),
+    ("KubeCoreDNSConfig", v(1, 14, 0)),
+    ("KubeCredentialProviderConfig", v(1, 14, 0)),
+    ("KubeEtcdEncryptionConfig", v(1, 14, 0)),
+    ("KubeExternalManifestConfig", v(1, 14, 0)),
+    ("KubeFlannelCNIConfig", v(1, 14, 0)),
+    ("KubeInlineManifestConfig", v(1, 14, 0)),
+    ("KubeNetworkConfig", v(1, 14, 0)),
+    ("KubeNodeConfig", v(1, 14, 0)),
+    ("KubePrismConfig", v(1, 14, 0)),
+    ("KubeProxyConfig", v(1, 14, 0)),
+    ("KubeSchedulerConfig", v(1, 14, 0)),
+    ("KubeServiceAccountConfig", v(1, 14, 0)),
+    ("KubeSpanConfig", v(1, 13, 0)),
+    ("KubeSpanEndpointsConfig", v(1, 12, 0)),
+    ("KubeStaticPodConfig", v(1, 14, 0)),
+    ("KubeTalosAPIAccessConfig", v(1, 14, 0)),
+    ("KubeletConfig", v(1, 14, 0)),
+    ("LVMLogicalVolumeConfig", v(1, 14, 0)),
+    ("LVMVolumeGroupConfig", v(1, 14, 0)),
+    ("Layer2VIPConfig", v(1, 12, 0)),
+    ("LinkAliasConfig", v(1, 12, 0)),
+    ("LinkConfig", v(1, 12, 0)),
+    ("NetworkDefaultActionConfig", v(1, 12, 0)),
+    ("NetworkRuleConfig", v(1, 12, 0)),
+    ("OOMConfig", v(1, 12, 0)),
+    ("PCIDriverRebindConfig", v(1, 12, 0)),
+    ("RAIDArrayConfig", v(1, 14, 0)),
+    ("RawVolumeConfig", v(1, 12, 0)),
+    ("RegistryAuthConfig", v(1, 12, 0)),
+    ("RegistryMirrorConfig", v(1, 12, 0)),
+    ("RegistryTLSConfig", v(1, 12, 0)),
+    ("ResolverConfig", v(1, 12, 0)),
+    ("RoutingRuleConfig", v(1, 13, 0)),
+    ("SecurityProfileConfig", v(1, 14, 0)),
+    ("SideroLinkConfig", v(1, 12, 0)),
+    ("StaticHostConfig", v(1, 12, 0)),
+    ("SwapVolumeConfig", v(1, 12, 0)),
+    ("SysctlConfig", v(1, 14, 0)),
+    ("SysfsConfig", v(1, 14, 0)),
+    ("TCPProbeConfig", v(1, 13, 0)),
+    ("TimeSyncConfig", v(1, 12, 0)),
+    ("TrustedRootsConfig", v(1, 12, 0)),
+    ("UdevRulesConfig", v(1, 14, 0)),
+    ("UnattendedInstallConfig", v(1, 14, 0)),
+    ("UserVolumeConfig", v(1, 12, 0)),
+    ("VLANConfig", v(1, 12, 0)),
+    ("VRFConfig", v(1, 13, 0)),
+    ("VethConfig", v(1, 14, 0)),
+    ("VolumeConfig", v(1, 12, 0)),
+    ("WatchdogTimerConfig", v(1, 12, 0)),
+    ("WireguardConfig", v(1, 12, 0)),
+    ("ZswapConfig", v(1, 12, 0)),
+];
+
 /// The oldest version moonboot knows (the first patch of the oldest [`RELEASES`] entry).
 pub const OLDEST: TalosVersion = v(1, 7, 0);
 
@@ -272,6 +375,19 @@ mod tests {
         assert!(!q("1.11.6").has(Quirk::EmbeddedConfig) && q("1.12.0").has(Quirk::EmbeddedConfig));
         // TestPartitionSizes: UKI EFI = boot + 100 MiB + 1 MiB.
         assert_eq!((q("1.10.0").uki_efi_partition_mib(), q("1.11.0").uki_efi_partition_mib()), (1101, 2101));
+    }
+
+    #[test]
+    fn config_kinds_per_release_match_the_registry_counts() {
+        let count = |s: &str| CONFIG_DOCUMENT_KINDS.iter().filter(|(k, _)| q(s).knows_config_kind(k)).count();
+        assert_eq!((count("1.12.11"), count("1.13.9"), count("1.14.0")), (36, 44, 89));
+        assert!(q("1.12.0").knows_config_kind("HostnameConfig") && q("1.12.0").knows_config_kind("VolumeConfig"));
+        assert!(!q("1.12.11").knows_config_kind("KubeSpanConfig") && q("1.13.0").knows_config_kind("KubeSpanConfig"));
+        assert!(!q("1.13.9").knows_config_kind("KubeletConfig") && q("1.14.0").knows_config_kind("KubeletConfig"));
+        assert!(!q("1.14.0").knows_config_kind("v1alpha1") && !q("1.14.0").knows_config_kind("FooConfig"));
+        let mut names: Vec<&str> = CONFIG_DOCUMENT_KINDS.iter().map(|(k, _)| *k).collect();
+        names.dedup();
+        assert_eq!(names.len(), CONFIG_DOCUMENT_KINDS.len(), "sorted, no duplicates");
     }
 
     #[test]

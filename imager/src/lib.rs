@@ -14,6 +14,7 @@ pub mod cloud_init;
 pub mod extension;
 pub mod inspect;
 pub mod kernel_args;
+pub mod machine_config;
 pub mod netboot;
 pub mod oci_layout;
 pub mod publish;

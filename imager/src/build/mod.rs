@@ -6,7 +6,8 @@
 //! image's `usr/install/<arch>/{vmlinuz,initramfs.xz}` and every extension image (the published
 //! talos-agent extension among them) for the target architecture ([`pull`]); flatten and validate each extension as Talos does
 //! ([`crate::extension::tree`], [`crate::extension::manifest`]); or build the talos-agent
-//! extension here from a binary ([`agent_extension`]); assemble the initramfs ([`initramfs`], [`squashfs`], [`cpio`]); unpack
+//! extension here from a binary ([`agent_extension`]); with an embedded machine configuration
+//! (Talos ≥ 1.12), add the `embedded-config` extension last ([`embedded_config`]); assemble the initramfs ([`initramfs`], [`squashfs`], [`cpio`]); unpack
 //! the arm64 kernel from EFI zboot for the boot artifact ([`artifact`]); write everything into a
 //! temporary directory next to `--output` and move it into place only when all of it succeeded.
 //!
@@ -37,6 +38,7 @@
 pub mod agent_extension;
 pub mod artifact;
 pub mod cpio;
+pub mod embedded_config;
 pub mod initramfs;
 pub mod profile;
 pub mod progress;
@@ -307,6 +309,7 @@ fn plan(args: &Args) -> Result<Plan> {
         profile: args.profile.as_deref(),
         schematic: args.schematic.as_deref(),
         talos_version: args.talos_version.as_deref(),
+        embed_config: args.embed_config.as_deref(),
         base: args.base.as_deref(),
         system_extension_images: &args.system_extension_images,
         overlay: args.overlay.as_deref(),
@@ -327,6 +330,17 @@ fn plan(args: &Args) -> Result<Plan> {
             format!("overlay {name:?}: its kernel arguments are not known to this imager (known: rpi_generic)")
         })?),
     };
+    if let Some(embedded) = &profile.embedded_config {
+        anyhow::ensure!(
+            Quirks::new(talos_preset).has(Quirk::EmbeddedConfig),
+            "{}: an embedded machine configuration needs Talos v1.12.0 or later (Talos {} does not read \
+             /usr/local/etc/talos/config.yaml; Image Factory refuses it too)",
+            embedded.source,
+            profile.talos_version
+        );
+        crate::machine_config::validate(&embedded.config, talos_preset)
+            .with_context(|| format!("{}: not a Talos {} machine configuration", embedded.source, profile.talos_version))?;
+    }
     let extra = crate::kernel_args::parse_extra(&profile.extra_kernel_args)?;
     let cmdline_metal = preset::talos(talos_preset, preset::Platform::Metal, args.arch, overlay, &extra)?;
     let cmdline_aws = preset::talos(talos_preset, preset::Platform::Aws, args.arch, None, &extra)?;
@@ -574,6 +588,25 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
                         Sha256Digest::of(agent_extension::SERVICE_SPEC.as_bytes()).to_string(),
                     ),
                 ]),
+            },
+            ext,
+        });
+    }
+    // The embedded machine configuration, after every other extension (talos `pkg/imager`
+    // `Execute`: `handleEmbeddedConfig` appends it last).
+    if let Some(embedded) = &plan.profile.embedded_config {
+        let tree = embedded_config::tree(&embedded.config, plan.talos_preset);
+        let (ext, manifest) = validate(&tree, &embedded.source, &plan.talos)?;
+        validated.push(Validated {
+            input: ExtensionInput {
+                name: manifest.metadata.name.clone(),
+                version: manifest.metadata.version.clone(),
+                official: None,
+                image: None,
+                files: BTreeMap::from([(
+                    embedded_config::CONFIG_PATH.to_string(),
+                    Sha256Digest::of(&embedded.config).to_string(),
+                )]),
             },
             ext,
         });

@@ -20,8 +20,9 @@
 //! `--system-extension-image` replaces the profile's extension list (official ones included);
 //! `--extra-kernel-arg` values follow the profile's. A schematic (`--schematic`) adds its
 //! `officialExtensions`, its `overlay` (by name, as the Image Factory resolves it) and its
-//! `extraKernelArgs`; META values, an embedded machine configuration, `bootloader`,
-//! `secureboot.enrollKeys` and `diskImage` are refused (not built yet), never dropped.
+//! `extraKernelArgs` and its `embeddedMachineConfiguration` (as `--embed-config` gives one);
+//! META values, `bootloader`, `secureboot.enrollKeys` and `diskImage` are refused (not built
+//! yet), never dropped.
 
 use std::path::{Path, PathBuf};
 
@@ -118,6 +119,18 @@ pub struct Plan {
     pub extensions_bundle: Reference,
     /// The overlays bundle (`ghcr.io/siderolabs/overlays:<talos version>` unless overridden).
     pub overlays_bundle: Reference,
+    /// The machine configuration to embed (`--embed-config`, or the schematic's
+    /// `customization.embeddedMachineConfiguration`), checked later against the Talos version.
+    pub embedded_config: Option<EmbeddedConfig>,
+}
+
+/// A machine configuration to embed, and where it came from (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedConfig {
+    /// The configuration's bytes, as they go into the image.
+    pub config: Vec<u8>,
+    /// `--embed-config <path>` or `<schematic>: customization.embeddedMachineConfiguration`.
+    pub source: String,
 }
 
 /// Inputs of [`plan`] from the command line.
@@ -129,6 +142,8 @@ pub struct Flags<'a> {
     pub schematic: Option<&'a Path>,
     /// `--talos-version`.
     pub talos_version: Option<&'a str>,
+    /// `--embed-config`.
+    pub embed_config: Option<&'a Path>,
     /// `--base`.
     pub base: Option<&'a str>,
     /// `--system-extension-image` values.
@@ -154,9 +169,9 @@ pub struct Flags<'a> {
 /// Merges the profile, schematic and flags (see the module docs).
 ///
 /// # Errors
-/// Unreadable files, bad references, schematic fields not built yet (META values, an embedded
-/// machine configuration, `bootloader`, `secureboot.enrollKeys`, `diskImage`), two different
-/// overlays.
+/// Unreadable files, bad references, schematic fields not built yet (META values, `bootloader`,
+/// `secureboot.enrollKeys`, `diskImage`), two different overlays, two machine configurations to
+/// embed (`--embed-config` and the schematic's).
 pub fn plan(flags: &Flags<'_>) -> Result<Plan> {
     let profile = match flags.profile {
         Some(p) => Profile::load(p)?,
@@ -195,6 +210,7 @@ pub fn plan(flags: &Flags<'_>) -> Result<Plan> {
         }
     }
     let mut overlay = flags.overlay.map(str::to_string).or(profile.overlay.clone());
+    let mut embedded = None;
     if let Some(path) = flags.schematic {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let s = crate::schematic::Schematic::parse(&text).with_context(|| path.display().to_string())?;
@@ -205,8 +221,13 @@ pub fn plan(flags: &Flags<'_>) -> Result<Plan> {
         // refused rather than dropped, so the schematic ID in build.json never names an image
         // this build is not.
         let c = &s.customization;
+        if !c.embedded_machine_configuration.is_empty() {
+            embedded = Some(EmbeddedConfig {
+                config: c.embedded_machine_configuration.clone().into_bytes(),
+                source: format!("{}: customization.embeddedMachineConfiguration", path.display()),
+            });
+        }
         for (set, field) in [
-            (!c.embedded_machine_configuration.is_empty(), "customization.embeddedMachineConfiguration"),
             (c.bootloader != crate::schematic::Bootloader::None, "customization.bootloader"),
             (!c.secureboot.enroll_keys.is_empty(), "customization.secureboot.enrollKeys"),
             (c.disk_image.sector_size != 0, "customization.diskImage.sectorSize"),
@@ -236,6 +257,21 @@ pub fn plan(flags: &Flags<'_>) -> Result<Plan> {
         extra_kernel_args.extend(s.customization.extra_kernel_args.iter().cloned());
     }
     extra_kernel_args.extend(flags.extra_kernel_args.iter().cloned());
+    if let Some(path) = flags.embed_config {
+        if let Some(e) = &embedded {
+            bail!("--embed-config {} and {} both give a machine configuration: keep one", path.display(), e.source);
+        }
+        let meta = std::fs::metadata(path).with_context(|| format!("--embed-config {}", path.display()))?;
+        anyhow::ensure!(
+            meta.len() <= crate::machine_config::MAX_CONFIG as u64,
+            "--embed-config {}: {} bytes, over the {}-byte bound",
+            path.display(),
+            meta.len(),
+            crate::machine_config::MAX_CONFIG
+        );
+        let config = std::fs::read(path).with_context(|| format!("--embed-config {}", path.display()))?;
+        embedded = Some(EmbeddedConfig { config, source: format!("--embed-config {}", path.display()) });
+    }
     let talos_agent = if flags.no_talos_agent || profile.talos_agent == Some(false) {
         TalosAgent::Off
     } else if let Some(p) = flags.agent_binary {
@@ -267,6 +303,7 @@ pub fn plan(flags: &Flags<'_>) -> Result<Plan> {
         )?,
         talos_version,
         base,
+        embedded_config: embedded,
         official_extensions: official,
         system_extensions: system,
         overlay,
@@ -283,6 +320,10 @@ pub fn schematic(plan: &Plan, overlay_image: Option<&Reference>) -> crate::schem
     let mut s = crate::schematic::Schematic::default();
     s.customization.extra_kernel_args = plan.extra_kernel_args.clone();
     s.customization.system_extensions.official_extensions = plan.official_extensions.clone();
+    if let Some(e) = &plan.embedded_config {
+        // Validated as UTF-8 before the build gets here (crate::machine_config).
+        s.customization.embedded_machine_configuration = String::from_utf8_lossy(&e.config).into_owned();
+    }
     if let (Some(name), Some(image)) = (&plan.overlay, overlay_image) {
         s.overlay.name = name.clone();
         s.overlay.image = image.repository.clone();
@@ -323,10 +364,6 @@ mod tests {
             ("customization:\n  bootloader: grub\n", "customization.bootloader"),
             ("customization:\n  diskImage: {sectorSize: 4096}\n", "customization.diskImage.sectorSize"),
             ("customization:\n  secureboot: {enrollKeys: force}\n", "customization.secureboot.enrollKeys"),
-            (
-                "customization:\n  embeddedMachineConfiguration: |\n    version: v1alpha1\n",
-                "customization.embeddedMachineConfiguration",
-            ),
         ] {
             std::fs::write(&file, yaml).unwrap();
             let err = plan(&Flags { schematic: Some(&file), ..Flags::default() }).unwrap_err().to_string();

@@ -19,6 +19,14 @@ pub struct Args {
     /// release's bundles) and its extraKernelArgs.
     #[arg(long, value_name = "FILE")]
     pub schematic: Option<PathBuf>,
+    /// Talos machine configuration (one or more YAML documents) to build into the image as the
+    /// `embedded-config` extension, as Image Factory's embeddedMachineConfiguration does: the
+    /// node boots configured instead of in maintenance mode. Talos v1.12.0 or later; checked
+    /// like Talos's config loader (document kinds, legacy keys, duplicates). Goes into the
+    /// schematic, so the schematic ID changes with it. The file holds secrets: keep the image
+    /// private.
+    #[arg(long, value_name = "FILE")]
+    pub embed_config: Option<PathBuf>,
     /// Output directory (created; our files in it are replaced).
     #[arg(long, value_name = "DIR", default_value = "_out")]
     pub output: PathBuf,

@@ -16,9 +16,10 @@ use std::net::TcpListener;
 
 use crate::{say, Result};
 
-/// `configured` when `standin.apid=configured` is on the command line, else `maintenance`.
+/// `configured` when `standin.apid=configured` is on the command line or the image embeds a
+/// machine configuration complete for boot ([`crate::embedded_config`]), else `maintenance`.
 pub fn mode(cmdline: &str) -> &'static str {
-    if cmdline.split_whitespace().any(|a| a == "standin.apid=configured") {
+    if cmdline.split_whitespace().any(|a| a == "standin.apid=configured") || crate::embedded_config::complete() {
         "configured"
     } else {
         "maintenance"

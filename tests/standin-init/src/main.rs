@@ -21,16 +21,19 @@
 //!    running system: `internal/app/init/main.go`, `constants.ExtensionsRuntimeConfigFile`) and
 //!    the root's `/etc/os-release` to `/etc/os-release`, so extension service mounts find them;
 //! 8. brings up `lo` and configures the static IPv4 `ip=` of the command line ([`net`]);
-//! 9. answers TLS on :50000 like apid in maintenance mode, or, with `standin.apid=configured`,
-//!    like a configured apid that requests a client certificate, and prints the served
-//!    certificate's SPKI fingerprint ([`apid`]);
+//! 9. reads an embedded machine configuration, when an extension put one at
+//!    `/usr/local/etc/talos/config.yaml`, and masks its directory as Talos does
+//!    ([`embedded_config`]);
+//! 10. answers TLS on :50000 like apid in maintenance mode, or, with `standin.apid=configured` or
+//!    an embedded configuration complete for boot, like a configured apid that requests a client
+//!    certificate, and prints the served certificate's SPKI fingerprint ([`apid`]);
 //!    With `standin.role=controlplane` trustd's :50001 accepts connections, and with
 //!    `standin.etcd=running` also etcd's :2379, as on a bootstrapped node ([`controlplane`]);
-//! 10. starts the extension services of `/root/usr/local/etc/containers/*.yaml` that Talos would
+//! 11. starts the extension services of `/root/usr/local/etc/containers/*.yaml` that Talos would
 //!     start in maintenance mode, chrooted into their roots, output on the console as
 //!     `ext-<name>: …`, restarted as their spec says ([`services`]);
-//! 11. prints `MOONBOOT-STANDIN-INIT: ready`;
-//! 12. powers off (`reboot(RB_POWER_OFF)`), unless `standin.hold` is on the kernel command line,
+//! 12. prints `MOONBOOT-STANDIN-INIT: ready`;
+//! 13. powers off (`reboot(RB_POWER_OFF)`), unless `standin.hold` is on the kernel command line,
 //!     in which case it sleeps forever (reaping children).
 //!
 //! On any failure it prints `MOONBOOT-STANDIN-INIT: error: …` and powers off the same way, so a
@@ -57,6 +60,7 @@ use std::sync::OnceLock;
 
 mod apid;
 mod controlplane;
+mod embedded_config;
 mod net;
 mod services;
 
@@ -401,6 +405,7 @@ fn run() -> Result<()> {
     mount("tmpfs", "/run", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=0755")?;
     talos_runtime_files()?;
     let network_up = net::configure(&cmdline)?;
+    embedded_config::acquire()?;
     apid::start(&cmdline)?;
     controlplane::start(&cmdline)?;
     services::start_all(Path::new("/root"), network_up);

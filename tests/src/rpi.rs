@@ -203,9 +203,10 @@ pub mod support {
 
     use crate::fixtures::{fixtures_dir, skip};
 
-    /// A test disk: 1 GiB (QEMU's raspi3b wants an SD card whose size is a power of two; the CM3
-    /// default is its 4 GB eMMC).
-    pub const DISK: u64 = 1 << 30;
+    /// A test disk: 4 GiB, the smallest power of two (QEMU's raspi3b wants an SD card of such a
+    /// size) that leaves EPHEMERAL Talos's 2 GiB minimum; the CM3 default is its 4 GB eMMC
+    /// (`imager::board::CM3_EMMC_BYTES`, 3728 MiB). Sparse on disk.
+    pub const DISK: u64 = 4 << 30;
 
     /// `target/rpi-inputs/files` when `scripts/rpi-inputs` has filled it; otherwise `None`, after
     /// reporting `test` as skipped (a failure under `MOONBOOT_REQUIRE_FIXTURES=1`).

@@ -38,6 +38,80 @@ pub struct Options {
     pub controlplane: Option<ControlPlane>,
     /// Print progress lines on stderr.
     pub verbose: bool,
+    /// The Talos version to build and whether to embed a machine configuration.
+    pub image: Image,
+}
+
+/// What Talos image the demo builds: the version (its stand-in release must be served:
+/// [`serve_release`]) and an optional machine configuration to embed (Talos ≥ 1.12; the node then
+/// boots configured).
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// `--talos-version` (`v1.10.5` by default, the operator's).
+    pub talos_version: String,
+    /// `--embed-config`.
+    pub embed_config: Option<PathBuf>,
+}
+
+impl Default for Image {
+    fn default() -> Self {
+        Image { talos_version: crate::build::TALOS_VERSION.to_string(), embed_config: None }
+    }
+}
+
+impl Image {
+    /// The `imager build` flags that select this image.
+    pub fn build_args(&self) -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = vec!["--talos-version".into(), self.talos_version.clone().into()];
+        if let Some(c) = &self.embed_config {
+            a.push("--embed-config".into());
+            a.push(c.clone().into());
+        }
+        a
+    }
+
+    /// The phase a node of this image reaches: `configured` with an embedded configuration,
+    /// else `maintenance_ready`.
+    pub fn phase(&self) -> &'static str {
+        if self.embed_config.is_some() {
+            "configured"
+        } else {
+            "maintenance_ready"
+        }
+    }
+}
+
+/// Makes sure the fixture registry serves a stand-in Talos `version` release (imager image,
+/// extensions and overlays bundles under that tag): the fixtures build [`TALOS_VERSION`] and
+/// the newest patch of each minor ([`crate::build::release_versions`]); any other supported
+/// version is tagged from the served release of its minor (else from [`TALOS_VERSION`]) with
+/// `skopeo copy`. Returns the release it was tagged from, if it was.
+///
+/// [`TALOS_VERSION`]: crate::build::TALOS_VERSION
+///
+/// # Errors
+/// A version moonboot does not support, `skopeo`.
+pub fn serve_release(f: &Fixtures, version: &str) -> Result<Option<String>> {
+    let v: kernel_cmdline::preset::TalosVersion = version.parse()?;
+    anyhow::ensure!(v.is_supported(), "Talos {version} is not supported (moonboot knows v1.7.0 to v{}.x)", kernel_cmdline::quirks::newest_minor());
+    let version = v.to_string();
+    if f.images.values().any(|i| i.repository == crate::build::IMAGER_REPOSITORY && i.tag == version) {
+        return Ok(None);
+    }
+    let from = crate::build::release_versions()
+        .into_iter()
+        .find(|r| r.parse::<kernel_cmdline::preset::TalosVersion>().is_ok_and(|r| (r.major, r.minor) == (v.major, v.minor)))
+        .unwrap_or_else(|| crate::build::TALOS_VERSION.to_string());
+    for repo in [crate::build::IMAGER_REPOSITORY, crate::bundles::EXTENSIONS_REPOSITORY, crate::bundles::OVERLAYS_REPOSITORY] {
+        run(
+            Command::new("skopeo")
+                .args(["copy", "--all", "--preserve-digests", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false"])
+                .arg(format!("docker://{}/{repo}:{from}", f.registry))
+                .arg(format!("docker://{}/{repo}:{version}", f.registry)),
+            "skopeo copy",
+        )?;
+    }
+    Ok(Some(from))
 }
 
 /// The stand-in control plane's etcd (see [`Options::controlplane`]).
@@ -56,7 +130,7 @@ impl Options {
             Some(ControlPlane::NotBootstrapped) => "bootstrap_ready",
             Some(ControlPlane::Bootstrapped) => "configured",
             None if self.configured => "configured",
-            None => "maintenance_ready",
+            None => self.image.phase(),
         }
     }
 }
@@ -309,7 +383,10 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
     let out = o.work.join("_out");
     say(o, &format!("imager build --arch arm64 --registry-mirror {} → {}", f.mirror, out.display()));
     let t = Instant::now();
-    run(fixture_build(&imager, f, &agent_arm64).arg("--output").arg(&out), "imager build")?;
+    if let Some(from) = serve_release(f, &o.image.talos_version)? {
+        say(o, &format!("the fixtures serve no stand-in Talos {}: tagged the stand-in {from} as it", o.image.talos_version));
+    }
+    run(fixture_build(&imager, f, &agent_arm64).args(o.image.build_args()).arg("--output").arg(&out), "imager build")?;
     steps.push(("imager build", t.elapsed().as_secs_f64()));
 
     // 2. imager publish

@@ -70,6 +70,8 @@ pub struct Options {
     /// Repository of the talos-agent binary artifact, likewise: [`AGENT_REPOSITORY`] or a unique
     /// one.
     pub agent_repository: String,
+    /// The Talos version to build and whether to embed a machine configuration.
+    pub image: crate::demo::Image,
 }
 
 fn say(o: &Options, s: &str) {
@@ -121,8 +123,12 @@ pub fn build_and_publish(f: &Fixtures, o: &Options) -> Result<Built> {
     let bastion_registry = format!("{BASTION}:{REGISTRY_PORT}");
     say(o, &format!("imager build --arch arm64 (user-data for {bastion_registry}) → {}", out.display()));
     let t = Instant::now();
+    if let Some(from) = crate::demo::serve_release(f, &o.image.talos_version)? {
+        say(o, &format!("the fixtures serve no stand-in Talos {}: tagged the stand-in {from} as it", o.image.talos_version));
+    }
     run(
         fixture_build(&imager, f, &agent_arm64)
+            .args(o.image.build_args())
             .args(["--boot-repository", &format!("{bastion_registry}/{}", o.boot_repository)])
             .args(["--agent-repository", &format!("{bastion_registry}/{}", o.agent_repository)])
             .args(["--instance-insecure-registry", &bastion_registry])
@@ -330,7 +336,7 @@ fn boot(ns: &Netns, f: &Fixtures, m: &cloud_guest::Instance) -> Result<Guest> {
 }
 
 /// The EC2 path end to end: [`build_and_publish`], `talos-agent wait --nodes N --until
-/// maintenance_ready`, then N instances, each with its bastion and metadata service in a namespace
+/// maintenance_ready` (`configured` with an embedded machine configuration), then N instances, each with its bastion and metadata service in a namespace
 /// of its own ([`bastion`]), booted from the cached cloud guest with the same user-data, as an
 /// Auto Scaling group would start them.
 ///
@@ -343,7 +349,7 @@ pub fn run_ec2(f: &Fixtures, guest: &CloudGuest, o: &Options) -> Result<Outcome>
         format!("reading {} (imager build writes it with --boot-repository)", built.user_data.display())
     })?;
     let mut waiter =
-        Waiter::start(&built.agent_host, &built.token, o.nodes, "maintenance_ready", "30m", &o.work.join("wait.log"))?;
+        Waiter::start(&built.agent_host, &built.token, o.nodes, o.image.phase(), "30m", &o.work.join("wait.log"))?;
     say(
         o,
         &format!("talos-agent wait --listen {} --nodes {} (reached as {BASTION}:{WAIT_PORT})", waiter.addr, o.nodes),
@@ -385,7 +391,7 @@ pub fn run_ec2(f: &Fixtures, guest: &CloudGuest, o: &Options) -> Result<Outcome>
             break status;
         }
         if Instant::now() > deadline {
-            bail!("not every instance reached maintenance_ready in time; consoles in {}", o.work.display());
+            bail!("not every instance reached {} in time; consoles in {}", o.image.phase(), o.work.display());
         }
         for (i, r) in running.iter_mut().enumerate() {
             let phase = r.phase;
@@ -418,7 +424,10 @@ pub fn run_ec2(f: &Fixtures, guest: &CloudGuest, o: &Options) -> Result<Outcome>
             .iter()
             .filter_map(|(name, pred)| r.vm.first_at(pred).map(|t| (*name, t.duration_since(r.power_on).as_secs_f64())))
             .collect();
-        phases.push(("maintenance_ready (all)", first_power_on.elapsed().as_secs_f64()));
+        phases.push((
+            if o.image.embed_config.is_some() { "configured (all)" } else { "maintenance_ready (all)" },
+            first_power_on.elapsed().as_secs_f64(),
+        ));
         if i == 0 {
             imds_requests = r.bastion.imds.requests();
             imds_unauthorized = r.bastion.imds.unauthorized();

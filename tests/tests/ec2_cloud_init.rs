@@ -42,6 +42,7 @@ fn cloud_init_fetches_the_agent_by_digest_and_kexecs_into_talos_or_refuses_corru
         nodes: 1,
         boot_repository: unique_repository("moonboot-test/ec2-boot"),
         agent_repository: unique_repository("moonboot-test/ec2-agent"),
+        image: Default::default(),
     };
 
     // 1. The happy path.

@@ -37,6 +37,25 @@ struct Cli {
     /// Instances to boot against one `talos-agent wait --nodes N` (EC2 path).
     #[arg(long, default_value_t = 1, conflicts_with = "quick")]
     nodes: usize,
+    /// The Talos version to build and boot: any version moonboot supports (v1.7.0 to v1.14.x).
+    /// The fixtures serve stand-ins of v1.10.5 and of the newest patch of each minor from 1.10;
+    /// another version is tagged from the stand-in of its minor.
+    #[arg(long, value_name = "VERSION", default_value = moonboot_tests::build::TALOS_VERSION)]
+    talos_version: String,
+    /// A Talos machine configuration to embed (Talos v1.12.0 or later): the node boots
+    /// configured, and the demo waits for `configured`.
+    #[arg(long, value_name = "FILE", conflicts_with = "configured")]
+    embed_config: Option<PathBuf>,
+}
+
+impl Cli {
+    fn image(&self) -> anyhow::Result<moonboot_tests::demo::Image> {
+        let embed_config = match &self.embed_config {
+            Some(p) => Some(std::fs::canonicalize(p).map_err(|e| anyhow::anyhow!("--embed-config {}: {e}", p.display()))?),
+            None => None,
+        };
+        Ok(moonboot_tests::demo::Image { talos_version: self.talos_version.clone(), embed_config })
+    }
 }
 
 fn main() -> ExitCode {
@@ -55,7 +74,7 @@ fn main() -> ExitCode {
     // Cargo's progress on stderr while the tools compile (minutes on a fresh machine).
     std::env::set_var("MOONBOOT_PROGRESS", "1");
     eprintln!("demo: everything below runs under software emulation (QEMU TCG, no KVM) with TEST FIXTURES:");
-    eprintln!("demo: a stand-in Talos {} built from Debian's kernel, not Talos itself.", f.talos_version);
+    eprintln!("demo: a stand-in Talos {} built from Debian's kernel, not Talos itself.", cli.talos_version);
     let result = if cli.quick { quick(&f, &cli) } else { ec2(&f, &cli) };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,6 +95,7 @@ fn ec2(f: &Fixtures, cli: &Cli) -> anyhow::Result<()> {
         nodes: cli.nodes,
         boot_repository: ec2::BOOT_REPOSITORY.into(),
         agent_repository: ec2::AGENT_REPOSITORY.into(),
+        image: cli.image()?,
     };
     let out = ec2::run_ec2(f, &guest, &o)?;
     println!("published:  {}", serde_json::to_string(&out.built.published)?);
@@ -122,6 +142,7 @@ fn quick(f: &Fixtures, cli: &Cli) -> anyhow::Result<()> {
         configured: cli.configured,
         controlplane: None,
         verbose: true,
+        image: cli.image()?,
     };
     let out = run_demo(f, &o)?;
     println!("published: {}", out.published);

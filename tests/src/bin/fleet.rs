@@ -88,6 +88,7 @@ fn run(cli: &Cli) -> Result<bool> {
     let work = std::fs::canonicalize(".")?.join(&cli.work);
     std::fs::create_dir_all(&work)?;
     let o = moonboot_tests::ec2::Options {
+        image: moonboot_tests::demo::Image::default(),
         work: work.clone(),
         verbose: true,
         nodes: 1,

@@ -338,8 +338,21 @@ fn plan(args: &Args) -> Result<Plan> {
             embedded.source,
             profile.talos_version
         );
-        crate::machine_config::validate(&embedded.config, talos_preset)
+        let documents = crate::machine_config::validate(&embedded.config, talos_preset)
             .with_context(|| format!("{}: not a Talos {} machine configuration", embedded.source, profile.talos_version))?;
+        if !documents.iter().any(|d| d.kind == "v1alpha1") {
+            // talos internal/app/machined/pkg/controllers/config/acquire.go: without the v1alpha1
+            // document the configuration is not complete for boot.
+            line(&format!(
+                "note: {} has no v1alpha1 document: the node still starts in maintenance mode and waits for the rest",
+                embedded.source
+            ));
+        }
+        line(&format!(
+            "note: the image embeds a machine configuration ({}) with the cluster's secrets: publish it only to a \
+             private repository",
+            embedded.source
+        ));
     }
     let extra = crate::kernel_args::parse_extra(&profile.extra_kernel_args)?;
     let cmdline_metal = preset::talos(talos_preset, preset::Platform::Metal, args.arch, overlay, &extra)?;

@@ -276,6 +276,9 @@ struct Plan {
     syscall: String,
     blobs: Vec<fetch::BlobReport>,
     bytes_transferred: u64,
+    /// The SHA-256 code every byte was verified with: `aarch64-sha2` (ARMv8 SHA-2 instructions),
+    /// `x86-sha` (SHA-NI) or `soft` ([`boot_artifact::digest::sha256_implementation`]).
+    sha256_implementation: &'static str,
     seconds: Timings,
 }
 
@@ -360,12 +363,13 @@ async fn boot(args: &Args) -> Result<Plan, Error> {
     let (local, fetched) = tokio::join!(survey(args), fetch(args, &target));
     let (fetched, fetch_seconds) = fetched?;
     log(&format!(
-        "kernel {} ({} bytes, from {}), initramfs {} ({} bytes): verified",
+        "kernel {} ({} bytes, from {}), initramfs {} ({} bytes): verified (SHA-256: {})",
         fetched.kernel.sha256,
         fetched.kernel.len,
         fetched.kernel_container,
         fetched.initramfs.sha256,
-        fetched.initramfs.len
+        fetched.initramfs.len,
+        boot_artifact::digest::sha256_implementation()
     ));
     let (network, network_error) = match local.network {
         Some(Ok(n)) => (Some(n), None),
@@ -402,6 +406,7 @@ async fn boot(args: &Args) -> Result<Plan, Error> {
         syscall: kexec::planned().to_string(),
         blobs: fetched.blobs.clone(),
         bytes_transferred: fetched.blobs.iter().map(|b| b.size).sum(),
+        sha256_implementation: boot_artifact::digest::sha256_implementation().as_str(),
         seconds: Timings { fetch: fetch_seconds, total: crate::elapsed().as_secs_f64() },
     };
     if args.dry_run {

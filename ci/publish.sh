@@ -78,7 +78,9 @@ triple_of() {
 # The static talos-agent for each architecture given, in one cargo invocation (one --target each:
 # the build scripts and proc macros are built once and the link-time optimisations run side by
 # side), exactly as the imager's own builder builds one (imager/src/build/agent_extension.rs
-# `compile`), so its cargo cache in target/cross/ is shared. Prints each binary's path.
+# `compile`), so its cargo cache in target/cross/ is shared. Also boot-artifact's unstripped
+# `sha256` example (examples/sha256), which tests/tests/sha256_hardware.rs disassembles. Prints
+# each agent's path.
 static_agents() {
   local a targets=()
   for a in "$@"; do targets+=(--target "$(triple_of "$a")"); done
@@ -89,7 +91,7 @@ static_agents() {
       -u CARGO_TARGET_DIR -u CARGO_BUILD_TARGET -u CARGO_MAKEFLAGS -u CARGO_PRIMARY_PACKAGE \
       RUSTC=/usr/bin/rustc RUSTFLAGS='-C target-feature=+crt-static' \
       CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-      /usr/bin/cargo build --release --locked -p talos-agent "${targets[@]}" \
+      /usr/bin/cargo build --release --locked -p talos-agent -p boot-artifact --bins --example sha256 "${targets[@]}" \
       --target-dir "$ROOT/target/cross" < /dev/null >&2) \
     || die "cross-compiling talos-agent for $* failed"
   for a in "$@"; do echo "$ROOT/target/cross/$(triple_of "$a")/release/talos-agent"; done

@@ -92,7 +92,9 @@ fn line_with<'a>(lines: &'a [String], needle: &str) -> Option<&'a String> {
 }
 
 /// `talos-agent boot` from the fixture registry, then the stand-in Talos init in the second kernel.
-fn agent_boots(arch: &str, want_syscall: &str) {
+/// `want_sha256`: the SHA-256 implementation the agent reports on the emulated CPU (`-cpu
+/// cortex-a57` has the ARMv8 SHA-2 instructions).
+fn agent_boots(arch: &str, want_syscall: &str, want_sha256: &str) {
     let test = format!("agent_boot_kexecs_{arch}");
     let Some((f, a)) = fixtures(&test, arch) else { return };
     let agent = stage1::build_static_agent(arch).unwrap();
@@ -138,15 +140,21 @@ fn agent_boots(arch: &str, want_syscall: &str) {
         used.contains(want_syscall) && (want_syscall == "kexec_file_load" || !used.contains("kexec_file_load")),
         "expected {want_syscall}: {used}"
     );
+    let verified = line_with(&lines, "initramfs").filter(|l| l.contains(": verified")).expect("the agent said it verified");
+    assert!(verified.contains(&format!("(SHA-256: {want_sha256})")), "{verified}");
     eprintln!("{test}: second kernel ready {secs:.1} s after QEMU start ({want_syscall})");
 }
 
+/// QEMU's default x86-64 CPU (`qemu64`, the amd64 guest's) has no SHA extensions: the agent
+/// falls back to portable code and says so.
+const AMD64_SHA256: &str = "soft";
+
 #[test]
 fn agent_boot_kexecs_arm64() {
-    agent_boots("arm64", "kexec_load");
+    agent_boots("arm64", "kexec_load", "aarch64-sha2");
 }
 
 #[test]
 fn agent_boot_kexecs_amd64() {
-    agent_boots("amd64", "kexec_file_load");
+    agent_boots("amd64", "kexec_file_load", AMD64_SHA256);
 }

@@ -140,7 +140,10 @@ fn agent_boots(arch: &str, want_syscall: &str, want_sha256: &str) {
         used.contains(want_syscall) && (want_syscall == "kexec_file_load" || !used.contains("kexec_file_load")),
         "expected {want_syscall}: {used}"
     );
-    let verified = line_with(&lines, "initramfs").filter(|l| l.contains(": verified")).expect("the agent said it verified");
+    let verified = lines
+        .iter()
+        .find(|l| l.contains("initramfs") && l.contains(": verified"))
+        .expect("the agent said what it verified");
     assert!(verified.contains(&format!("(SHA-256: {want_sha256})")), "{verified}");
     eprintln!("{test}: second kernel ready {secs:.1} s after QEMU start ({want_syscall})");
 }

@@ -134,8 +134,7 @@ pub fn validate(config: &[u8], talos: TalosVersion) -> Result<Vec<Document>, Con
         };
         let refuse = |reason: String| ConfigError::Document { document: document.clone(), reason };
         if legacy {
-            let unknown: Vec<&str> =
-                top.keys().map(String::as_str).filter(|k| !LEGACY_KEYS.contains(k)).collect();
+            let unknown: Vec<&str> = top.keys().map(String::as_str).filter(|k| !LEGACY_KEYS.contains(k)).collect();
             if !unknown.is_empty() {
                 return Err(refuse(format!(
                     "unknown keys found during decoding: {} (the v1alpha1 configuration has {})",
@@ -155,7 +154,10 @@ pub fn validate(config: &[u8], talos: TalosVersion) -> Result<Vec<Document>, Con
                 document.api_version
             )));
         }
-        if seen.iter().any(|d| (&d.api_version, &d.kind, &d.name) == (&document.api_version, &document.kind, &document.name)) {
+        if seen
+            .iter()
+            .any(|d| (&d.api_version, &d.kind, &d.name) == (&document.api_version, &document.kind, &document.name))
+        {
             return Err(ConfigError::Duplicate(document));
         }
         seen.push(document);
@@ -196,14 +198,21 @@ mod tests {
     #[test]
     fn what_talos_refuses_is_refused_naming_document_and_field() {
         assert_eq!(err("apiVersion: v1alpha2\nfoo: bar\n", "1.14.0"), "document v1alpha2/v1alpha1/ (line 1): missing kind (a document is either the v1alpha1 configuration, with machine: or cluster:, or has apiVersion and kind)");
-        assert_eq!(err("apiversion: v1alpha1\nkind: ExtensionServiceConfig\n", "1.14.0"), "document /ExtensionServiceConfig/ (line 1): missing apiVersion");
-        assert!(err("apiVersion: v1alpha1\nkind: FooConfig\n", "1.14.0")
-            .starts_with("document v1alpha1/FooConfig/ (line 1): \"FooConfig\" \"v1alpha1\": not registered in Talos v1.14.0"));
+        assert_eq!(
+            err("apiversion: v1alpha1\nkind: ExtensionServiceConfig\n", "1.14.0"),
+            "document /ExtensionServiceConfig/ (line 1): missing apiVersion"
+        );
+        assert!(err("apiVersion: v1alpha1\nkind: FooConfig\n", "1.14.0").starts_with(
+            "document v1alpha1/FooConfig/ (line 1): \"FooConfig\" \"v1alpha1\": not registered in Talos v1.14.0"
+        ));
         // A kind of a later release.
-        assert!(err("apiVersion: v1alpha1\nkind: KubeletConfig\n", "1.13.9").contains("not registered in Talos v1.13.9"));
+        assert!(
+            err("apiVersion: v1alpha1\nkind: KubeletConfig\n", "1.13.9").contains("not registered in Talos v1.13.9")
+        );
         assert!(validate(b"apiVersion: v1alpha1\nkind: KubeletConfig\n", v("1.14.0")).is_ok());
         // A wrong apiVersion for a known kind.
-        assert!(err("apiVersion: v1alpha2\nkind: HostnameConfig\n", "1.14.0").contains("\"HostnameConfig\" \"v1alpha2\": not registered"));
+        assert!(err("apiVersion: v1alpha2\nkind: HostnameConfig\n", "1.14.0")
+            .contains("\"HostnameConfig\" \"v1alpha2\": not registered"));
         // Unknown top-level keys of the legacy document (acquire_test.go: a misspelt `version`).
         assert_eq!(
             err("aaaversion: v1alpha1\nmachine: {}\n", "1.12.0"),
@@ -212,7 +221,10 @@ mod tests {
         // `version` alone does not make the legacy document.
         assert!(err("version: v1alpha1\n", "1.12.0").contains("missing kind"));
         // TestDoubleV1Alpha1 and a duplicate named document.
-        assert_eq!(err("version: v1alpha1\nmachine: {}\n---\nversion: v1alpha1\nmachine: {}\n", "1.12.0"), "duplicate document /v1alpha1/ (line 4) is not allowed");
+        assert_eq!(
+            err("version: v1alpha1\nmachine: {}\n---\nversion: v1alpha1\nmachine: {}\n", "1.12.0"),
+            "duplicate document /v1alpha1/ (line 4) is not allowed"
+        );
         assert!(err("apiVersion: v1alpha1\nkind: VolumeConfig\nname: EPHEMERAL\n---\napiVersion: v1alpha1\nkind: VolumeConfig\nname: EPHEMERAL\n", "1.12.0").starts_with("duplicate document v1alpha1/VolumeConfig/EPHEMERAL (line 5)"));
         assert!(validate(b"apiVersion: v1alpha1\nkind: VolumeConfig\nname: EPHEMERAL\n---\napiVersion: v1alpha1\nkind: VolumeConfig\nname: IMAGECACHE\n", v("1.12.0")).is_ok());
         // Not a configuration at all.
@@ -222,6 +234,9 @@ mod tests {
         assert!(err("just text\n", "1.12.0").starts_with("decode error: "));
         assert!(err("machine: {\n", "1.12.0").starts_with("decode error: "));
         assert_eq!(validate(&[0xff, 0xfe], v("1.12.0")).unwrap_err(), ConfigError::NotText);
-        assert_eq!(validate(&vec![b'#'; MAX_CONFIG + 1], v("1.12.0")).unwrap_err(), ConfigError::TooLarge(MAX_CONFIG + 1));
+        assert_eq!(
+            validate(&vec![b'#'; MAX_CONFIG + 1], v("1.12.0")).unwrap_err(),
+            ConfigError::TooLarge(MAX_CONFIG + 1)
+        );
     }
 }

@@ -93,19 +93,34 @@ impl Image {
 /// A version moonboot does not support, `skopeo`.
 pub fn serve_release(f: &Fixtures, version: &str) -> Result<Option<String>> {
     let v: kernel_cmdline::preset::TalosVersion = version.parse()?;
-    anyhow::ensure!(v.is_supported(), "Talos {version} is not supported (moonboot knows v1.7.0 to v{}.x)", kernel_cmdline::quirks::newest_minor());
+    anyhow::ensure!(
+        v.is_supported(),
+        "Talos {version} is not supported (moonboot knows v1.7.0 to v{}.x)",
+        kernel_cmdline::quirks::newest_minor()
+    );
     let version = v.to_string();
     if f.images.values().any(|i| i.repository == crate::build::IMAGER_REPOSITORY && i.tag == version) {
         return Ok(None);
     }
     let from = crate::build::release_versions()
         .into_iter()
-        .find(|r| r.parse::<kernel_cmdline::preset::TalosVersion>().is_ok_and(|r| (r.major, r.minor) == (v.major, v.minor)))
+        .find(|r| {
+            r.parse::<kernel_cmdline::preset::TalosVersion>().is_ok_and(|r| (r.major, r.minor) == (v.major, v.minor))
+        })
         .unwrap_or_else(|| crate::build::TALOS_VERSION.to_string());
-    for repo in [crate::build::IMAGER_REPOSITORY, crate::bundles::EXTENSIONS_REPOSITORY, crate::bundles::OVERLAYS_REPOSITORY] {
+    for repo in
+        [crate::build::IMAGER_REPOSITORY, crate::bundles::EXTENSIONS_REPOSITORY, crate::bundles::OVERLAYS_REPOSITORY]
+    {
         run(
             Command::new("skopeo")
-                .args(["copy", "--all", "--preserve-digests", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false"])
+                .args([
+                    "copy",
+                    "--all",
+                    "--preserve-digests",
+                    "--quiet",
+                    "--src-tls-verify=false",
+                    "--dest-tls-verify=false",
+                ])
                 .arg(format!("docker://{}/{repo}:{from}", f.registry))
                 .arg(format!("docker://{}/{repo}:{version}", f.registry)),
             "skopeo copy",
@@ -384,7 +399,13 @@ pub fn run_demo(f: &Fixtures, o: &Options) -> Result<Outcome> {
     say(o, &format!("imager build --arch arm64 --registry-mirror {} → {}", f.mirror, out.display()));
     let t = Instant::now();
     if let Some(from) = serve_release(f, &o.image.talos_version)? {
-        say(o, &format!("the fixtures serve no stand-in Talos {}: tagged the stand-in {from} as it", o.image.talos_version));
+        say(
+            o,
+            &format!(
+                "the fixtures serve no stand-in Talos {}: tagged the stand-in {from} as it",
+                o.image.talos_version
+            ),
+        );
     }
     run(fixture_build(&imager, f, &agent_arm64).args(o.image.build_args()).arg("--output").arg(&out), "imager build")?;
     steps.push(("imager build", t.elapsed().as_secs_f64()));

@@ -124,7 +124,13 @@ pub fn build_and_publish(f: &Fixtures, o: &Options) -> Result<Built> {
     say(o, &format!("imager build --arch arm64 (user-data for {bastion_registry}) → {}", out.display()));
     let t = Instant::now();
     if let Some(from) = crate::demo::serve_release(f, &o.image.talos_version)? {
-        say(o, &format!("the fixtures serve no stand-in Talos {}: tagged the stand-in {from} as it", o.image.talos_version));
+        say(
+            o,
+            &format!(
+                "the fixtures serve no stand-in Talos {}: tagged the stand-in {from} as it",
+                o.image.talos_version
+            ),
+        );
     }
     run(
         fixture_build(&imager, f, &agent_arm64)

@@ -118,7 +118,11 @@ fn talos_1_14_reaches_maintenance_ready_then_configured_from_an_embedded_config(
     assert!(out.console.iter().any(|l| l.contains(&read)), "the stand-in read the embedded configuration: {read}");
     assert!(out.console.iter().any(|l| l.contains("masked /usr/local/etc/talos")), "and masked it");
     let ext: Vec<&str> = n["extensions"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    assert_eq!(ext.last().map(|e| e.starts_with("embedded-config@")), Some(true), "embedded-config comes last: {ext:?}");
+    assert_eq!(
+        ext.last().map(|e| e.starts_with("embedded-config@")),
+        Some(true),
+        "embedded-config comes last: {ext:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -338,8 +338,9 @@ fn plan(args: &Args) -> Result<Plan> {
             embedded.source,
             profile.talos_version
         );
-        let documents = crate::machine_config::validate(&embedded.config, talos_preset)
-            .with_context(|| format!("{}: not a Talos {} machine configuration", embedded.source, profile.talos_version))?;
+        let documents = crate::machine_config::validate(&embedded.config, talos_preset).with_context(|| {
+            format!("{}: not a Talos {} machine configuration", embedded.source, profile.talos_version)
+        })?;
         if !documents.iter().any(|d| d.kind == "v1alpha1") {
             // talos internal/app/machined/pkg/controllers/config/acquire.go: without the v1alpha1
             // document the configuration is not complete for boot.

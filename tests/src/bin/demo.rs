@@ -51,7 +51,9 @@ struct Cli {
 impl Cli {
     fn image(&self) -> anyhow::Result<moonboot_tests::demo::Image> {
         let embed_config = match &self.embed_config {
-            Some(p) => Some(std::fs::canonicalize(p).map_err(|e| anyhow::anyhow!("--embed-config {}: {e}", p.display()))?),
+            Some(p) => {
+                Some(std::fs::canonicalize(p).map_err(|e| anyhow::anyhow!("--embed-config {}: {e}", p.display()))?)
+            }
             None => None,
         };
         Ok(moonboot_tests::demo::Image { talos_version: self.talos_version.clone(), embed_config })

@@ -70,8 +70,9 @@ fn has_v1alpha1(bytes: &[u8]) -> bool {
     let Ok(docs) = serde_saphyr::from_multiple::<BTreeMap<String, serde::de::IgnoredAny>>(text) else {
         return false;
     };
-    docs.iter()
-        .any(|d| !d.contains_key("kind") && ["machine", "cluster", "debug", "persist"].iter().any(|k| d.contains_key(*k)))
+    docs.iter().any(|d| {
+        !d.contains_key("kind") && ["machine", "cluster", "debug", "persist"].iter().any(|k| d.contains_key(*k))
+    })
 }
 
 #[cfg(test)]

@@ -25,10 +25,10 @@
 //!    `/usr/local/etc/talos/config.yaml`, and masks its directory as Talos does
 //!    ([`embedded_config`]);
 //! 10. answers TLS on :50000 like apid in maintenance mode, or, with `standin.apid=configured` or
-//!    an embedded configuration complete for boot, like a configured apid that requests a client
-//!    certificate, and prints the served certificate's SPKI fingerprint ([`apid`]);
-//!    With `standin.role=controlplane` trustd's :50001 accepts connections, and with
-//!    `standin.etcd=running` also etcd's :2379, as on a bootstrapped node ([`controlplane`]);
+//!     an embedded configuration complete for boot, like a configured apid that requests a client
+//!     certificate, and prints the served certificate's SPKI fingerprint ([`apid`]);
+//!     With `standin.role=controlplane` trustd's :50001 accepts connections, and with
+//!     `standin.etcd=running` also etcd's :2379, as on a bootstrapped node ([`controlplane`]);
 //! 11. starts the extension services of `/root/usr/local/etc/containers/*.yaml` that Talos would
 //!     start in maintenance mode, chrooted into their roots, output on the console as
 //!     `ext-<name>: …`, restarted as their spec says ([`services`]);

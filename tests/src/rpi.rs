@@ -240,10 +240,15 @@ pub mod support {
         out
     }
 
-    /// `xz -dc XZ > RAW` with Debian's xz, the reader a user has.
+    /// `xz -dc XZ > RAW` with Debian's xz, the reader a user has, written sparse.
     pub fn unxz(xz: &Path, raw: &Path) {
         let input = std::fs::File::open(xz).unwrap_or_else(|e| panic!("{}: {e}", xz.display()));
-        run(Command::new("sh").arg("-c").arg("xz -dc > \"$0\"").arg(raw).stdin(input));
+        // Sparse: the image is mostly zeros, and dd seeks over them instead of writing 4 GiB.
+        run(Command::new("sh")
+            .arg("-c")
+            .arg("xz -dc | dd of=\"$0\" bs=1M iflag=fullblock conv=sparse status=none")
+            .arg(raw)
+            .stdin(input));
     }
 
     /// mtools' image argument for the FAT the VideoCore boot ROM reads: `RAW@@OFFSET`, the offset

@@ -288,6 +288,20 @@ impl<W: Write> Write for VerifyingWriter<W> {
 mod tests {
     use super::*;
 
+    /// The report agrees with the standard library's own CPU feature detection, and the digest
+    /// is the same whichever code computed it (a known vector: FIPS 180-2 "abc").
+    #[test]
+    fn the_reported_implementation_is_what_the_cpu_offers() {
+        #[cfg(target_arch = "x86_64")]
+        let hardware = std::arch::is_x86_feature_detected!("sha") && std::arch::is_x86_feature_detected!("sse4.1");
+        #[cfg(target_arch = "aarch64")]
+        let hardware = std::arch::is_aarch64_feature_detected!("sha2");
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let hardware = false;
+        assert_eq!(sha256_implementation().is_hardware(), hardware, "{}", sha256_implementation());
+        assert_eq!(Sha256Digest::of(b"abc").hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
     const HELLO: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
 
     #[test]

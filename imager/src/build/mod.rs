@@ -89,6 +89,23 @@ struct Validated {
     input: ExtensionInput,
 }
 
+/// An extension built by this imager rather than pulled (talos-agent from a binary, the
+/// embedded configuration): validated like a pulled one, recorded in `build.json` by the digests
+/// of its `files` (path → `sha256:…`) since it has no image.
+fn built_here(tree: &Tree, what: &str, talos: &semver::Version, files: BTreeMap<String, String>) -> Result<Validated> {
+    let (ext, manifest) = validate(tree, what, talos)?;
+    Ok(Validated {
+        input: ExtensionInput {
+            name: manifest.metadata.name.clone(),
+            version: manifest.metadata.version.clone(),
+            official: None,
+            image: None,
+            files,
+        },
+        ext,
+    })
+}
+
 /// Validates a flattened extension as Talos does and turns it into an [`initramfs::Extension`].
 /// `what` names it in messages (its reference).
 fn validate(tree: &Tree, what: &str, talos: &semver::Version) -> Result<(initramfs::Extension, Manifest)> {
@@ -586,44 +603,27 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
         let bin = job.join().map_err(|_| anyhow::anyhow!("the talos-agent build thread panicked"))??;
         let bin_digest = Sha256Digest::of(&bin).to_string();
         let tree = agent_extension::tree(bin)?;
-        let (ext, manifest) = validate(&tree, "built from this repository", &plan.talos)?;
-        agent_layer = Some((agent_extension::layer_tar(&tree, plan.epoch)?, manifest.metadata.version.clone()));
-        validated.push(Validated {
-            input: ExtensionInput {
-                name: manifest.metadata.name.clone(),
-                version: manifest.metadata.version.clone(),
-                official: None,
-                image: None,
-                files: BTreeMap::from([
-                    (agent_extension::BINARY_PATH.to_string(), bin_digest),
-                    ("manifest.yaml".to_string(), Sha256Digest::of(agent_extension::MANIFEST.as_bytes()).to_string()),
-                    (
-                        agent_extension::SPEC_PATH.to_string(),
-                        Sha256Digest::of(agent_extension::SERVICE_SPEC.as_bytes()).to_string(),
-                    ),
-                ]),
-            },
-            ext,
-        });
+        let files = BTreeMap::from([
+            (agent_extension::BINARY_PATH.to_string(), bin_digest),
+            ("manifest.yaml".to_string(), Sha256Digest::of(agent_extension::MANIFEST.as_bytes()).to_string()),
+            (
+                agent_extension::SPEC_PATH.to_string(),
+                Sha256Digest::of(agent_extension::SERVICE_SPEC.as_bytes()).to_string(),
+            ),
+        ]);
+        let v = built_here(&tree, "built from this repository", &plan.talos, files)?;
+        agent_layer = Some((agent_extension::layer_tar(&tree, plan.epoch)?, v.input.version.clone()));
+        validated.push(v);
     }
     // The embedded machine configuration, after every other extension (talos `pkg/imager`
     // `Execute`: `handleEmbeddedConfig` appends it last).
     if let Some(embedded) = &plan.profile.embedded_config {
         let tree = embedded_config::tree(&embedded.config, plan.talos_preset);
-        let (ext, manifest) = validate(&tree, &embedded.source, &plan.talos)?;
-        validated.push(Validated {
-            input: ExtensionInput {
-                name: manifest.metadata.name.clone(),
-                version: manifest.metadata.version.clone(),
-                official: None,
-                image: None,
-                files: BTreeMap::from([(
-                    embedded_config::CONFIG_PATH.to_string(),
-                    Sha256Digest::of(&embedded.config).to_string(),
-                )]),
-            },
-            ext,
-        });
+        let files = BTreeMap::from([(
+            embedded_config::CONFIG_PATH.to_string(),
+            Sha256Digest::of(&embedded.config).to_string(),
+        )]);
+        validated.push(built_here(&tree, &embedded.source, &plan.talos, files)?);
     }
     let mut names = std::collections::BTreeSet::new();
     for v in &validated {

@@ -85,6 +85,14 @@ pub enum LayerError {
         /// The limit.
         limit: u64,
     },
+    /// An entry's `SCHILY.xattr.security.selinux` PAX record is not a label we can carry.
+    #[error("refusing entry {path:?}: SELinux label {reason}")]
+    SelinuxLabel {
+        /// The cleaned path.
+        path: String,
+        /// What is wrong with the label.
+        reason: &'static str,
+    },
     /// A wanted file appears twice in one layer.
     #[error("{path} appears twice in the layer")]
     Duplicate {
@@ -312,6 +320,9 @@ pub struct Entry<'e> {
     pub kind: EntryKind,
     /// Permission bits (`mode & 0o7777`).
     pub mode: u32,
+    /// The entry's SELinux label from its PAX record [`PAX_SELINUX`]
+    /// (`system_u:object_r:system_state_t:s0`), if it has one; see [`selinux_label`].
+    pub selinux_label: Option<String>,
     /// The file's content for [`EntryKind::File`] (empty for anything else). Unread content is
     /// skipped by the reader.
     pub data: &'e mut dyn Read,
@@ -323,6 +334,41 @@ pub enum Item<'e> {
     Whiteout(Whiteout),
     /// Any other entry.
     Entry(Entry<'e>),
+}
+
+/// The PAX record that carries an entry's SELinux label (talos `constants.TarPaxHeaderSELinux`,
+/// read by `pkg/archiver/untar.go` from v1.12.0).
+pub const PAX_SELINUX: &str = "SCHILY.xattr.security.selinux";
+
+/// Longest SELinux label accepted, in bytes (a context is `user:role:type:level`; the kernel
+/// passes at most a page).
+pub const MAX_SELINUX_LABEL: usize = 4096;
+
+/// The SELinux label of a tar entry at `path`: the value of its [`PAX_SELINUX`] record, `None`
+/// when absent or empty (Talos ignores an empty one too). A label must be printable ASCII with no
+/// spaces (it becomes a squashfs xattr and, in Talos ≥ 1.13, a `mksquashfs -p` pseudo
+/// definition) and at most [`MAX_SELINUX_LABEL`] bytes.
+///
+/// # Errors
+/// [`LayerError::SelinuxLabel`] naming the path; [`LayerError::Io`] for malformed PAX records.
+pub fn selinux_label<R: Read>(path: &str, entry: &mut tar::Entry<'_, R>) -> Result<Option<String>, LayerError> {
+    let Some(records) = entry.pax_extensions().map_err(LayerError::Io)? else { return Ok(None) };
+    let mut label = None;
+    for record in records {
+        let record = record.map_err(LayerError::Io)?;
+        if record.key_bytes() == PAX_SELINUX.as_bytes() {
+            label = Some(record.value_bytes().to_vec());
+        }
+    }
+    let Some(label) = label.filter(|l| !l.is_empty()) else { return Ok(None) };
+    let refuse = |reason| LayerError::SelinuxLabel { path: path.to_string(), reason };
+    if label.len() > MAX_SELINUX_LABEL {
+        return Err(refuse("is longer than 4096 bytes"));
+    }
+    if !label.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(refuse("holds a space, a control character or a non-ASCII byte"));
+    }
+    Ok(Some(String::from_utf8(label).expect("ASCII")))
 }
 
 fn entry_kind<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Option<EntryKind>, LayerError> {
@@ -384,7 +430,8 @@ pub fn read_layer<R: Read>(
             }
             let Some(kind) = entry_kind(&entry)? else { continue };
             let mode = entry.header().mode().map_err(LayerError::Io)? & 0o7777;
-            let outcome = visit(Item::Entry(Entry { path, kind, mode, data: &mut entry }));
+            let selinux_label = selinux_label(&path, &mut entry)?;
+            let outcome = visit(Item::Entry(Entry { path, kind, mode, selinux_label, data: &mut entry }));
             // A visitor error caused by the bound (reading file data) names the bound.
             match outcome {
                 Err(LayerError::Store { .. } | LayerError::Io(_)) if tripped.get() => {

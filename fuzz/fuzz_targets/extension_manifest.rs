@@ -80,6 +80,7 @@ fuzz_target!(|data: &[u8]| {
         metadata: manifest.metadata.clone(),
         extra_info: extra.metadata.extra_info.clone(),
         root_mode: 0o755,
+        root_selinux_label: None,
         rootfs: BTreeMap::new(),
     };
     let Ok(yaml) = extensions_yaml(&[("0.sqsh".to_string(), &ext)]) else { return };

@@ -24,12 +24,18 @@ fn lower() -> &'static Tree {
     static LOWER: OnceLock<Tree> = OnceLock::new();
     LOWER.get_or_init(|| {
         let mut t = Tree::new();
-        t.insert("manifest.yaml", Entry { mode: 0o644, kind: Kind::File(MANIFEST.as_bytes().to_vec()) });
-        t.insert("rootfs", Entry { mode: 0o755, kind: Kind::Dir });
-        t.insert("rootfs/usr/local/bin/fuzz", Entry { mode: 0o755, kind: Kind::File(vec![0x7f; 2048]) });
+        t.insert(
+            "manifest.yaml",
+            Entry { mode: 0o644, kind: Kind::File(MANIFEST.as_bytes().to_vec()), selinux_label: None },
+        );
+        t.insert("rootfs", Entry { mode: 0o755, kind: Kind::Dir, selinux_label: None });
+        t.insert(
+            "rootfs/usr/local/bin/fuzz",
+            Entry { mode: 0o755, kind: Kind::File(vec![0x7f; 2048]), selinux_label: None },
+        );
         t.insert(
             "rootfs/usr/local/etc/containers/fuzz.yaml",
-            Entry { mode: 0o644, kind: Kind::File(b"name: fuzz\n".to_vec()) },
+            Entry { mode: 0o644, kind: Kind::File(b"name: fuzz\n".to_vec()), selinux_label: None },
         );
         t
     })

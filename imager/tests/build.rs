@@ -66,7 +66,7 @@ fn read_dir_tree(dir: &Path) -> BTreeMap<String, Entry> {
             } else {
                 Kind::File(std::fs::read(&p).unwrap())
             };
-            out.insert(rel, Entry { mode, kind });
+            out.insert(rel, Entry { mode, kind, selinux_label: None });
         }
     }
     let mut out = BTreeMap::new();

@@ -81,7 +81,8 @@ fn booted_cmdline(out: &Outcome) -> String {
 /// `init_on_alloc`, `nvme_core.io_timeout` only on aws, `proc_mem.force_override=never`) and
 /// reaches `maintenance_ready`. Then the same release with an embedded machine configuration
 /// reaches `configured` with nothing applied over the network: the stand-in init read the
-/// configuration from the `embedded-config` extension (same bytes, mode 0400) and masked it.
+/// configuration from the `embedded-config` extension (same bytes, mode 0400, Talos's SELinux
+/// label as the booted kernel reads the squashfs xattr) and masked it.
 #[test]
 fn talos_1_14_reaches_maintenance_ready_then_configured_from_an_embedded_config() {
     let v114 = Image { talos_version: "v1.14.0".into(), embed_config: None };
@@ -112,7 +113,8 @@ fn talos_1_14_reaches_maintenance_ready_then_configured_from_an_embedded_config(
     assert!(!booted_cmdline(&out).contains("standin.apid"), "configured by the embedded configuration alone");
     let sha = boot_artifact::digest::Sha256Digest::of(text.as_bytes()).hex();
     let read = format!(
-        "embedded config path=/usr/local/etc/talos/config.yaml bytes={} sha256={sha} mode=0400 complete=true",
+        "embedded config path=/usr/local/etc/talos/config.yaml bytes={} sha256={sha} mode=0400 \
+         selinux=system_u:object_r:system_state_t:s0 complete=true",
         text.len()
     );
     assert!(out.console.iter().any(|l| l.contains(&read)), "the stand-in read the embedded configuration: {read}");

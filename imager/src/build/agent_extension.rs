@@ -182,10 +182,13 @@ pub fn manifest() -> Result<Manifest> {
 pub fn tree(binary: Vec<u8>) -> Result<Tree> {
     manifest()?;
     let mut t = Tree::new();
-    t.insert("manifest.yaml", Entry { mode: 0o644, kind: Kind::File(MANIFEST.as_bytes().to_vec()) });
-    t.insert("rootfs", Entry { mode: 0o755, kind: Kind::Dir });
-    t.insert(SPEC_PATH, Entry { mode: 0o644, kind: Kind::File(SERVICE_SPEC.as_bytes().to_vec()) });
-    t.insert(BINARY_PATH, Entry { mode: 0o755, kind: Kind::File(binary) });
+    t.insert(
+        "manifest.yaml",
+        Entry { mode: 0o644, kind: Kind::File(MANIFEST.as_bytes().to_vec()), selinux_label: None },
+    );
+    t.insert("rootfs", Entry { mode: 0o755, kind: Kind::Dir, selinux_label: None });
+    t.insert(SPEC_PATH, Entry { mode: 0o644, kind: Kind::File(SERVICE_SPEC.as_bytes().to_vec()), selinux_label: None });
+    t.insert(BINARY_PATH, Entry { mode: 0o755, kind: Kind::File(binary), selinux_label: None });
     Ok(t)
 }
 

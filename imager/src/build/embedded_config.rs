@@ -12,9 +12,9 @@
 //!   ([`Quirk::EmbeddedConfigMode0400`]), directories 0755;
 //! - appended after every other extension (`Execute`: `handleEmbeddedConfig` runs last).
 //!
-//! Talos also labels the file `system_u:object_r:system_state_t:s0` (a PAX
-//! `SCHILY.xattr.security.selinux` record, [`SELINUX_LABEL`]); the squashfs written here carries no
-//! extended attributes (see `squashfs.rs`).
+//! - the file labelled `system_u:object_r:system_state_t:s0` (a PAX
+//!   `SCHILY.xattr.security.selinux` record, [`SELINUX_LABEL`]), which reaches the squashfs as the
+//!   file's `security.selinux` extended attribute (see `squashfs.rs`).
 
 use kernel_cmdline::preset::TalosVersion;
 use kernel_cmdline::quirks::{Quirk, Quirks};
@@ -52,11 +52,21 @@ pub fn manifest(config: &[u8]) -> String {
 /// directories), ready for the same validation as every pulled extension.
 pub fn tree(config: &[u8], talos: TalosVersion) -> Tree {
     let mut t = Tree::new();
-    t.insert("manifest.yaml", Entry { mode: 0o644, kind: Kind::File(manifest(config).into_bytes()) });
+    t.insert(
+        "manifest.yaml",
+        Entry { mode: 0o644, kind: Kind::File(manifest(config).into_bytes()), selinux_label: None },
+    );
     for dir in ["rootfs", "rootfs/usr", "rootfs/usr/local", "rootfs/usr/local/etc", "rootfs/usr/local/etc/talos"] {
-        t.insert(dir, Entry { mode: 0o755, kind: Kind::Dir });
+        t.insert(dir, Entry { mode: 0o755, kind: Kind::Dir, selinux_label: None });
     }
-    t.insert(CONFIG_PATH, Entry { mode: config_mode(talos), kind: Kind::File(config.to_vec()) });
+    t.insert(
+        CONFIG_PATH,
+        Entry {
+            mode: config_mode(talos),
+            kind: Kind::File(config.to_vec()),
+            selinux_label: Some(SELINUX_LABEL.to_string()),
+        },
+    );
     t
 }
 

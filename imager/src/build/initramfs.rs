@@ -133,6 +133,8 @@ pub struct Extension {
     pub extra_info: String,
     /// Permission bits of `rootfs/`.
     pub root_mode: u32,
+    /// SELinux label of `rootfs/` (the squashfs root), if any.
+    pub root_selinux_label: Option<String>,
     /// The rootfs entries, paths relative to `rootfs/` (`usr/local/bin/x`).
     pub rootfs: BTreeMap<String, Entry>,
 }
@@ -193,7 +195,7 @@ fn split_firmware(exts: &mut [Extension]) -> BTreeMap<String, Entry> {
             ext.rootfs.keys().filter(|p| *p == FW || p.starts_with(&format!("{FW}/"))).cloned().collect();
         if !moved.is_empty() {
             for dir in ["usr", "usr/lib"] {
-                out.entry(dir.to_string()).or_insert(Entry { mode: 0o755, kind: Kind::Dir });
+                out.entry(dir.to_string()).or_insert(Entry { mode: 0o755, kind: Kind::Dir, selinux_label: None });
             }
         }
         for p in moved {
@@ -204,9 +206,9 @@ fn split_firmware(exts: &mut [Extension]) -> BTreeMap<String, Entry> {
     for (path, data) in ucode {
         if !data.is_empty() {
             for dir in ["kernel", "kernel/x86", "kernel/x86/microcode"] {
-                out.entry(dir.to_string()).or_insert(Entry { mode: 0o755, kind: Kind::Dir });
+                out.entry(dir.to_string()).or_insert(Entry { mode: 0o755, kind: Kind::Dir, selinux_label: None });
             }
-            out.insert(path, Entry { mode: 0o644, kind: Kind::File(data) });
+            out.insert(path, Entry { mode: 0o644, kind: Kind::File(data), selinux_label: None });
         }
     }
     out
@@ -351,7 +353,7 @@ pub fn assemble(
                 let Some(&i) = order.get(k) else { break };
                 let e = &exts[i];
                 progress(&format!("squashfs {}.sqsh ({} {})", i, e.metadata.name, e.metadata.version));
-                let r = super::squashfs::write(&e.rootfs, e.root_mode, mtime)
+                let r = super::squashfs::write(&e.rootfs, e.root_mode, e.root_selinux_label.as_deref(), mtime)
                     .map_err(|source| InitramfsError::Squashfs { name: e.metadata.name.clone(), source });
                 *slots[i].lock().expect("not poisoned") = Some(r);
             });
@@ -467,6 +469,7 @@ mod tests {
             },
             extra_info: String::new(),
             root_mode: 0o755,
+            root_selinux_label: None,
             rootfs: BTreeMap::new(),
         }
     }
@@ -537,7 +540,7 @@ mod tests {
             ("usr/lib/firmware/blob.bin", Kind::File(b"C".to_vec())),
             ("usr/local", Kind::Dir),
         ] {
-            e.rootfs.insert(p.into(), Entry { mode: 0o755, kind: k });
+            e.rootfs.insert(p.into(), Entry { mode: 0o755, kind: k, selinux_label: None });
         }
         let mut v = vec![e];
         let out = split_firmware(&mut v);

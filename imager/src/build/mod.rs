@@ -107,7 +107,8 @@ fn built_here(tree: &Tree, what: &str, talos: &semver::Version, files: BTreeMap<
 }
 
 /// Validates a flattened extension as Talos does and turns it into an [`initramfs::Extension`].
-/// `what` names it in messages (its reference).
+/// `what` names it in messages (its reference). SELinux labels are kept from Talos 1.12
+/// ([`Quirk::SeLinuxLabels`]) and dropped below, as Talos's `untar.go` ignores them there.
 fn validate(tree: &Tree, what: &str, talos: &semver::Version) -> Result<(initramfs::Extension, Manifest)> {
     // The manifest first, so that content errors can name the extension.
     let manifest_text = match tree.get("manifest.yaml") {
@@ -132,13 +133,20 @@ fn validate(tree: &Tree, what: &str, talos: &semver::Version) -> Result<(initram
         extra_info: String,
     }
     let extra: Extra = crate::yaml::from_str(&manifest_text).unwrap_or_default();
+    let labels = Quirks::new(TalosVersion::new(talos.major, talos.minor, talos.patch)).has(Quirk::SeLinuxLabels);
     let mut rootfs = BTreeMap::new();
     let mut root_mode = 0o755;
+    let mut root_selinux_label = None;
     for (p, e) in tree.entries() {
+        let mut e = e.clone();
+        if !labels {
+            e.selinux_label = None;
+        }
         if p == "rootfs" {
             root_mode = e.mode;
+            root_selinux_label = e.selinux_label;
         } else if let Some(rel) = p.strip_prefix("rootfs/") {
-            rootfs.insert(rel.to_string(), e.clone());
+            rootfs.insert(rel.to_string(), e);
         }
     }
     Ok((
@@ -146,6 +154,7 @@ fn validate(tree: &Tree, what: &str, talos: &semver::Version) -> Result<(initram
             metadata: manifest.metadata.clone(),
             extra_info: extra.metadata.extra_info,
             root_mode,
+            root_selinux_label,
             rootfs,
         },
         manifest,

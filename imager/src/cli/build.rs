@@ -24,7 +24,7 @@ pub struct Args {
     /// node boots configured instead of in maintenance mode. Talos v1.12.0 or later; checked
     /// like Talos's config loader (document kinds, legacy keys, duplicates). Goes into the
     /// schematic, so the schematic ID changes with it. The file holds secrets: keep the image
-    /// private.
+    /// private. Its SELinux label is written by `tar2sqfs` (package squashfs-tools-ng).
     #[arg(long, value_name = "FILE")]
     pub embed_config: Option<PathBuf>,
     /// Output directory (created; our files in it are replaced).

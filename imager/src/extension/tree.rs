@@ -62,6 +62,10 @@ pub struct Entry {
     pub mode: u32,
     /// What it is.
     pub kind: Kind,
+    /// Its SELinux label, from the layer's `SCHILY.xattr.security.selinux` PAX record
+    /// ([`boot_artifact::layer::selinux_label`]); Talos ≥ 1.12 carries it into the squashfs
+    /// ([`Quirk::SeLinuxLabels`](kernel_cmdline::quirks::Quirk::SeLinuxLabels)).
+    pub selinux_label: Option<String>,
 }
 
 /// Why a layer or an extension was refused. Paths are shown as in the image (`rootfs/usr/…`).
@@ -136,7 +140,11 @@ impl Tree {
     pub fn insert(&mut self, path: &str, entry: Entry) {
         let parts: Vec<&str> = path.split('/').collect();
         for i in 1..parts.len() {
-            self.entries.entry(parts[..i].join("/")).or_insert(Entry { mode: 0o755, kind: Kind::Dir });
+            self.entries.entry(parts[..i].join("/")).or_insert(Entry {
+                mode: 0o755,
+                kind: Kind::Dir,
+                selinux_label: None,
+            });
         }
         if let Kind::File(data) = &entry.kind {
             self.bytes += data.len() as u64;
@@ -172,7 +180,7 @@ impl Tree {
             HardLink(String),
         }
         let mut whiteouts = Vec::new();
-        let mut pending: Vec<(String, u32, Pending)> = Vec::new();
+        let mut pending: Vec<(String, u32, Option<String>, Pending)> = Vec::new();
         let mut layer_bytes = 0u64;
         // Tar framing on top of the content bound: 512-byte headers, padding.
         let max_expanded = limit.saturating_add(layer::EXPANSION_SLACK);
@@ -185,7 +193,9 @@ impl Tree {
                 Item::Entry(e) => e,
             };
             let kind = match e.kind {
-                EntryKind::Dir => Pending::Entry(Entry { mode: e.mode, kind: Kind::Dir }),
+                EntryKind::Dir => {
+                    Pending::Entry(Entry { mode: e.mode, kind: Kind::Dir, selinux_label: e.selinux_label.clone() })
+                }
                 EntryKind::File { size } => {
                     // Checked: a hostile header's size near 2^64 must not wrap past the bound.
                     if self.bytes.saturating_add(layer_bytes).saturating_add(size) > limit {
@@ -194,13 +204,25 @@ impl Tree {
                     let mut data = Vec::with_capacity(size as usize);
                     e.data.take(size).read_to_end(&mut data).map_err(LayerError::Io)?;
                     layer_bytes += data.len() as u64;
-                    Pending::Entry(Entry { mode: e.mode, kind: Kind::File(data) })
+                    Pending::Entry(Entry {
+                        mode: e.mode,
+                        kind: Kind::File(data),
+                        selinux_label: e.selinux_label.clone(),
+                    })
                 }
-                EntryKind::Symlink(target) => Pending::Entry(Entry { mode: e.mode, kind: Kind::Symlink(target) }),
+                EntryKind::Symlink(target) => Pending::Entry(Entry {
+                    mode: e.mode,
+                    kind: Kind::Symlink(target),
+                    selinux_label: e.selinux_label.clone(),
+                }),
                 EntryKind::HardLink(target) => Pending::HardLink(target),
-                EntryKind::Special(what) => Pending::Entry(Entry { mode: e.mode, kind: Kind::Special(what) }),
+                EntryKind::Special(what) => Pending::Entry(Entry {
+                    mode: e.mode,
+                    kind: Kind::Special(what),
+                    selinux_label: e.selinux_label.clone(),
+                }),
             };
-            pending.push((e.path, e.mode, kind));
+            pending.push((e.path, e.mode, e.selinux_label, kind));
             Ok(())
         })
         .map_err(|e| match e {
@@ -212,11 +234,15 @@ impl Tree {
         for (_, removed) in layer::apply_whiteouts(&mut self.entries, &whiteouts) {
             self.forget(removed);
         }
-        for (path, mode, p) in pending {
+        for (path, mode, label, p) in pending {
             let entry = match p {
                 Pending::Entry(e) => e,
+                // A hard link shares its target's inode, so its label is the target's unless the
+                // link's own header sets one (Talos `untar.go` labels the path after linking).
                 Pending::HardLink(target) => match self.entries.get(&target) {
-                    Some(Entry { kind: k @ Kind::File(_), .. }) => Entry { mode, kind: k.clone() },
+                    Some(Entry { kind: k @ Kind::File(_), selinux_label, .. }) => {
+                        Entry { mode, kind: k.clone(), selinux_label: label.or_else(|| selinux_label.clone()) }
+                    }
                     _ => return Err(TreeError::DanglingHardlink { path, target }),
                 },
             };
@@ -476,5 +502,54 @@ mod tests {
         hostile.extend_from_slice(&[0; 1024]);
         let err = t.apply_layer(&hostile[..], 1 << 20).unwrap_err();
         assert!(matches!(err, TreeError::TooLarge { limit: 1048576 }), "{err}");
+    }
+
+    /// A layer whose entries carry `SCHILY.xattr.security.selinux` PAX records, as Talos's
+    /// imager writes them (`pkg/imager/embed.go`).
+    fn labelled(entries: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, label) in entries {
+            if !label.is_empty() {
+                b.append_pax_extensions([(layer::PAX_SELINUX, label.as_bytes())]).unwrap();
+            }
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o400);
+            h.set_size(2);
+            b.append_data(&mut h, path, &b"x\n"[..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn selinux_labels_are_read_from_pax_records_and_hard_links_share_them() {
+        let mut t = Tree::new();
+        let blob =
+            labelled(&[("rootfs/usr/local/a", "system_u:object_r:system_state_t:s0"), ("rootfs/usr/local/b", "")]);
+        t.apply_layer(&blob[..], DEFAULT_MAX_UNPACKED).unwrap();
+        assert_eq!(
+            t.get("rootfs/usr/local/a").unwrap().selinux_label.as_deref(),
+            Some("system_u:object_r:system_state_t:s0")
+        );
+        assert_eq!(t.get("rootfs/usr/local/b").unwrap().selinux_label, None, "an empty record is no label");
+        let link = layer(&[("rootfs/usr/local/c", Link, 0o400, "rootfs/usr/local/a")]);
+        t.apply_layer(&link[..], DEFAULT_MAX_UNPACKED).unwrap();
+        assert_eq!(
+            t.get("rootfs/usr/local/c").unwrap().selinux_label.as_deref(),
+            Some("system_u:object_r:system_state_t:s0")
+        );
+    }
+
+    #[test]
+    fn a_label_that_cannot_be_an_xattr_is_refused_naming_the_entry() {
+        for bad in ["system_u:object_r:x_t:s0 -p evil", "a\tb", "é"] {
+            let err = Tree::new()
+                .apply_layer(&labelled(&[("rootfs/usr/local/a", bad)])[..], DEFAULT_MAX_UNPACKED)
+                .unwrap_err();
+            assert!(err.to_string().contains("\"rootfs/usr/local/a\": SELinux label"), "{err}");
+        }
+        let long = "u".repeat(layer::MAX_SELINUX_LABEL + 1);
+        let err =
+            Tree::new().apply_layer(&labelled(&[("rootfs/usr/local/a", &long)])[..], DEFAULT_MAX_UNPACKED).unwrap_err();
+        assert!(err.to_string().contains("longer than 4096"), "{err}");
     }
 }

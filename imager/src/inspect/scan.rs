@@ -213,7 +213,7 @@ pub(super) fn extension_info(scan: &Scan) -> ExtensionInfo {
         paths: Vec::new(),
     };
     for (path, seen) in &scan.entries {
-        tree.insert(path, Entry { mode: seen.mode, kind: seen.kind.clone() });
+        tree.insert(path, Entry { mode: seen.mode, kind: seen.kind.clone(), selinux_label: None });
         let (kind, target) = match &seen.kind {
             Kind::Dir => {
                 info.directories += 1;

@@ -9,7 +9,9 @@
 //!   is configured. Otherwise Talos goes on to maintenance mode.
 //!
 //! The stand-in prints `MOONBOOT-STANDIN-INIT: embedded config path=… bytes=N sha256=… mode=0NNN
-//! complete=BOOL` and, when complete, serves apid as configured ([`crate::apid::mode`]). It does
+//! selinux=LABEL complete=BOOL` (LABEL: the file's `security.selinux` extended attribute as the
+//! booted kernel reads it through the overlay from the extension's squashfs, `-` when it has none)
+//! and, when complete, serves apid as configured ([`crate::apid::mode`]). It does
 //! not apply anything from the configuration.
 
 use std::collections::BTreeMap;
@@ -47,10 +49,11 @@ pub fn acquire() -> Result<()> {
     let complete = has_v1alpha1(&bytes);
     let _ = COMPLETE.set(complete);
     say(&format!(
-        "embedded config path=/usr/local/etc/talos/{FILE} bytes={} sha256={} mode={:04o} complete={complete}",
+        "embedded config path=/usr/local/etc/talos/{FILE} bytes={} sha256={} mode={:04o} selinux={} complete={complete}",
         bytes.len(),
         sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>(),
-        meta.permissions().mode() & 0o7777
+        meta.permissions().mode() & 0o7777,
+        selinux_label(&path).unwrap_or_else(|| "-".into())
     ));
     crate::mount(
         "tmpfs",
@@ -61,6 +64,17 @@ pub fn acquire() -> Result<()> {
     )?;
     say(&format!("masked {} with a read-only tmpfs", DIR.trim_start_matches("/root")));
     Ok(())
+}
+
+/// The `security.selinux` extended attribute of `path` (trailing NUL dropped), if it has one.
+fn selinux_label(path: &str) -> Option<String> {
+    let c = std::ffi::CString::new(path).ok()?;
+    let mut buf = [0u8; 4096];
+    // SAFETY: both strings are NUL-terminated; buf is valid for buf.len() bytes.
+    let n = unsafe { libc::getxattr(c.as_ptr(), c"security.selinux".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = usize::try_from(n).ok()?;
+    let label = buf[..n].strip_suffix(b"\0").unwrap_or(&buf[..n]);
+    Some(String::from_utf8_lossy(label).into_owned())
 }
 
 /// Whether a document has no `kind` and one of `machine`, `cluster`, `debug`, `persist` (the

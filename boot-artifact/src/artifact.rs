@@ -1,34 +1,48 @@
 //! The moonboot boot artifact: what `imager build` writes and `talos-agent boot` reads.
 //!
-//! # Shape
-//! One OCI image manifest per architecture (`application/vnd.oci.image.manifest.v1+json`), an
-//! OCI image index (`application/vnd.oci.image.index.v1+json`) when several are published under
-//! one tag. The manifest has:
-//! - a standard image config (`application/vnd.oci.image.config.v1+json`) whose `architecture`
-//!   (`arm64`/`amd64`) and `os` (`linux`) match the index entry's platform;
-//! - exactly three layers, in this order, each an **uncompressed tar**
-//!   ([`LAYER_MEDIA_TYPE`]) holding exactly one regular file, mode 0644, uid/gid 0:
-//!   1. [`Role::Kernel`] — `boot/kernel`: an arm64 `Image` already unpacked from EFI zboot
-//!      (magic `ARM\x64` at byte 56), or an x86 bzImage; loadable as is by `kexec_file_load`;
-//!   2. [`Role::Initramfs`] — `boot/initramfs`: the Talos initramfs with the extensions appended
-//!      (zstd newc cpio, Talos ≥ 1.8);
-//!   3. [`Role::Cmdline`] — `boot/cmdline`: the default kernel command line, UTF-8, one line, no
-//!      trailing newline, at most 2047 bytes.
+//! # Format 2 (what `imager build` writes): an OCI 1.1 artifact of raw blobs
+//! One OCI image manifest per architecture (`application/vnd.oci.image.manifest.v1+json`,
+//! image-spec v1.1 `manifest.md` "Guidelines for Artifact Usage", case 2), in an OCI image index
+//! (`application/vnd.oci.image.index.v1+json`) whose entries carry `platform` when several are
+//! published under one tag (not `artifactType`: skopeo 1.9 drops it when copying an index, which
+//! changes the index digest). The manifest has:
+//! - `artifactType` [`ARTIFACT_TYPE`];
+//! - `config`: the empty descriptor (`application/vnd.oci.empty.v1+json`, the 2-byte blob `{}`,
+//!   `sha256:44136fa3…`), whose blob is pushed like any other (registry:2 checks it exists);
+//! - exactly three layers, each the **file itself** (no tar, no compression of its own), found by
+//!   media type — never by position — and named by `org.opencontainers.image.title` (what
+//!   `oras pull` writes the file as):
+//!   1. [`Role::Kernel`] — [`Role::media_type`] `application/vnd.moonboot.linux.kernel.v1`, title
+//!      `kernel`: an arm64 `Image` (magic `ARM\x64` at byte 56; EFI zboot and gzip are unpacked
+//!      by the agent, at the cost of a second pass) or an x86 bzImage, loadable by `kexec_file_load`;
+//!   2. [`Role::Initramfs`] — `application/vnd.moonboot.linux.initramfs.v1`, title `initramfs`:
+//!      the bytes `kexec_file_load` gets as the initrd (Talos's zstd newc cpio with the extensions
+//!      appended); opaque to the agent;
+//!   3. [`Role::Cmdline`] — `application/vnd.moonboot.linux.cmdline.v1`, title `cmdline`: the
+//!      default kernel command line, UTF-8, one line, no trailing newline, at most 2047 bytes.
 //!
-//!   Each layer names its role in the annotation [`ANNOTATION_ROLE`]; readers find layers by that
-//!   annotation, never by position alone.
-//! - manifest annotations: [`ANNOTATION_FORMAT`] = [`FORMAT_VERSION`] (marks the manifest as a
-//!   boot artifact), [`ANNOTATION_TALOS_VERSION`], [`ANNOTATION_SCHEMATIC_ID`],
-//!   [`ANNOTATION_EXTENSIONS`], and the standard `org.opencontainers.image.created` (from
-//!   `SOURCE_DATE_EPOCH`).
+//!   Any other layer makes the manifest unreadable (fail closed).
+//! - annotations (all optional to a reader; `imager build` writes every one):
+//!   [`ANNOTATION_FORMAT`] = [`FORMAT_VERSION`], [`ANNOTATION_TALOS_VERSION`],
+//!   [`ANNOTATION_SCHEMATIC_ID`], [`ANNOTATION_EXTENSIONS`], and the standard
+//!   `org.opencontainers.image.created` from `SOURCE_DATE_EPOCH`, so equal inputs give an equal
+//!   manifest digest.
 //!
-//! # Why standard layer media types
-//! The architecture asks for media types under one vendor prefix. Every vendor-specific name lives
-//! under `dev.moonboot.` ([`VENDOR_PREFIX`]) as an annotation rather than as a layer media type,
-//! because common OCI tooling refuses unknown layer media types: `umoci unpack` 0.4 fails with
-//! "blob is not correct mediatype" (checked on Debian 12's umoci), and registry pull-through
-//! caches and `skopeo copy` are only exercised with standard ones. A one-file uncompressed tar
-//! costs 1 KiB of framing per layer and lets the reader stream the file into a memfd.
+//! The blob digest *is* the file's digest: a reader hashes each byte once, as it streams into
+//! the memory it will be loaded from. Anyone can produce the format, e.g.
+//! `oras push REF --artifact-type application/vnd.moonboot.boot.v2
+//! kernel:application/vnd.moonboot.linux.kernel.v1 initramfs:application/vnd.moonboot.linux.initramfs.v1
+//! cmdline:application/vnd.moonboot.linux.cmdline.v1`.
+//!
+//! # Format 1 (still read, no longer written)
+//! A standard image (OCI image config with `architecture`/`os`) whose three layers are
+//! uncompressed tars ([`LAYER_MEDIA_TYPE`]) holding one regular file each, at [`Role::path`]
+//! (`boot/kernel`, `boot/initramfs`, `boot/cmdline`), found by the layer annotation
+//! [`ANNOTATION_ROLE`]; manifest annotation [`ANNOTATION_FORMAT`] = `1`. The file's digest differs
+//! from the layer's, so a reader hashes twice. Artifacts published in this format keep booting.
+//!
+//! A manifest that names a newer format (an annotation value above 2, or another
+//! `application/vnd.moonboot.boot.*` artifact type) is refused in one line ([`ArtifactError`]).
 
 use std::collections::BTreeMap;
 
@@ -40,16 +54,20 @@ use crate::oci::{media_type, Descriptor, ImageManifest};
 /// The prefix of every moonboot-specific annotation key.
 pub const VENDOR_PREFIX: &str = "dev.moonboot.";
 
-/// Media type of each boot artifact layer: an uncompressed tar holding one file.
+/// `artifactType` of a format-2 boot artifact manifest.
+pub const ARTIFACT_TYPE: &str = "application/vnd.moonboot.boot.v2";
+/// The prefix of every boot artifact type, this version's and later ones.
+pub const ARTIFACT_TYPE_PREFIX: &str = "application/vnd.moonboot.boot.";
+/// Media type of a format-1 boot artifact layer: an uncompressed tar holding one file.
 pub const LAYER_MEDIA_TYPE: &str = media_type::OCI_LAYER_TAR;
-/// Media type of the boot artifact's image config.
+/// Media type of a format-1 boot artifact's image config.
 pub const CONFIG_MEDIA_TYPE: &str = media_type::OCI_CONFIG;
 
-/// Manifest annotation that marks a boot artifact; its value is [`FORMAT_VERSION`].
+/// Manifest annotation that names the boot artifact format: [`FORMAT_VERSION`] or `1`.
 pub const ANNOTATION_FORMAT: &str = "dev.moonboot.boot.format";
-/// The boot artifact format this crate describes.
-pub const FORMAT_VERSION: &str = "1";
-/// Layer annotation naming the layer's [`Role`] (`kernel`, `initramfs`, `cmdline`).
+/// The boot artifact format `imager build` writes.
+pub const FORMAT_VERSION: &str = "2";
+/// Format-1 layer annotation naming the layer's [`Role`] (`kernel`, `initramfs`, `cmdline`).
 pub const ANNOTATION_ROLE: &str = "dev.moonboot.boot.role";
 /// Manifest annotation: the Talos version the artifact was built from, e.g. `v1.10.5`.
 pub const ANNOTATION_TALOS_VERSION: &str = "dev.moonboot.talos.version";
@@ -111,15 +129,141 @@ impl ExtensionAnnotation {
     }
 }
 
-/// Whether `manifest` is a boot artifact this crate can read: [`ANNOTATION_FORMAT`] is
-/// [`FORMAT_VERSION`]. A manifest with another format version is not one (a newer imager's).
-pub fn is_boot_artifact(manifest: &ImageManifest) -> bool {
-    manifest.annotation(ANNOTATION_FORMAT) == Some(FORMAT_VERSION)
+/// Where one boot file is in a boot artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootBlob<'m> {
+    /// Format 2: the blob is the file; its digest is the file's.
+    Raw(&'m Descriptor),
+    /// Format 1: the only file, at `path`, of a one-file tar layer.
+    InTar {
+        /// The tar layer.
+        layer: &'m Descriptor,
+        /// The file's path in it ([`Role::path`]).
+        path: &'static str,
+    },
 }
 
-/// The layer that holds `role`, found by its [`ANNOTATION_ROLE`] annotation.
-pub fn layer_for(manifest: &ImageManifest, role: Role) -> Option<&Descriptor> {
-    manifest.layers.iter().find(|l| l.annotation(ANNOTATION_ROLE) == Some(role.as_str()))
+impl<'m> BootBlob<'m> {
+    /// The blob's descriptor (the raw file's, or the tar layer's).
+    pub fn descriptor(self) -> &'m Descriptor {
+        match self {
+            BootBlob::Raw(d) | BootBlob::InTar { layer: d, .. } => d,
+        }
+    }
+}
+
+/// The three boot files of a boot artifact manifest, by role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootLayers<'m> {
+    /// 1 or 2.
+    pub format: u32,
+    /// In [`Role::ALL`] order: kernel, initramfs, command line.
+    pub blobs: [BootBlob<'m>; 3],
+}
+
+impl<'m> BootLayers<'m> {
+    /// Where the file of `role` is.
+    pub fn get(&self, role: Role) -> BootBlob<'m> {
+        self.blobs[Role::ALL.iter().position(|r| *r == role).expect("every role is in ALL")]
+    }
+}
+
+/// Why a manifest that names itself a boot artifact cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArtifactError {
+    /// A format this crate does not know (a newer imager's).
+    #[error(
+        "boot artifact format {0} is newer than this moonboot reads (formats 1 and 2): upgrade talos-agent / imager"
+    )]
+    Newer(String),
+    /// No layer holds this role's file.
+    #[error("boot artifact (format {format}) has no {role} layer ({expected})")]
+    Missing {
+        /// 1 or 2.
+        format: u32,
+        /// `kernel`, `initramfs`, `cmdline`.
+        role: &'static str,
+        /// What was looked for: a media type, or an annotation.
+        expected: String,
+    },
+    /// Two layers hold the same role.
+    #[error("boot artifact (format {format}) has two {role} layers")]
+    Duplicate {
+        /// 1 or 2.
+        format: u32,
+        /// `kernel`, `initramfs`, `cmdline`.
+        role: &'static str,
+    },
+    /// A format-2 layer of a media type that is not one of the three.
+    #[error("boot artifact layers[{index}]: media type {media_type} is not a kernel, initramfs or cmdline blob")]
+    Unexpected {
+        /// Its position.
+        index: usize,
+        /// Its media type.
+        media_type: String,
+    },
+}
+
+/// Reads the boot files' places from `manifest`: `Ok(None)` when it is not a boot artifact (no
+/// [`ANNOTATION_FORMAT`] and no [`ARTIFACT_TYPE_PREFIX`] artifact type); format 2 when its
+/// `artifactType` is [`ARTIFACT_TYPE`] (annotations optional, as for an `oras push`) or its
+/// format annotation says 2; format 1 when the annotation says 1.
+///
+/// # Errors
+/// [`ArtifactError`]: a newer format, a missing or duplicated role, an unknown format-2 layer.
+pub fn boot_layers(manifest: &ImageManifest) -> Result<Option<BootLayers<'_>>, ArtifactError> {
+    let format = manifest.annotation(ANNOTATION_FORMAT);
+    let artifact_type = manifest.artifact_type.as_deref();
+    if let Some(t) = artifact_type.filter(|t| t.starts_with(ARTIFACT_TYPE_PREFIX) && *t != ARTIFACT_TYPE) {
+        return Err(ArtifactError::Newer(t.to_string()));
+    }
+    let v2 = artifact_type == Some(ARTIFACT_TYPE);
+    match format {
+        None if !v2 => Ok(None),
+        Some("1") if !v2 => by_role(manifest, 1).map(Some),
+        None | Some("2") => by_role(manifest, 2).map(Some),
+        Some(other) => Err(ArtifactError::Newer(other.to_string())),
+    }
+}
+
+/// Format 1 finds a role by its layer annotation, format 2 by media type.
+fn by_role(manifest: &ImageManifest, format: u32) -> Result<BootLayers<'_>, ArtifactError> {
+    let role_of = |l: &Descriptor| match format {
+        1 => l.annotation(ANNOTATION_ROLE).and_then(Role::parse),
+        _ => Role::from_media_type(&l.media_type),
+    };
+    let expected = |r: Role| match format {
+        1 => format!("annotated {ANNOTATION_ROLE}={}", r.as_str()),
+        _ => format!("media type {}", r.media_type()),
+    };
+    let mut found: [Option<&Descriptor>; 3] = [None; 3];
+    for (index, layer) in manifest.layers.iter().enumerate() {
+        let Some(role) = role_of(layer) else {
+            if format == 2 {
+                return Err(ArtifactError::Unexpected { index, media_type: layer.media_type.clone() });
+            }
+            continue; // format 1 readers skipped unannotated layers
+        };
+        let slot = &mut found[Role::ALL.iter().position(|r| *r == role).expect("in ALL")];
+        if slot.is_some() {
+            return Err(ArtifactError::Duplicate { format, role: role.as_str() });
+        }
+        *slot = Some(layer);
+    }
+    let mut blobs = Vec::with_capacity(3);
+    for (role, d) in Role::ALL.into_iter().zip(found) {
+        let Some(d) = d else {
+            return Err(ArtifactError::Missing { format, role: role.as_str(), expected: expected(role) });
+        };
+        blobs.push(if format == 2 { BootBlob::Raw(d) } else { BootBlob::InTar { layer: d, path: role.path() } });
+    }
+    Ok(BootLayers { format, blobs: blobs.try_into().expect("three roles") })
+}
+
+/// Whether `manifest` is a boot artifact this crate can read ([`boot_layers`] finds all three
+/// files).
+pub fn is_boot_artifact(manifest: &ImageManifest) -> bool {
+    matches!(boot_layers(manifest), Ok(Some(_)))
 }
 
 /// The manifest annotations of a boot artifact, keys sorted: format, Talos version, schematic ID,
@@ -163,7 +307,26 @@ impl Role {
         }
     }
 
-    /// The path of the one file inside the layer's tar.
+    /// The format-2 media type of this role's blob.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Role::Kernel => "application/vnd.moonboot.linux.kernel.v1",
+            Role::Initramfs => "application/vnd.moonboot.linux.initramfs.v1",
+            Role::Cmdline => "application/vnd.moonboot.linux.cmdline.v1",
+        }
+    }
+
+    /// The role whose format-2 media type is `media_type`.
+    pub fn from_media_type(media_type: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.media_type() == media_type)
+    }
+
+    /// The format-2 blob's `org.opencontainers.image.title`: the file name `oras pull` writes.
+    pub fn title(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// The path of the one file inside a format-1 layer's tar.
     pub fn path(self) -> &'static str {
         match self {
             Role::Kernel => "boot/kernel",
@@ -231,13 +394,65 @@ mod tests {
             layers.push(l);
         }
         layers.reverse(); // found by annotation, not by position
-        let annotations = manifest_annotations("v1.10.5", "abc", &ext, "2025-07-01T00:00:00Z");
+        let mut annotations = manifest_annotations("v1.10.5", "abc", &ext, "2025-07-01T00:00:00Z");
+        annotations.insert(ANNOTATION_FORMAT.into(), "1".into());
         let mut m = ImageManifest::new(Descriptor::of(CONFIG_MEDIA_TYPE, b"{}"), layers, annotations);
-        assert!(is_boot_artifact(&m));
-        assert_eq!(layer_for(&m, Role::Kernel).unwrap().digest, Sha256Digest::of(b"boot/kernel"));
-        m.annotations.insert(ANNOTATION_FORMAT.into(), "2".into());
-        assert!(!is_boot_artifact(&m), "another format version is not ours to read");
+        let v1 = boot_layers(&m).unwrap().unwrap();
+        assert_eq!(v1.format, 1);
+        assert_eq!(
+            v1.get(Role::Kernel),
+            BootBlob::InTar { layer: &m.layers[2], path: "boot/kernel" },
+            "format 1: the tar layer annotated kernel"
+        );
+        m.annotations.insert(ANNOTATION_FORMAT.into(), "3".into());
+        assert_eq!(
+            boot_layers(&m).unwrap_err().to_string(),
+            "boot artifact format 3 is newer than this moonboot reads (formats 1 and 2): upgrade talos-agent / imager"
+        );
         m.annotations.remove(ANNOTATION_FORMAT);
+        assert_eq!(boot_layers(&m), Ok(None), "no format annotation, no artifact type: not a boot artifact");
         assert!(!is_boot_artifact(&m));
+    }
+
+    /// A format-2 manifest as `oras push --artifact-type` makes it: no moonboot annotations,
+    /// layers in any order, each found by media type.
+    #[test]
+    fn format_2_blobs_are_found_by_media_type_and_anything_else_is_refused() {
+        let raw = |r: Role| {
+            let mut d = Descriptor::of(r.media_type(), r.as_str().as_bytes());
+            d.annotations.insert(crate::oci::ANNOTATION_TITLE.into(), r.title().into());
+            d
+        };
+        let mut m = ImageManifest::new(
+            Descriptor::of(media_type::OCI_EMPTY, b"{}"),
+            vec![raw(Role::Cmdline), raw(Role::Kernel), raw(Role::Initramfs)],
+            BTreeMap::new(),
+        );
+        assert_eq!(boot_layers(&m), Ok(None), "without the artifact type it is just an image");
+        m.artifact_type = Some(ARTIFACT_TYPE.into());
+        let v2 = boot_layers(&m).unwrap().unwrap();
+        assert_eq!(v2.format, 2);
+        for r in Role::ALL {
+            assert_eq!(v2.get(r).descriptor().digest, Sha256Digest::of(r.as_str().as_bytes()));
+            assert!(matches!(v2.get(r), BootBlob::Raw(_)));
+        }
+        let mut extra = m.clone();
+        extra.layers.push(Descriptor::of("application/octet-stream", b"x"));
+        assert_eq!(
+            boot_layers(&extra).unwrap_err().to_string(),
+            "boot artifact layers[3]: media type application/octet-stream is not a kernel, initramfs or cmdline blob"
+        );
+        let mut twice = m.clone();
+        twice.layers.push(raw(Role::Kernel));
+        assert_eq!(boot_layers(&twice).unwrap_err().to_string(), "boot artifact (format 2) has two kernel layers");
+        let mut missing = m.clone();
+        missing.layers.remove(0);
+        assert_eq!(
+            boot_layers(&missing).unwrap_err().to_string(),
+            "boot artifact (format 2) has no cmdline layer (media type application/vnd.moonboot.linux.cmdline.v1)"
+        );
+        let mut newer = m.clone();
+        newer.artifact_type = Some("application/vnd.moonboot.boot.v3".into());
+        assert!(matches!(boot_layers(&newer), Err(ArtifactError::Newer(_))));
     }
 }

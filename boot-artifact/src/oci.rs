@@ -85,6 +85,9 @@ pub mod media_type {
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Annotation: when the image was created, RFC 3339 (image-spec `annotations.md`).
 pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
+/// Pre-defined annotation: a human-readable title; for an artifact's blob, its file name (oras-go
+/// `content/file/file.go` writes it on push and names the file by it on pull).
+pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
 
 /// An OCI platform; `architecture` and `os` use Go's `GOARCH`/`GOOS` spelling (`arm64`,
 /// `amd64`, `linux`). Serialised as `{"architecture":…,"os":…[,"variant":…]}`.
@@ -122,7 +125,8 @@ impl fmt::Display for Platform {
     }
 }
 
-/// A content descriptor. Serialised as `{"mediaType","digest","size"[,"platform"][,"annotations"]}`.
+/// A content descriptor. Serialised as
+/// `{"mediaType","digest","size"[,"artifactType"][,"platform"][,"annotations"]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Descriptor {
     /// The blob's media type.
@@ -132,6 +136,10 @@ pub struct Descriptor {
     pub digest: Sha256Digest,
     /// The blob's size in bytes.
     pub size: u64,
+    /// The `artifactType` of the manifest this descriptor points at, when it is an artifact
+    /// (image-spec v1.1 `descriptor.md`; set on index entries).
+    #[serde(rename = "artifactType", skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
     /// Platform of a manifest listed in an index.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
@@ -148,7 +156,14 @@ impl Descriptor {
 
     /// A descriptor with no platform and no annotations.
     pub fn new(media_type: &str, digest: Sha256Digest, size: u64) -> Descriptor {
-        Descriptor { media_type: media_type.to_string(), digest, size, platform: None, annotations: BTreeMap::new() }
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size,
+            artifact_type: None,
+            platform: None,
+            annotations: BTreeMap::new(),
+        }
     }
 
     /// The annotation `key`, if present.
@@ -259,6 +274,8 @@ impl ImageIndex {
 
 /// A manifest document as fetched by reference or read from a layout: an index or a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// One per reference resolved, moved once: boxing the manifest would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Document {
     /// An OCI image index or Docker manifest list.
     Index(ImageIndex),
@@ -289,6 +306,7 @@ struct RawDescriptor {
     #[serde(default)]
     annotations: Option<BTreeMap<String, String>>,
     platform: Option<RawPlatform>,
+    artifact_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -333,7 +351,14 @@ impl RawDescriptor {
                 variant: p.variant,
             }),
         };
-        Ok(Descriptor { media_type, digest, size, platform, annotations: self.annotations.unwrap_or_default() })
+        Ok(Descriptor {
+            media_type,
+            digest,
+            size,
+            artifact_type: self.artifact_type,
+            platform,
+            annotations: self.annotations.unwrap_or_default(),
+        })
     }
 }
 

@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use boot_artifact::artifact::{self, kernel_args, Role};
+use boot_artifact::artifact::{self, kernel_args, BootBlob, Role};
 use boot_artifact::digest::Sha256Digest;
 use boot_artifact::layer::{self, Wanted};
 use kernel_cmdline::{Cmdline, Param};
@@ -286,21 +286,23 @@ pub fn from_build_output(out: &Path, arch: &str) -> Result<BootFiles> {
     let dir = crate::publish::boot_layout_dir(out, arch);
     let layout = OciLayout::open(&dir)?;
     let image = layout.resolve(Some(arch))?;
-    if !artifact::is_boot_artifact(&image.manifest) {
-        bail!("{}: not a boot artifact", dir.display());
-    }
+    let boot = artifact::boot_layers(&image.manifest)
+        .with_context(|| dir.display().to_string())?
+        .with_context(|| format!("{}: not a boot artifact", dir.display()))?;
     let read = |role: Role| -> Result<Vec<u8>> {
-        let desc = artifact::layer_for(&image.manifest, role)
-            .with_context(|| format!("{}: no {} layer", dir.display(), role.as_str()))?;
-        let wanted = [Wanted::new(role.path(), 4 << 30)];
-        let found = layer::extract(layout.open_blob(desc)?, layer::expansion_limit(desc.size), &wanted, layer::to_vec)
-            .with_context(|| format!("{}: {} layer", dir.display(), role.as_str()))?;
-        let (_, data) = found
-            .files
-            .into_iter()
-            .next()
-            .with_context(|| format!("{}: the {} layer holds no {}", dir.display(), role.as_str(), role.path()))?;
-        Ok(data)
+        let context = || format!("{}: the {} of the boot artifact", dir.display(), role.as_str());
+        match boot.get(role) {
+            BootBlob::Raw(desc) => Ok(layout.read_blob(desc, "boot file", 4 << 30).with_context(context)?),
+            BootBlob::InTar { layer: desc, path } => {
+                let wanted = [Wanted::new(path, 4 << 30)];
+                let found =
+                    layer::extract(layout.open_blob(desc)?, layer::expansion_limit(desc.size), &wanted, layer::to_vec)
+                        .with_context(context)?;
+                let (_, data) =
+                    found.files.into_iter().next().with_context(|| format!("{}: holds no {path}", context()))?;
+                Ok(data)
+            }
+        }
     };
     let ann = |k: &str| image.manifest.annotation(k).unwrap_or_default().to_string();
     Ok(BootFiles {

@@ -469,7 +469,32 @@ impl<'p> LayoutWriter<'p> {
             rootfs: RootFs { kind: "layers", diff_ids },
         };
         let config = self.blob(media_type::OCI_CONFIG, &serde_json::to_vec(&config)?)?;
-        let manifest = ImageManifest::new(config, layers, annotations);
+        self.finish(arch, ImageManifest::new(config, layers, annotations), tag)
+    }
+
+    /// Writes an OCI 1.1 artifact (image-spec `manifest.md` "Guidelines for Artifact Usage":
+    /// `artifactType`, the empty config `{}` stored as a blob) over `layers` with `annotations`,
+    /// and `index.json` listing it with platform `linux/<arch>` and the tag `tag`. The index entry
+    /// has no `artifactType` (see [`crate::publish::index_bytes`]). Returns the manifest's
+    /// descriptor with its platform.
+    ///
+    /// # Errors
+    /// I/O, with the path.
+    pub fn finish_artifact(
+        self,
+        arch: &str,
+        artifact_type: &str,
+        layers: Vec<Descriptor>,
+        annotations: BTreeMap<String, String>,
+        tag: &str,
+    ) -> anyhow::Result<Descriptor> {
+        let config = self.blob(media_type::OCI_EMPTY, b"{}")?;
+        let mut manifest = ImageManifest::new(config, layers, annotations);
+        manifest.artifact_type = Some(artifact_type.to_string());
+        self.finish(arch, manifest, tag)
+    }
+
+    fn finish(self, arch: &str, manifest: ImageManifest, tag: &str) -> anyhow::Result<Descriptor> {
         let mut desc = self.blob(media_type::OCI_MANIFEST, &manifest.to_json())?;
         desc.platform = Some(Platform::linux(arch));
         let mut entry = desc.clone();

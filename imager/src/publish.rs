@@ -390,13 +390,16 @@ async fn confirm_references(
 
 /// The bytes of the multi-arch index over `sources` (compact JSON, fields in image-spec order:
 /// `schemaVersion`, `mediaType`, `manifests`), each entry the manifest's descriptor with
-/// `platform` `linux/<arch>` and no annotations.
+/// `platform` `linux/<arch>` and no annotations. No `artifactType` either, even for an artifact
+/// (the manifest carries it): skopeo 1.9 (Debian 12) drops that field when it copies an index,
+/// which would change the index digest users pin.
 pub fn index_bytes(sources: &[Source]) -> Vec<u8> {
     let manifests = sources
         .iter()
         .map(|s| {
             let mut d = s.descriptor.clone();
             d.platform = Some(Platform::linux(&s.arch));
+            d.artifact_type = None;
             d.annotations.clear();
             d
         })

@@ -10,7 +10,6 @@
 //! MOONBOOT_REQUIRE_FIXTURES=1).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -247,16 +246,23 @@ fn default_build_holds_base_and_three_extensions_and_is_reproducible() {
         }
     }
 
-    // The boot artifact: three one-file layers by role; the kernel is the unpacked Image.
+    // The boot artifact, format 2: an OCI 1.1 artifact whose three blobs are the files
+    // themselves, typed and titled; the kernel is the unpacked Image.
     let layout = out1.join("boot-arm64");
     let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let mdigest = index["manifests"][0]["digest"].as_str().unwrap();
     assert_eq!(index["manifests"][0]["platform"]["architecture"], "arm64");
     let blob = |d: &str| std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(&blob(mdigest)).unwrap();
+    assert_eq!(manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(manifest["artifactType"], "application/vnd.moonboot.boot.v2");
     let ann = &manifest["annotations"];
     assert_eq!(ann["dev.moonboot.talos.version"], "v1.10.5");
-    assert_eq!(ann["dev.moonboot.boot.format"], "1");
+    assert_eq!(ann["dev.moonboot.boot.format"], "2");
+    assert_eq!(
+        ann["org.opencontainers.image.created"], "2025-07-01T00:00:00Z",
+        "fixed: SOURCE_DATE_EPOCH or its default"
+    );
     let sid = ann["dev.moonboot.talos.schematic"].as_str().unwrap();
     let schematic = "customization:\n    systemExtensions:\n        officialExtensions:\n            - siderolabs/spin\n            - siderolabs/tailscale\n";
     assert_eq!(sid, Sha256Digest::of(schematic.as_bytes()).hex());
@@ -264,27 +270,27 @@ fn default_build_holds_base_and_three_extensions_and_is_reproducible() {
     assert_eq!(exts[0]["name"], "spin");
     assert_eq!(exts[0]["digest"], f.images["spin"].index_digest.as_str());
     assert_eq!(exts[2]["name"], "talos-agent");
-    let config: serde_json::Value =
-        serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
-    assert_eq!(config["architecture"], "arm64");
-    assert_eq!(config["os"], "linux");
-    let mut by_role = BTreeMap::new();
+    // The empty descriptor (image-spec v1.1 manifest.md), its `{}` blob really in the layout.
+    assert_eq!(
+        manifest["config"],
+        serde_json::json!({"mediaType": "application/vnd.oci.empty.v1+json",
+            "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2})
+    );
+    assert_eq!(blob(manifest["config"]["digest"].as_str().unwrap()), b"{}");
+    let mut by_title = BTreeMap::new();
     for l in manifest["layers"].as_array().unwrap() {
-        assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar");
-        let tar = blob(l["digest"].as_str().unwrap());
-        let mut ar = tar::Archive::new(&tar[..]);
-        let mut entries = ar.entries().unwrap();
-        let mut e = entries.next().unwrap().unwrap();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).unwrap();
-        let path = e.path().unwrap().display().to_string();
-        assert!(entries.next().is_none(), "layer holds more than one file");
-        by_role.insert(l["annotations"]["dev.moonboot.boot.role"].as_str().unwrap().to_string(), (path, data));
+        let data = blob(l["digest"].as_str().unwrap());
+        assert_eq!(l["size"], data.len(), "the blob is the file");
+        let title = l["annotations"]["org.opencontainers.image.title"].as_str().unwrap().to_string();
+        by_title.insert(title, (l["mediaType"].as_str().unwrap().to_string(), data));
     }
-    assert_eq!(by_role["kernel"].0, "boot/kernel");
-    assert_eq!(by_role["kernel"].1, std::fs::read(&a.kernel_image).unwrap(), "kernel layer is not the unpacked Image");
-    assert_eq!(by_role["initramfs"].1, initramfs);
-    assert_eq!(by_role["cmdline"].1, metal.as_bytes());
+    assert_eq!(by_title.keys().collect::<Vec<_>>(), ["cmdline", "initramfs", "kernel"]);
+    assert_eq!(by_title["kernel"].0, "application/vnd.moonboot.linux.kernel.v1");
+    assert_eq!(by_title["initramfs"].0, "application/vnd.moonboot.linux.initramfs.v1");
+    assert_eq!(by_title["cmdline"].0, "application/vnd.moonboot.linux.cmdline.v1");
+    assert_eq!(by_title["kernel"].1, std::fs::read(&a.kernel_image).unwrap(), "kernel blob is not the unpacked Image");
+    assert_eq!(by_title["initramfs"].1, initramfs);
+    assert_eq!(by_title["cmdline"].1, metal.as_bytes());
 
     // build.json names the inputs by digest.
     let build: serde_json::Value = serde_json::from_slice(&std::fs::read(out1.join("build.json")).unwrap()).unwrap();

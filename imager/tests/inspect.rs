@@ -77,7 +77,7 @@ fn published_boot_artifact_reads_the_same_from_registry_layout_and_output_dir() 
         assert_eq!(remote["platform"], format!("linux/{arch}"));
         assert_eq!(remote["manifest_digest"], i.manifest.0.as_str());
         let b = &remote["boot"];
-        assert_eq!(b["format_version"], "1");
+        assert_eq!(b["format_version"], "2");
         assert_eq!(b["talos_version"], "v1.10.5");
         assert_eq!(b["schematic_id"], SCHEMATIC);
         assert_eq!(b["created"], "2025-07-01T00:00:00Z");
@@ -88,7 +88,7 @@ fn published_boot_artifact_reads_the_same_from_registry_layout_and_output_dir() 
         assert_eq!(b["extensions"][0]["digest"], f.images["spin"].index_digest.as_str());
         assert_eq!(b["extensions"][2].get("digest"), None, "built here: no digest");
         let kernel_len = std::fs::metadata(&i.kernel).unwrap().len();
-        assert_eq!(b["kernel"]["path"], "boot/kernel");
+        assert_eq!(b["kernel"]["path"], "kernel", "format 2: the blob's title");
         assert_eq!(b["kernel"]["size"], kernel_len);
         let format = b["kernel"]["format"].as_str().unwrap();
         assert!(format.starts_with(kernel_format), "{arch}: {format}");
@@ -97,10 +97,9 @@ fn published_boot_artifact_reads_the_same_from_registry_layout_and_output_dir() 
         let roles: Vec<&str> =
             remote["layers"].as_array().unwrap().iter().map(|l| l["role"].as_str().unwrap()).collect();
         assert_eq!(roles, ["kernel", "initramfs", "cmdline"]);
-        // The kernel layer is the one-file tar around the kernel: its size is the file's rounded
-        // up to 512-byte blocks plus the header and the two end blocks.
-        let layer_size = remote["layers"][0]["size"].as_u64().unwrap();
-        assert_eq!(layer_size, 512 + kernel_len.div_ceil(512) * 512 + 1024);
+        // Format 2: the kernel blob is the kernel.
+        assert_eq!(remote["layers"][0]["size"], kernel_len);
+        assert_eq!(remote["layers"][0]["media_type"], "application/vnd.moonboot.linux.kernel.v1");
 
         assert_eq!(
             text_facts(&[&to, "--arch", arch, "--insecure-registry", &f.registry]),

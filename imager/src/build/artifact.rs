@@ -1,5 +1,5 @@
-//! What `imager build` writes as OCI image layouts: the boot artifact (`boot-<arch>/`, its shape
-//! and annotations in [`boot_artifact::artifact`]) and the talos-agent extension image, both
+//! What `imager build` writes as OCI image layouts: the boot artifact (`boot-<arch>/`, format 2:
+//! an OCI 1.1 artifact of raw blobs, its contract in [`boot_artifact::artifact`]) and the talos-agent extension image, both
 //! through [`LayoutWriter`] (compact JSON with a fixed key order: equal inputs, equal digests;
 //! `index.json` lists the one image with its platform and tag).
 
@@ -8,14 +8,14 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Result;
-use boot_artifact::artifact::{self, ExtensionAnnotation, Role, ANNOTATION_ROLE, LAYER_MEDIA_TYPE};
+use boot_artifact::artifact::{self, ExtensionAnnotation, Role};
 use boot_artifact::digest::Sha256Digest;
-use boot_artifact::oci::{media_type, Descriptor, ANNOTATION_CREATED};
+use boot_artifact::oci::{media_type, Descriptor, ANNOTATION_CREATED, ANNOTATION_TITLE};
 
 use crate::oci_layout::LayoutWriter;
 
-/// A tar holding one regular file `path` (mode 0644, uid/gid 0, `mtime`), as the boot artifact's
-/// layers are.
+/// A tar holding one regular file `path` (mode 0644, uid/gid 0, `mtime`), as a format-1 boot
+/// artifact's layers are.
 pub fn one_file_tar(path: &str, data: &[u8], mtime: u64) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(data.len() + 2048);
     {
@@ -53,30 +53,28 @@ pub struct BootArtifact<'a> {
     pub epoch: u64,
 }
 
-/// Writes the boot artifact as an OCI layout in `dir` (tag = the Talos version); returns the
-/// manifest descriptor.
+/// Writes the boot artifact (format 2) as an OCI layout in `dir` (tag = the Talos version):
+/// the empty config, one raw blob per file with its role's media type and title, the manifest
+/// annotations. Returns the manifest descriptor.
 ///
 /// # Errors
 /// I/O.
 pub fn write_boot_artifact(dir: &Path, a: &BootArtifact<'_>) -> Result<Descriptor> {
     let layout = LayoutWriter::create(dir)?;
     let mut layers = Vec::new();
-    let mut diff_ids = Vec::new();
     for role in Role::ALL {
         let data: &[u8] = match role {
             Role::Kernel => a.kernel,
             Role::Initramfs => a.initramfs,
             Role::Cmdline => a.cmdline.as_bytes(),
         };
-        let tar = one_file_tar(role.path(), data, a.epoch)?;
-        let mut d = layout.blob(LAYER_MEDIA_TYPE, &tar)?;
-        d.annotations.insert(ANNOTATION_ROLE.into(), role.as_str().into());
-        diff_ids.push(d.digest);
+        let mut d = layout.blob(role.media_type(), data)?;
+        d.annotations.insert(ANNOTATION_TITLE.into(), role.title().into());
         layers.push(d);
     }
     let created = rfc3339(a.epoch);
     let annotations = artifact::manifest_annotations(a.talos_version, a.schematic_id, a.extensions, &created);
-    layout.finish_image(a.arch, &created, layers, diff_ids, annotations, a.talos_version)
+    layout.finish_artifact(a.arch, artifact::ARTIFACT_TYPE, layers, annotations, a.talos_version)
 }
 
 /// Writes an extension image (one gzip'd tar layer) as an OCI layout in `dir` with tag `tag`.

@@ -31,7 +31,6 @@ pub mod model;
 pub mod render;
 mod scan;
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Seek};
 use std::path::{Path, PathBuf};
@@ -40,7 +39,7 @@ use anyhow::Context;
 use boot_artifact::artifact::{self, Role};
 use boot_artifact::digest::Sha256Digest;
 use boot_artifact::layer::LayerError;
-use boot_artifact::oci::{media_type, Descriptor};
+use boot_artifact::oci::{media_type, Descriptor, ImageManifest};
 use boot_artifact::reference::Reference;
 use kernel_cmdline::preset::Arch;
 use moonboot_registry::{Registry, Resolved};
@@ -90,9 +89,12 @@ pub enum InspectError {
         /// The refusal.
         source: LayerError,
     },
-    /// A boot artifact lacks the layer of a role, or the layer lacks its file.
+    /// A format-1 boot artifact's layer lacks its file.
     #[error("boot artifact has no {0} (layer annotated {role}={1} holding {2})", role = artifact::ANNOTATION_ROLE)]
     MissingRole(&'static str, &'static str, &'static str),
+    /// A manifest that names itself a boot artifact is not a readable one.
+    #[error(transparent)]
+    Artifact(#[from] artifact::ArtifactError),
 }
 
 /// Where blobs come from.
@@ -138,12 +140,8 @@ pub struct Image<'a> {
     pub index_digest: Option<Sha256Digest>,
     /// The manifest's digest.
     pub manifest_digest: Sha256Digest,
-    /// The config descriptor.
-    pub config: &'a Descriptor,
-    /// The layer descriptors, base first.
-    pub layers: &'a [Descriptor],
-    /// The manifest's annotations.
-    pub annotations: &'a BTreeMap<String, String>,
+    /// The manifest.
+    pub manifest: &'a ImageManifest,
 }
 
 /// Inspects one image, reading its blobs from `blobs`.
@@ -151,18 +149,20 @@ pub struct Image<'a> {
 /// # Errors
 /// [`InspectError`].
 pub async fn inspect_image(image: Image<'_>, blobs: &Blobs<'_>) -> Result<Inspection, InspectError> {
-    let Image { source, platform, index_digest, manifest_digest, config, layers, annotations } = image;
-    let is_boot = annotations.contains_key(artifact::ANNOTATION_FORMAT);
+    let Image { source, platform, index_digest, manifest_digest, manifest } = image;
+    let (config, layers, annotations) = (&manifest.config, &manifest.layers, &manifest.annotations);
+    let boot = artifact::boot_layers(manifest)?;
+    let is_boot = boot.is_some();
     let small = |p: &str| {
         if is_boot {
-            p == Role::Cmdline.path()
+            p == Role::Cmdline.path() || p == Role::Cmdline.title()
         } else {
             p == "manifest.yaml"
         }
     };
     let head = |p: &str| {
         if is_boot {
-            p == Role::Kernel.path() || p == Role::Initramfs.path()
+            [Role::Kernel, Role::Initramfs].iter().any(|r| p == r.path() || p == r.title())
         } else {
             p.starts_with("usr/install/") && p.ends_with("/vmlinuz")
         }
@@ -172,8 +172,14 @@ pub async fn inspect_image(image: Image<'_>, blobs: &Blobs<'_>) -> Result<Inspec
     let mut infos = Vec::new();
     for layer in layers {
         let (mut blob, path) = blobs.open(layer).await?;
-        // Blobs that are not tar layers (an artifact's config-like blobs) are verified, not read.
-        let entries = if media_type::is_tar_layer(&layer.media_type) {
+        // A format-2 boot blob is the file itself, recorded under its title; other blobs that
+        // are not tar layers (an artifact's config-like blobs) are verified, not read.
+        let raw_role =
+            Role::from_media_type(&layer.media_type).filter(|_| boot.as_ref().is_some_and(|b| b.format == 2));
+        let entries = if let Some(role) = raw_role {
+            scan.raw(role.title(), &mut blob, layer.size, &keep).map_err(|e| blob_error(path.clone(), e))?;
+            1
+        } else if media_type::is_tar_layer(&layer.media_type) {
             match scan.layer(&mut blob, layer.size, &keep) {
                 Ok(n) => n,
                 Err(LayerError::Io(e)) => return Err(blob_error(path, e).into()),
@@ -187,7 +193,10 @@ pub async fn inspect_image(image: Image<'_>, blobs: &Blobs<'_>) -> Result<Inspec
             media_type: layer.media_type.clone(),
             digest: layer.digest.to_string(),
             size: layer.size,
-            role: layer.annotation(artifact::ANNOTATION_ROLE).map(str::to_string),
+            role: match raw_role {
+                Some(role) => Some(role.as_str().to_string()),
+                None => layer.annotation(artifact::ANNOTATION_ROLE).map(str::to_string),
+            },
             entries,
         });
     }
@@ -207,7 +216,8 @@ pub async fn inspect_image(image: Image<'_>, blobs: &Blobs<'_>) -> Result<Inspec
     };
     if is_boot {
         out.kind = "boot-artifact".to_string();
-        out.boot = Some(scan::boot_info(annotations, &out.layers, &scan)?);
+        let format = boot.as_ref().map_or(1, |b| b.format);
+        out.boot = Some(scan::boot_info(annotations, format, &out.layers, &scan)?);
     } else if scan.entries.contains_key("manifest.yaml") && scan.entries.contains_key("rootfs") {
         out.kind = "extension".to_string();
         out.extension = Some(scan::extension_info(&scan));
@@ -231,9 +241,7 @@ pub async fn inspect_layout(dir: &Path, arch: Option<&str>) -> Result<Inspection
         platform: image.platform().to_string(),
         index_digest: image.index_digest,
         manifest_digest: image.descriptor.digest,
-        config: &m.config,
-        layers: &m.layers,
-        annotations: &m.annotations,
+        manifest: m,
     };
     inspect_image(image, &Blobs::Layout(&layout)).await
 }
@@ -254,9 +262,7 @@ pub async fn inspect_remote(
         platform: format!("linux/{arch}"),
         index_digest: resolved.index_digest,
         manifest_digest: resolved.manifest_digest,
-        config: &m.config,
-        layers: &m.layers,
-        annotations: &m.annotations,
+        manifest: m,
     };
     inspect_image(image, &Blobs::Remote(registry, &resolved)).await
 }

@@ -93,6 +93,28 @@ impl Scan {
         Ok(count)
     }
 
+    /// Records a blob that is itself a file (a format-2 boot artifact's), as `path`, keeping what
+    /// [`Keep`] says of its content; the rest is read (and so verified by the caller's reader)
+    /// and dropped.
+    ///
+    /// # Errors
+    /// Reading the blob.
+    pub(super) fn raw<R: Read>(&mut self, path: &str, blob: &mut R, size: u64, keep: &Keep<'_>) -> std::io::Result<()> {
+        let take = if (keep.small)(path) && size <= MAX_SMALL_FILE {
+            size
+        } else if (keep.head)(path) {
+            DETECT_LEN as u64
+        } else {
+            0
+        };
+        let mut content = Vec::with_capacity(take as usize);
+        blob.take(take).read_to_end(&mut content)?;
+        std::io::copy(blob, &mut std::io::sink())?;
+        let seen = Seen { kind: Kind::File(Vec::new()), size, mode: 0o644, content: (take > 0).then_some(content) };
+        self.entries.insert(path.to_string(), seen);
+        Ok(())
+    }
+
     fn stack(&mut self, whiteouts: &[Whiteout], seen: Vec<(String, Seen)>) {
         layer::apply_whiteouts(&mut self.entries, whiteouts);
         for (path, s) in seen {
@@ -146,13 +168,17 @@ pub fn initramfs_format(head: &[u8]) -> String {
     name.to_string()
 }
 
+/// What a boot artifact of `format` (1: one-file tar layers, 2: raw blobs recorded under their
+/// titles) holds, from its annotations and what [`Scan`] kept.
 pub(super) fn boot_info(
     annotations: &BTreeMap<String, String>,
+    format: u32,
     layers: &[LayerInfo],
     scan: &Scan,
 ) -> Result<BootInfo, InspectError> {
+    let key = |role: Role| if format == 2 { role.title() } else { role.path() };
     for role in Role::ALL {
-        if !layers.iter().any(|l| l.role.as_deref() == Some(role.as_str())) || !scan.entries.contains_key(role.path()) {
+        if !layers.iter().any(|l| l.role.as_deref() == Some(role.as_str())) || !scan.entries.contains_key(key(role)) {
             let what = match role {
                 Role::Kernel => "kernel",
                 Role::Initramfs => "initramfs",
@@ -168,18 +194,18 @@ pub(super) fn boot_info(
             reason: format!("not a JSON array of {{name, version, digest}}: {e}"),
         })?,
     };
-    let cmdline = scan.content(Role::Cmdline.path()).ok_or(InspectError::Annotation {
+    let cmdline = scan.content(key(Role::Cmdline)).ok_or(InspectError::Annotation {
         key: ANNOTATION_ROLE,
-        reason: format!("{} is larger than {MAX_SMALL_FILE} bytes", Role::Cmdline.path()),
+        reason: format!("{} is larger than {MAX_SMALL_FILE} bytes", key(Role::Cmdline)),
     })?;
     let file = |role: Role, format: String| FileInfo {
-        path: role.path().to_string(),
-        size: scan.entries.get(role.path()).map_or(0, |e| e.size),
+        path: key(role).to_string(),
+        size: scan.entries.get(key(role)).map_or(0, |e| e.size),
         format: Some(format),
     };
     let empty = Vec::new();
-    let kernel_head = scan.content(Role::Kernel.path()).unwrap_or(&empty);
-    let initramfs_head = scan.content(Role::Initramfs.path()).unwrap_or(&empty);
+    let kernel_head = scan.content(key(Role::Kernel)).unwrap_or(&empty);
+    let initramfs_head = scan.content(key(Role::Initramfs)).unwrap_or(&empty);
     Ok(BootInfo {
         format_version: annotations.get(ANNOTATION_FORMAT).cloned().unwrap_or_default(),
         talos_version: annotations.get(ANNOTATION_TALOS_VERSION).cloned(),

@@ -1,6 +1,8 @@
 //! Shared by the integration tests: running the `imager` binary, and writing the output
-//! directory of a build (boot artifact layouts per `boot_artifact::artifact`, and a talos-agent
-//! extension layout) from the fixtures' real kernels and stand-in initramfs files.
+//! directory of a build (boot artifact layouts per `boot_artifact::artifact`, format 2 as
+//! `imager build` writes them or format 1 as earlier imagers did, and a talos-agent extension
+//! layout) from the fixtures' real kernels and stand-in initramfs files. The JSON is written here
+//! by hand from the contract, not by the imager's writer.
 
 #![allow(dead_code)]
 
@@ -10,7 +12,7 @@ use std::process::Command;
 
 use boot_artifact::artifact::{
     Role, ANNOTATION_EXTENSIONS, ANNOTATION_FORMAT, ANNOTATION_ROLE, ANNOTATION_SCHEMATIC_ID, ANNOTATION_TALOS_VERSION,
-    CONFIG_MEDIA_TYPE, FORMAT_VERSION, LAYER_MEDIA_TYPE,
+    ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE,
 };
 use boot_artifact::digest::Sha256Digest;
 use boot_artifact::oci::media_type::{OCI_INDEX as INDEX_MEDIA_TYPE, OCI_MANIFEST as MANIFEST_MEDIA_TYPE};
@@ -106,6 +108,43 @@ pub fn write_layout(
     (md, ms)
 }
 
+/// Writes an OCI layout with one OCI 1.1 artifact for `arch` (`artifactType`, the empty config
+/// `{}` stored as a blob, `layers` as (media type, blob, annotations)); returns the manifest's
+/// digest and size.
+pub fn write_artifact_layout(
+    dir: &Path,
+    arch: &str,
+    artifact_type: &str,
+    layers: &[(&str, Vec<u8>, BTreeMap<String, String>)],
+    annotations: BTreeMap<String, String>,
+    tag: &str,
+) -> (String, u64) {
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let descs: Vec<_> = layers
+        .iter()
+        .map(|(media_type, blob, ann)| {
+            let (digest, size) = put(dir, blob);
+            json!({"mediaType": media_type, "digest": digest, "size": size, "annotations": ann})
+        })
+        .collect();
+    let (cd, cs) = put(dir, b"{}");
+    let manifest = json!({
+        "schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "artifactType": artifact_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": cd, "size": cs},
+        "layers": descs, "annotations": annotations,
+    });
+    let (md, ms) = put(dir, &serde_json::to_vec(&manifest).unwrap());
+    let index = json!({
+        "schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": [{"mediaType": MANIFEST_MEDIA_TYPE, "digest": md, "size": ms,
+            "platform": {"architecture": arch, "os": "linux"},
+            "annotations": {"org.opencontainers.image.ref.name": tag}}],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    (md, ms)
+}
+
 /// What went into one architecture's boot artifact.
 pub struct Inputs {
     pub kernel: PathBuf,
@@ -118,9 +157,14 @@ pub struct Inputs {
 /// Writes `out/boot-<arch>/` for arm64 and amd64 from the fixtures, and
 /// `out/extension-talos-agent-arm64/` (none for amd64, to exercise the note).
 pub fn write_build_output(f: &Fixtures, out: &Path, token: &str) -> BTreeMap<String, Inputs> {
+    write_build_output_format(f, out, token, 2)
+}
+
+/// [`write_build_output`] with the boot artifacts in `format` 1 (one-file tar layers) or 2.
+pub fn write_build_output_format(f: &Fixtures, out: &Path, token: &str, format: u32) -> BTreeMap<String, Inputs> {
     let files = |arch: &str| (f.arches[arch].kernel_image.clone(), f.arches[arch].initramfs.clone());
     let digests = [f.images["spin"].index_digest.clone(), f.images["tailscale"].index_digest.clone()];
-    write_build_output_from(&files, &digests, out, token)
+    write_build_output_from(&files, &digests, out, token, format)
 }
 
 /// Writes a build output as [`write_build_output`] does from small made-up files (64 KiB
@@ -141,7 +185,7 @@ pub fn write_small_build_output(out: &Path, token: &str) -> BTreeMap<String, Inp
     }
     let files = |arch: &str| (dir.join(format!("kernel-{arch}")), dir.join(format!("initramfs-{arch}")));
     let digests = [format!("sha256:{}", "1".repeat(64)), format!("sha256:{}", "2".repeat(64))];
-    write_build_output_from(&files, &digests, out, token)
+    write_build_output_from(&files, &digests, out, token, 2)
 }
 
 /// The writer behind [`write_build_output`]: `files(arch)` gives the kernel and initramfs, and
@@ -151,12 +195,14 @@ fn write_build_output_from(
     extension_digests: &[String; 2],
     out: &Path,
     token: &str,
+    format: u32,
 ) -> BTreeMap<String, Inputs> {
     let mut all = BTreeMap::new();
     for (arch, console) in [("arm64", "ttyAMA0"), ("amd64", "ttyS0")] {
         let (kernel, initramfs) = files(arch);
         let cmdline = format!("talos.platform=metal console={console} init_on_alloc=1 moonboot.test={token}");
         let mut layers = Vec::new();
+        let mut raw = Vec::new();
         for role in Role::ALL {
             let data = match role {
                 Role::Kernel => std::fs::read(&kernel).unwrap(),
@@ -171,6 +217,11 @@ fn write_build_output_from(
                 BTreeMap::from([(ANNOTATION_ROLE.into(), role.as_str().into())]),
                 diff_id,
             ));
+            raw.push((
+                role.media_type(),
+                data,
+                BTreeMap::from([("org.opencontainers.image.title".into(), role.title().into())]),
+            ));
         }
         let extensions = json!([
             {"name": "spin", "version": "v0.19.0", "digest": extension_digests[0]},
@@ -178,13 +229,18 @@ fn write_build_output_from(
             {"name": "talos-agent", "version": "v0.1.0"},
         ]);
         let annotations = BTreeMap::from([
-            (ANNOTATION_FORMAT.to_string(), FORMAT_VERSION.to_string()),
+            (ANNOTATION_FORMAT.to_string(), format.to_string()),
             (ANNOTATION_TALOS_VERSION.to_string(), "v1.10.5".to_string()),
             (ANNOTATION_SCHEMATIC_ID.to_string(), SCHEMATIC.to_string()),
             (ANNOTATION_EXTENSIONS.to_string(), extensions.to_string()),
             ("org.opencontainers.image.created".to_string(), "2025-07-01T00:00:00Z".to_string()),
         ]);
-        let manifest = write_layout(&out.join(format!("boot-{arch}")), arch, &layers, annotations, "v1.10.5");
+        let dir = out.join(format!("boot-{arch}"));
+        let manifest = if format == 1 {
+            write_layout(&dir, arch, &layers, annotations, "v1.10.5")
+        } else {
+            write_artifact_layout(&dir, arch, ARTIFACT_TYPE, &raw, annotations, "v1.10.5")
+        };
         let extension_manifest = (arch == "arm64").then(|| {
             let manifest_yaml =
                 std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../extensions/talos-agent/manifest.yaml"))

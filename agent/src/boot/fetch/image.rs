@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
-use boot_artifact::artifact::{self, Role};
+use boot_artifact::artifact::{self, BootBlob, Role};
 use boot_artifact::digest::HashingWriter;
 use boot_artifact::kernel::{self, KernelFormat};
 use boot_artifact::layer::{self as layers, Wanted};
@@ -13,7 +13,7 @@ use boot_artifact::pe::Uki;
 use boot_artifact::reference::Reference;
 use moonboot_registry::Registry;
 
-use super::layer::fetch_layer;
+use super::layer::{fetch_layer, fetch_raw_blob};
 use super::{
     memfd, Error, Fetched, Kind, Memfile, ResolvedReport, MAX_CMDLINE_SIZE, MAX_INITRAMFS_SIZE, MAX_KERNEL_SIZE,
     MAX_UKI_SIZE,
@@ -69,27 +69,65 @@ pub async fn fetch_image(registry: &Registry, reference: &Reference, arch: &str)
         "resolved {reference} for linux/{arch} at {} to {}",
         resolved.endpoint.host, resolved.manifest_digest
     ));
+    let boot = artifact::boot_layers(&resolved.manifest).map_err(|e| Error::Content(format!("{reference}: {e}")))?;
     let report = ResolvedReport {
         reference: reference.to_string(),
         endpoint: resolved.endpoint.host.clone(),
         index_digest: resolved.index_digest.map(|d| d.to_string()),
         manifest_digest: resolved.manifest_digest.to_string(),
         annotations: resolved.manifest.annotations.clone(),
+        boot_artifact_format: boot.as_ref().map(|b| b.format),
     };
-    let is_artifact = artifact::is_boot_artifact(&resolved.manifest);
+    let is_artifact = boot.is_some();
+    let limit = |role: Role| match role {
+        Role::Kernel => MAX_KERNEL_SIZE,
+        Role::Initramfs => MAX_INITRAMFS_SIZE,
+        Role::Cmdline => MAX_CMDLINE_SIZE,
+    };
+
+    // Format 2: each file is its own blob, streamed into its memfd and hashed once.
+    if let Some(boot) = boot.as_ref().filter(|b| b.format == 2) {
+        let mut raw = Vec::new();
+        for role in Role::ALL {
+            let desc = boot.get(role).descriptor();
+            if desc.size > limit(role) {
+                return Err(Error::Content(format!(
+                    "{reference}: the {} blob is {} bytes, over the {}-byte limit",
+                    role.as_str(),
+                    desc.size,
+                    limit(role)
+                )));
+            }
+            raw.push((role, desc.clone()));
+        }
+        let fetched = futures_util::future::try_join_all(raw.iter().map(|(role, desc)| {
+            let resolved = &resolved;
+            async move { fetch_raw_blob(registry, resolved, desc, role.as_str()).await }
+        }))
+        .await?;
+        let (mut files, blobs): (Vec<_>, Vec<_>) = fetched.into_iter().unzip();
+        let c = files.pop().expect("cmdline");
+        let i = files.pop().expect("initramfs");
+        let k = files.pop().expect("kernel");
+        let (kernel, container) = loadable_kernel(k, arch)?;
+        return Ok(Fetched {
+            kind: Kind::BootArtifact,
+            resolved: Some(report),
+            kernel,
+            kernel_container: container,
+            initramfs: i,
+            cmdline: Some(read_cmdline(c)?),
+            blobs,
+        });
+    }
 
     // Which layers to fetch and what to take from each.
     let mut jobs = Vec::new();
-    if is_artifact {
+    if let Some(boot) = &boot {
         for role in Role::ALL {
-            let layer = artifact::layer_for(&resolved.manifest, role)
-                .ok_or_else(|| Error::Content(format!("{reference}: boot artifact has no {} layer", role.as_str())))?;
-            let limit = match role {
-                Role::Kernel => MAX_KERNEL_SIZE,
-                Role::Initramfs => MAX_INITRAMFS_SIZE,
-                Role::Cmdline => MAX_CMDLINE_SIZE,
-            };
-            jobs.push((layer.clone(), vec![Wanted::new(role.path(), limit)]));
+            if let BootBlob::InTar { layer, path } = boot.get(role) {
+                jobs.push((layer.clone(), vec![Wanted::new(path, limit(role))]));
+            }
         }
     } else {
         let (vmlinuz, initramfs) = artifact::imager_paths(arch);

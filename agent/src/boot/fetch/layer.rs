@@ -1,5 +1,6 @@
 //! One layer: downloaded (verified by `moonboot_registry`) and, on its own thread, read by the
-//! shared layer reader, the wanted files copied into memfds as they stream past.
+//! shared layer reader, the wanted files copied into memfds as they stream past; or, for a
+//! format-2 boot artifact, one raw blob streamed straight into its memfd, hashed once.
 
 use std::io::{self, Read};
 use std::time::Instant;
@@ -25,6 +26,41 @@ fn to_memfd(path: &str, content: &mut dyn Read, _limit: u64) -> Result<Memfile, 
     let len = io::copy(&mut reader, &mut hashing).map_err(store)?;
     let sha256 = hashing.digest();
     Ok(Memfile { file, len, sha256 })
+}
+
+/// Downloads the raw blob `desc` of `resolved` (a format-2 boot artifact's file) into a new memfd
+/// named `name`. The registry hashes the stream as it arrives and checks digest and size at the
+/// end; that single pass is the file's digest, so the memfd's [`Memfile::sha256`] is `desc`'s.
+/// On any error the memfd is dropped: its bytes are never used.
+///
+/// # Errors
+/// The registry's (unreachable, digest or size mismatch); [`Error::Memfd`].
+pub(super) async fn fetch_raw_blob(
+    registry: &Registry,
+    resolved: &Resolved,
+    desc: &Descriptor,
+    name: &str,
+) -> Result<(Memfile, BlobReport), Error> {
+    let mut file = memfd(name)?;
+    let start = Instant::now();
+    {
+        let mut sink = io::BufWriter::with_capacity(COPY_BUFFER, &mut file);
+        registry.fetch_blob(resolved, desc, &mut sink).await?;
+        io::Write::flush(&mut sink).map_err(Error::Memfd)?;
+    }
+    let report = BlobReport {
+        digest: desc.digest.to_string(),
+        size: desc.size,
+        media_type: desc.media_type.clone(),
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    super::super::log(&format!(
+        "fetched {name} blob {} ({:.1} MiB in {:.2} s, verified)",
+        desc.digest,
+        desc.size as f64 / (1 << 20) as f64,
+        report.seconds
+    ));
+    Ok((Memfile { file, len: desc.size, sha256: desc.digest }, report))
 }
 
 /// Downloads the layer `desc` of `resolved` and extracts `wanted` from it concurrently. Returns

@@ -1,8 +1,9 @@
 //! Getting the next kernel, initramfs and default command line into memfds, verified.
 //!
 //! Three kinds of source (ARCHITECTURE.md "The boot artifact"):
-//! - a **boot artifact** (`boot_artifact::artifact`): three one-file tar layers found by their
-//!   `dev.moonboot.boot.role` annotation;
+//! - a **boot artifact** (`boot_artifact::artifact`): format 2, three raw blobs found by media
+//!   type, each streamed into its memfd and hashed once (the blob digest is the file's); format 1,
+//!   three one-file tar layers found by their `dev.moonboot.boot.role` annotation;
 //! - a **stock Talos image**: an imager image with `usr/install/<arch>/{vmlinuz,initramfs.xz}`
 //!   (Talos `pkg/imager/profile/input.go`), or an installer image with the UKI
 //!   `usr/install/<arch>/vmlinuz.efi` (Talos ≥ 1.10, `pkg/imager/out.go`), whose `.linux`,
@@ -206,6 +207,9 @@ pub struct ResolvedReport {
     pub manifest_digest: String,
     /// The manifest's annotations.
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// The boot artifact format read (1: one-file tar layers, 2: raw blobs), for a boot artifact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_artifact_format: Option<u32>,
 }
 
 /// A new memfd named `name` (close-on-exec).

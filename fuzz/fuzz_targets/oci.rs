@@ -1,6 +1,6 @@
 //! The OCI model of `boot_artifact::oci`: `Document::parse`, `ImageManifest::parse`,
 //! `ImageIndex::parse`, `ImageConfig::parse`, and the boot artifact's reading of a manifest
-//! (`artifact::is_boot_artifact`, `layer_for`, the extensions annotation).
+//! (`artifact::boot_layers`, `is_boot_artifact`, the extensions annotation).
 //!
 //! Input: one byte choosing the `Content-Type` the document came with (its value modulo 6: none,
 //! OCI index, OCI manifest, Docker list, Docker manifest, `application/json`; seeds use the
@@ -19,10 +19,21 @@ fn manifest(m: &ImageManifest) {
     assert_eq!(&back, m);
     assert_eq!(back.to_json(), json);
     let is_artifact = artifact::is_boot_artifact(m);
-    for role in Role::ALL {
-        if let Some(d) = artifact::layer_for(m, role) {
-            assert!(m.layers.contains(d));
+    match artifact::boot_layers(m) {
+        Ok(Some(boot)) => {
+            assert!(is_artifact);
+            assert!(boot.format == 1 || boot.format == 2);
+            for role in Role::ALL {
+                let d = boot.get(role).descriptor();
+                assert!(m.layers.contains(d), "a role's blob is one of the manifest's layers");
+                if boot.format == 2 {
+                    assert_eq!(Role::from_media_type(&d.media_type), Some(role));
+                }
+            }
         }
+        Ok(None) | Err(_) => assert!(!is_artifact),
+    }
+    for role in Role::ALL {
         assert_eq!(Role::parse(role.as_str()), Some(role));
     }
     if let Some(ext) = m.annotation(artifact::ANNOTATION_EXTENSIONS) {

@@ -19,4 +19,5 @@ pub mod netboot;
 pub mod oci_layout;
 pub mod publish;
 pub mod schematic;
+pub mod warm;
 pub mod yaml;

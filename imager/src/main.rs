@@ -20,6 +20,7 @@ fn main() {
         Command::Extensions(ExtensionsCommand::List(args)) => bundle::run_list(&args),
         Command::Build(args) => build::run(&args),
         Command::Extension(cmd) => build::run_extension(&cmd),
+        Command::Warm(args) => moonboot_imager::warm::run(&args),
     };
     if let Err(err) = result {
         eprintln!("imager: {}", boot_artifact::error_chain(err.as_ref()));

@@ -637,6 +637,45 @@ impl Registry {
         Err(Error::Unavailable { reference: what, attempts })
     }
 
+    /// Asks `from`'s endpoint for the first byte of `desc` (`Range: bytes=0-0`) and hangs up
+    /// without reading any longer answer. `Ok(true)` when the registry answered with that range
+    /// (206): it serves the blob from its own storage. A pull-through cache that does not hold
+    /// the blob yet answers 200 and streams the whole blob from upstream (distribution 2.8
+    /// `registry/proxy/proxyblobstore.go`: `copyContent` ignores Range), and on a first miss
+    /// starts storing it (`storeLocal`); dropping that answer at once stops the streamed copy.
+    /// An empty blob counts as held. What a 200 answer costs upstream before the hang-up reaches
+    /// the cache is what the links' buffers held (a few MiB on a fast link).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] naming the endpoint and the answer.
+    pub async fn blob_is_local(&self, from: &Resolved, desc: &Descriptor) -> Result<bool, Error> {
+        if desc.size == 0 {
+            return Ok(true);
+        }
+        let what = format!("blob {} of {}", desc.digest, reference_name(&from.reference));
+        let host = from.endpoint.host.clone();
+        let oref = Self::at(&host, &from.reference, Some(&from.manifest_digest));
+        let auth = self
+            .auth_for(&host, &from.reference.repository, false)
+            .await
+            .map_err(|reason| Error::Unavailable { reference: what.clone(), attempts: vec![(host.clone(), reason)] })?;
+        self.client.store_auth_if_needed(oref.resolve_registry(), &auth).await;
+        let layer = oci_client::manifest::OciDescriptor {
+            media_type: desc.media_type.clone(),
+            digest: desc.digest.to_string(),
+            size: desc.size as i64,
+            ..Default::default()
+        };
+        match self.client.pull_blob_stream_partial(&oref, &layer, 0, Some(1)).await {
+            Ok(BlobResponse::Partial(_)) => Ok(true),
+            Ok(BlobResponse::Full(stream)) => {
+                drop(stream);
+                Ok(false)
+            }
+            Err(e) => Err(Error::Unavailable { reference: what, attempts: vec![(host, describe(&e))] }),
+        }
+    }
+
     async fn fetch_attempt(
         &self,
         oref: &oci_client::Reference,

@@ -38,6 +38,10 @@ pub struct Faults {
     pub forwarded: AtomicUsize,
     /// Number of blob GETs seen (including failed ones).
     pub blob_gets: AtomicUsize,
+    /// Body bytes of successful blob GETs delivered to the client, counted per 64 KiB written
+    /// (what crosses the link when the client is a pull-through cache and this is upstream; a
+    /// client that hangs up stops the count, give or take the socket buffers).
+    pub blob_bytes: std::sync::atomic::AtomicU64,
     /// Request lines seen, in order (`GET /v2/…`), with the Range header if any.
     pub log: Mutex<Vec<String>>,
     /// Chaos: this percentage (0–100) of blob GETs gets one fault picked at random: a 503, a stall
@@ -250,7 +254,12 @@ fn serve(mut client: TcpStream, f: &Faults, upstream: &str, me: &str) -> std::io
         return client.shutdown(std::net::Shutdown::Both);
     }
     client.write_all(resp_head)?;
-    client.write_all(&resp_body)?;
+    for chunk in resp_body.chunks(64 << 10) {
+        client.write_all(chunk)?;
+        if is_blob_get && ok {
+            f.blob_bytes.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        }
+    }
     client.flush()
 }
 

@@ -1,7 +1,8 @@
 //! A private `docker-registry` (Debian's distribution 2.8) for one test: its own storage under a
 //! directory the test owns, listening on `127.0.0.1:0` — the kernel picks a free port and the
 //! registry's own `listening on ADDR` log line says which, so no two tests can race for a port —
-//! optionally behind htpasswd (basic) authentication. Killed on drop.
+//! optionally behind htpasswd (basic) authentication, or as a pull-through cache of another
+//! registry (`proxy.remoteurl`, what the operator's bastion runs). Killed on drop.
 //!
 //! Use it where a test must see a registry that nothing else writes (a cold repository, every
 //! repository and tag listed); tests that only read the stand-in release use the shared fixtures
@@ -31,6 +32,23 @@ impl PrivateRegistry {
     /// # Errors
     /// `docker-registry` is missing (run `scripts/setup`), exits, or does not say where it listens.
     pub fn start(dir: &Path, htpasswd: Option<&Path>) -> Result<PrivateRegistry> {
+        let extra = match htpasswd {
+            Some(file) => format!("auth:\n  htpasswd:\n    realm: moonboot-test\n    path: {}\n", file.display()),
+            None => String::new(),
+        };
+        Self::start_config(dir, &extra)
+    }
+
+    /// Starts a pull-through cache of `upstream` (`http://127.0.0.1:PORT`, distribution's
+    /// `proxy.remoteurl`), as [`PrivateRegistry::start`] does otherwise.
+    ///
+    /// # Errors
+    /// As [`PrivateRegistry::start`].
+    pub fn start_proxy(dir: &Path, upstream: &str) -> Result<PrivateRegistry> {
+        Self::start_config(dir, &format!("proxy:\n  remoteurl: {upstream}\n"))
+    }
+
+    fn start_config(dir: &Path, extra: &str) -> Result<PrivateRegistry> {
         std::fs::create_dir_all(dir.join("data"))?;
         let mut config = format!(
             "# moonboot tests: a private registry (TEST)\n\
@@ -40,9 +58,7 @@ impl PrivateRegistry {
              http:\n  addr: 127.0.0.1:0\n",
             dir.join("data").display()
         );
-        if let Some(file) = htpasswd {
-            config.push_str(&format!("auth:\n  htpasswd:\n    realm: moonboot-test\n    path: {}\n", file.display()));
-        }
+        config.push_str(extra);
         std::fs::write(dir.join("config.yml"), config)?;
         let mut log = std::fs::File::create(dir.join("registry.log"))?;
         let mut child = Command::new("docker-registry")

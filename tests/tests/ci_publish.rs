@@ -492,27 +492,65 @@ fn run_workflow(f: &Fixtures, root: &Path, work: &Path, reg: &str) -> String {
     let served_manifests: Vec<&Value> = served["manifests"].as_array().unwrap().iter().map(|m| &m["digest"]).collect();
     let reported: Vec<&Value> = boot["manifests"].as_array().unwrap().iter().map(|m| &m["digest"]).collect();
     assert_eq!(served_manifests, reported);
-    let inspect = run_ok(
-        Command::new("skopeo").args([
-            "inspect",
-            "--tls-verify=false",
-            "--creds",
-            &creds,
-            "--override-arch",
-            "arm64",
-            "--format",
-            "{{.Digest}}",
-            &boot_ref,
-        ]),
-        "skopeo inspect",
-    );
-    assert_eq!(String::from_utf8_lossy(&inspect.stdout).trim(), index, "skopeo inspect's Digest");
+    // Each architecture's manifest, by digest: the boot artifact (format 2). `skopeo inspect`
+    // without --raw refuses artifacts ("unsupported image-specific operation on artifact").
+    for m in boot["manifests"].as_array().unwrap() {
+        let at = format!("docker://{prefix}/boot@{}", m["digest"].as_str().unwrap());
+        let raw = run_ok(
+            Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", "--creds", &creds, &at]),
+            "skopeo inspect --raw (manifest)",
+        )
+        .stdout;
+        assert_eq!(format!("sha256:{}", hex::encode(Sha256::digest(&raw))), m["digest"].as_str().unwrap());
+        let manifest: Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(manifest["artifactType"], "application/vnd.moonboot.boot.v2", "{manifest}");
+    }
     let anon = Command::new("skopeo")
         .args(["inspect", "--raw", "--tls-verify=false", "--no-creds", &boot_ref])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(!anon.status.success(), "{reg} served {boot_ref} without credentials");
+
+    // 4b. `oras pull` (Debian trixie's oras 1.2) of each published boot artifact writes the three
+    //     files under their titles, and they are the build's output files byte for byte, under the
+    //     sha256 build.json names for its architecture: the blob digests are the file digests
+    //     (boot artifact format 2).
+    let oras = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/oras");
+    assert!(oras.exists(), "{} is absent: scripts/setup fetches Debian trixie's oras", oras.display());
+    let built: Value = serde_json::from_slice(&std::fs::read(out_dir.join("build.json")).unwrap()).unwrap();
+    let sha = |path: &Path| format!("sha256:{}", hex::encode(Sha256::digest(std::fs::read(path).unwrap())));
+    for m in boot["manifests"].as_array().unwrap() {
+        let arch = m["arch"].as_str().unwrap();
+        let pulled = work.join(format!("oras-pull-{arch}"));
+        run_ok(
+            Command::new(&oras)
+                .args(["pull", "--plain-http", "--username", USER, "--password", PASSWORD, "--output"])
+                .arg(&pulled)
+                .arg(m["reference"].as_str().unwrap()),
+            &format!("oras pull {arch}"),
+        );
+        let mut names: Vec<String> = std::fs::read_dir(&pulled)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["cmdline", "initramfs", "kernel"], "{arch}: oras pull wrote");
+        let files = [
+            ("initramfs", format!("initramfs-metal-{arch}.xz")),
+            ("cmdline", format!("cmdline-metal-{arch}")),
+            (
+                "kernel",
+                format!("boot-{arch}/blobs/sha256/{}", sha(&pulled.join("kernel")).trim_start_matches("sha256:")),
+            ),
+        ];
+        for (title, output) in &files {
+            assert_eq!(sha(&pulled.join(title)), sha(&out_dir.join(output)), "{arch}: {title} is {output}");
+            if built["arch"] == arch {
+                assert_eq!(built["outputs"][output], sha(&pulled.join(title)).as_str(), "{arch}: build.json {output}");
+            }
+        }
+    }
 
     // 5. talos-agent boot resolves the pinned reference (dry run, metal: no metadata service).
     let (imager, agent) = host_binaries().expect("building the release imager and talos-agent");

@@ -1,7 +1,7 @@
 //! Command-line definitions only, one file per subcommand family; the work lives in one module
 //! per subcommand ([`crate::kernel_args`], [`crate::publish`], [`crate::inspect`],
 //! [`crate::bundle`], [`crate::netboot`], [`crate::build`], [`crate::schematic`],
-//! [`crate::cloud_init`]), which import their arguments from here. This module imports nothing
+//! [`crate::cloud_init`], [`crate::warm`]), which import their arguments from here. This module imports nothing
 //! from them.
 //!
 //! Architectures, platforms and overlays are [`kernel_cmdline::preset`]'s enums (clap values
@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod netboot;
 pub mod publish;
 pub mod schematic;
+pub mod warm;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -58,6 +59,9 @@ pub enum Command {
     /// The in-repo talos-agent system extension.
     #[command(subcommand)]
     Extension(build::ExtensionCommand),
+    /// Read every blob of a published image once through a registry pull-through cache (the
+    /// bastion's), so that a fleet booting together fetches it from upstream once.
+    Warm(warm::Args),
 }
 
 /// How to reach registries, shared by `build`, `inspect` and `extensions update`.

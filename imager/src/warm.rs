@@ -1,0 +1,153 @@
+//! `imager warm`: read every blob of a published image once through a registry pull-through
+//! cache, so that a fleet booting at once from that cache finds everything there.
+//!
+//! Why: distribution's proxy (registry:2 `proxy.remoteurl`) fetches a blob from upstream in full
+//! for every request that misses while another fetch of the same blob is still in flight
+//! (distribution `registry/proxy/proxyblobstore.go`: `ServeBlob` → `copyContent`, per request).
+//! Fifty agents starting together against a cold cache can pull the boot artifact from upstream
+//! up to fifty times. After `imager warm`, each blob came from upstream once and every agent
+//! reads it from the cache's storage.
+//!
+//! Reading a blob through the cache in full would cost two copies upstream: on a first miss
+//! distribution both stores the blob (`storeLocal`, in the background) and streams it to the
+//! client from upstream again (`copyContent`). So for each blob `imager warm` asks for its first
+//! byte only and hangs up at once when the answer is the whole blob streamed from upstream (200):
+//! the cache keeps storing it. It asks again, after 0.5 s, 1 s, then every 2 s, until the cache
+//! answers with the range (206), which it can only do from its own storage; then it reads the
+//! blob from the cache, verifies it against its digest (a cache serving other bytes is an error)
+//! and throws it away. Each 200 answer still costs upstream what was in flight when the hang-up
+//! reached the cache (a few MiB on a fast link), so the first retry waits 0.5 s.
+//!
+//! The reference is asked of the cache under the same repository path (the cache mirrors the
+//! upstream registry, as `talos-agent boot --registry-mirror ORIGIN=CACHE` expects), one blob
+//! after the other.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use boot_artifact::reference::Reference;
+use moonboot_registry::Registry;
+use serde::Serialize;
+
+pub use crate::cli::warm::Args;
+
+/// What was read through the cache.
+#[derive(Debug, Serialize)]
+pub struct Warmed {
+    /// The reference as asked of the cache (`CACHE/REPO…`).
+    pub reference: String,
+    /// One entry per architecture found.
+    pub images: Vec<WarmedImage>,
+    /// Bytes of every blob read (configs and layers), counted once per digest.
+    pub bytes: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+}
+
+/// One architecture's image, read through the cache.
+#[derive(Debug, Serialize)]
+pub struct WarmedImage {
+    /// `arm64`, `amd64`.
+    pub arch: String,
+    /// The manifest's digest.
+    pub manifest_digest: String,
+    /// The blobs, `sha256:…`, config first.
+    pub blobs: Vec<String>,
+    /// How many first-byte requests the cache answered from upstream (200) before it held each
+    /// layer: 0 for a blob it already had.
+    pub misses: Vec<u32>,
+}
+
+/// How long the cache may take to store one blob before warming gives up.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Reads every blob of `reference` for each of `arches` through `cache` (`HOST[:PORT]`), one
+/// after the other. Architectures the reference does not have are skipped; none at all is an
+/// error.
+///
+/// # Errors
+/// The registry's, with the reference; "has none of …" when no architecture matched.
+pub async fn warm(registry: &Registry, reference: &Reference, cache: &str, arches: &[&str]) -> anyhow::Result<Warmed> {
+    let start = Instant::now();
+    let at = Reference { registry: cache.to_string(), ..reference.clone() };
+    let mut images = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut bytes = 0;
+    for arch in arches {
+        let resolved = match registry.resolve(&at, arch).await {
+            Ok(r) => r,
+            Err(moonboot_registry::Error::NoPlatform { .. }) => continue,
+            Err(e) => return Err(e).with_context(|| format!("warming {at} through {cache}")),
+        };
+        // The config came through the cache while resolving.
+        let config = &resolved.manifest.config;
+        if seen.insert(config.digest) {
+            bytes += config.size;
+        }
+        let mut blobs = vec![config.digest.to_string()];
+        let mut misses = Vec::new();
+        for layer in &resolved.manifest.layers {
+            blobs.push(layer.digest.to_string());
+            if !seen.insert(layer.digest) {
+                continue;
+            }
+            let context = || format!("warming {at}: blob {}", layer.digest);
+            let deadline = Instant::now() + STORE_TIMEOUT;
+            let mut wait = Duration::from_millis(500);
+            let mut missed = 0;
+            while !registry.blob_is_local(&resolved, layer).await.with_context(context)? {
+                missed += 1;
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "{}: {cache} did not store it within {} s",
+                    context(),
+                    STORE_TIMEOUT.as_secs()
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            misses.push(missed);
+            // From the cache's own storage now: verified, then thrown away.
+            registry.fetch_blob(&resolved, layer, &mut std::io::sink()).await.with_context(context)?;
+            bytes += layer.size;
+        }
+        images.push(WarmedImage {
+            arch: arch.to_string(),
+            manifest_digest: resolved.manifest_digest.to_string(),
+            blobs,
+            misses,
+        });
+    }
+    anyhow::ensure!(!images.is_empty(), "{at} has none of the architectures {}", arches.join(", "));
+    Ok(Warmed { reference: at.to_string(), images, bytes, seconds: start.elapsed().as_secs_f64() })
+}
+
+/// Runs `imager warm`.
+///
+/// # Errors
+/// A reference that does not parse, and those of [`warm`].
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let reference: Reference =
+        args.reference.parse().with_context(|| format!("{} is not an image reference", args.reference))?;
+    let options = moonboot_registry::Options { insecure: args.insecure_registries.clone(), ..Default::default() };
+    let registry = Registry::new(options)?;
+    let arches: Vec<&str> =
+        if args.arch.is_empty() { vec!["arm64", "amd64"] } else { args.arch.iter().map(|a| a.as_str()).collect() };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    let warmed = runtime.block_on(warm(&registry, &reference, &args.cache, &arches))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&warmed)?);
+    } else {
+        for i in &warmed.images {
+            println!("{}  linux/{}  {} blobs", i.manifest_digest, i.arch, i.blobs.len());
+        }
+        println!(
+            "warmed {} through {}: {:.1} MiB in {:.1} s",
+            reference,
+            args.cache,
+            warmed.bytes as f64 / (1 << 20) as f64,
+            warmed.seconds
+        );
+    }
+    Ok(())
+}

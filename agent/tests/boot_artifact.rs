@@ -107,12 +107,7 @@ fn an_artifact_pushed_by_oras_boots_and_a_corrupted_blob_does_not() {
     let proxy = moonboot_tests::faulty::start(&f.registry);
     proxy.faults.corrupt_blobs.store(true, Ordering::SeqCst);
     let via_proxy = reference.replacen(&f.registry, &proxy.addr, 1);
-    let out = Command::new(env!("CARGO_BIN_EXE_talos-agent"))
-        .args(["boot", &via_proxy, "--dry-run", "--json", "--arch", "arm64", "--platform", "metal"])
-        .args(["--no-network-carry-over", "--timeout", "60s", "--insecure-registry", &proxy.addr])
-        .args(["--auth-file", "/nonexistent/moonboot-test-auth.json"])
-        .output()
-        .unwrap();
+    let out = dry_run(&proxy.addr, &via_proxy);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "a corrupted blob is a verification failure: {stderr}");
     let failed: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -34,7 +34,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use boot_artifact::artifact::{self, ANNOTATION_FORMAT, FORMAT_VERSION};
+use boot_artifact::artifact::{self, ANNOTATION_FORMAT};
 use boot_artifact::digest::Sha256Digest;
 use boot_artifact::reference::Reference;
 use moonboot_registry::{Options, Registry};
@@ -88,14 +88,14 @@ pub enum PublishError {
     #[error(transparent)]
     Registry(#[from] moonboot_registry::Error),
     /// A `boot-<arch>/` layout holds something other than a boot artifact.
-    #[error(
-        "{dir}: the linux/{arch} image is not a boot artifact (no {ANNOTATION_FORMAT}={FORMAT_VERSION} annotation)"
-    )]
+    #[error("{dir}: the linux/{arch} image is not a boot artifact ({reason})")]
     NotBootArtifact {
         /// The layout.
         dir: PathBuf,
         /// The architecture.
         arch: String,
+        /// Why: no boot artifact markings, or what [`artifact::boot_layers`] refused.
+        reason: String,
     },
     /// The registry answered with another digest than the bytes we pushed.
     #[error("{target}: registry stored {got} for a manifest whose digest is {expected}")]
@@ -467,8 +467,15 @@ pub fn boot_sources(output: &Path, arches: &[&str]) -> Result<Vec<Source>, Publi
     for arch in arches {
         let dir = boot_layout_dir(output, arch);
         let source = Source::open(&dir, arch)?;
-        if !artifact::is_boot_artifact(&source.manifest) {
-            return Err(PublishError::NotBootArtifact { dir, arch: arch.to_string() });
+        let reason = match artifact::boot_layers(&source.manifest) {
+            Ok(Some(_)) => None,
+            Ok(None) => {
+                Some(format!("no artifactType {} and no {ANNOTATION_FORMAT} annotation", artifact::ARTIFACT_TYPE))
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(reason) = reason {
+            return Err(PublishError::NotBootArtifact { dir, arch: arch.to_string(), reason });
         }
         out.push(source);
     }

@@ -660,12 +660,7 @@ impl Registry {
             .await
             .map_err(|reason| Error::Unavailable { reference: what.clone(), attempts: vec![(host.clone(), reason)] })?;
         self.client.store_auth_if_needed(oref.resolve_registry(), &auth).await;
-        let layer = oci_client::manifest::OciDescriptor {
-            media_type: desc.media_type.clone(),
-            digest: desc.digest.to_string(),
-            size: desc.size as i64,
-            ..Default::default()
-        };
+        let layer = oci_descriptor(desc);
         match self.client.pull_blob_stream_partial(&oref, &layer, 0, Some(1)).await {
             Ok(BlobResponse::Partial(_)) => Ok(true),
             Ok(BlobResponse::Full(stream)) => {
@@ -688,12 +683,7 @@ impl Registry {
         if *offset == desc.size && desc.size > 0 {
             return Attempt::Done;
         }
-        let layer = oci_client::manifest::OciDescriptor {
-            media_type: desc.media_type.clone(),
-            digest: desc.digest.to_string(),
-            size: desc.size as i64,
-            ..Default::default()
-        };
+        let layer = oci_descriptor(desc);
         // Large blobs are asked for with `Range: bytes=OFFSET-` even from byte 0: oci-client
         // hashes a full (200) response itself, which would be a second SHA-256 pass over every
         // byte on top of `hasher`, the one our caller checks; a partial (206) response it leaves
@@ -951,4 +941,14 @@ impl ImageDigestText<'_> {
 
 fn reference_name(r: &Reference) -> String {
     format!("{}/{}", r.registry, r.repository)
+}
+
+/// `desc` as oci-client's descriptor type, for its blob requests.
+fn oci_descriptor(desc: &Descriptor) -> oci_client::manifest::OciDescriptor {
+    oci_client::manifest::OciDescriptor {
+        media_type: desc.media_type.clone(),
+        digest: desc.digest.to_string(),
+        size: desc.size as i64,
+        ..Default::default()
+    }
 }

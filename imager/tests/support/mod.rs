@@ -1,7 +1,6 @@
 //! Shared by the integration tests: running the `imager` binary, and writing the output
 //! directory of a build (boot artifact layouts per `boot_artifact::artifact`, format 2 as
-//! `imager build` writes them or format 1 as earlier imagers did, and a talos-agent extension
-//! layout) from the fixtures' real kernels and stand-in initramfs files. The JSON is written here
+//! `imager build` writes them, and a talos-agent extension layout) from the fixtures' real kernels and stand-in initramfs files. The JSON is written here
 //! by hand from the contract, not by the imager's writer.
 
 #![allow(dead_code)]
@@ -11,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use boot_artifact::artifact::{
-    Role, ANNOTATION_EXTENSIONS, ANNOTATION_FORMAT, ANNOTATION_ROLE, ANNOTATION_SCHEMATIC_ID, ANNOTATION_TALOS_VERSION,
-    ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE,
+    Role, ANNOTATION_EXTENSIONS, ANNOTATION_FORMAT, ANNOTATION_SCHEMATIC_ID, ANNOTATION_TALOS_VERSION, ARTIFACT_TYPE,
+    CONFIG_MEDIA_TYPE, FORMAT_VERSION,
 };
 use boot_artifact::digest::Sha256Digest;
 use boot_artifact::oci::media_type::{OCI_INDEX as INDEX_MEDIA_TYPE, OCI_MANIFEST as MANIFEST_MEDIA_TYPE};
@@ -70,6 +69,26 @@ pub fn tar_of(entries: &[(&str, Option<&[u8]>, u32)]) -> Vec<u8> {
 /// A layer to write: media type, blob, annotations, diff ID.
 pub type Layer = (&'static str, Vec<u8>, BTreeMap<String, String>, String);
 
+/// Creates `dir` as an empty OCI image layout (`oci-layout`, `blobs/sha256/`).
+fn create_layout(dir: &Path) {
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// Stores `manifest` and writes `index.json` listing it for `linux/<arch>` under `tag`; returns
+/// the manifest's digest and size.
+fn finish_layout(dir: &Path, arch: &str, manifest: &serde_json::Value, tag: &str) -> (String, u64) {
+    let (md, ms) = put(dir, &serde_json::to_vec(manifest).unwrap());
+    let index = json!({
+        "schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": [{"mediaType": MANIFEST_MEDIA_TYPE, "digest": md, "size": ms,
+            "platform": {"architecture": arch, "os": "linux"},
+            "annotations": {"org.opencontainers.image.ref.name": tag}}],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    (md, ms)
+}
+
 /// Writes an OCI layout with one image for `arch`; returns the manifest's digest and size.
 pub fn write_layout(
     dir: &Path,
@@ -78,8 +97,7 @@ pub fn write_layout(
     annotations: BTreeMap<String, String>,
     tag: &str,
 ) -> (String, u64) {
-    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    create_layout(dir);
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
     for (media_type, blob, ann, diff_id) in layers {
@@ -97,15 +115,7 @@ pub fn write_layout(
         "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": cd, "size": cs},
         "layers": descs, "annotations": annotations,
     });
-    let (md, ms) = put(dir, &serde_json::to_vec(&manifest).unwrap());
-    let index = json!({
-        "schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE,
-        "manifests": [{"mediaType": MANIFEST_MEDIA_TYPE, "digest": md, "size": ms,
-            "platform": {"architecture": arch, "os": "linux"},
-            "annotations": {"org.opencontainers.image.ref.name": tag}}],
-    });
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    (md, ms)
+    finish_layout(dir, arch, &manifest, tag)
 }
 
 /// Writes an OCI layout with one OCI 1.1 artifact for `arch` (`artifactType`, the empty config
@@ -119,8 +129,7 @@ pub fn write_artifact_layout(
     annotations: BTreeMap<String, String>,
     tag: &str,
 ) -> (String, u64) {
-    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    create_layout(dir);
     let descs: Vec<_> = layers
         .iter()
         .map(|(media_type, blob, ann)| {
@@ -134,15 +143,7 @@ pub fn write_artifact_layout(
         "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": cd, "size": cs},
         "layers": descs, "annotations": annotations,
     });
-    let (md, ms) = put(dir, &serde_json::to_vec(&manifest).unwrap());
-    let index = json!({
-        "schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE,
-        "manifests": [{"mediaType": MANIFEST_MEDIA_TYPE, "digest": md, "size": ms,
-            "platform": {"architecture": arch, "os": "linux"},
-            "annotations": {"org.opencontainers.image.ref.name": tag}}],
-    });
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    (md, ms)
+    finish_layout(dir, arch, &manifest, tag)
 }
 
 /// What went into one architecture's boot artifact.
@@ -157,14 +158,9 @@ pub struct Inputs {
 /// Writes `out/boot-<arch>/` for arm64 and amd64 from the fixtures, and
 /// `out/extension-talos-agent-arm64/` (none for amd64, to exercise the note).
 pub fn write_build_output(f: &Fixtures, out: &Path, token: &str) -> BTreeMap<String, Inputs> {
-    write_build_output_format(f, out, token, 2)
-}
-
-/// [`write_build_output`] with the boot artifacts in `format` 1 (one-file tar layers) or 2.
-pub fn write_build_output_format(f: &Fixtures, out: &Path, token: &str, format: u32) -> BTreeMap<String, Inputs> {
     let files = |arch: &str| (f.arches[arch].kernel_image.clone(), f.arches[arch].initramfs.clone());
     let digests = [f.images["spin"].index_digest.clone(), f.images["tailscale"].index_digest.clone()];
-    write_build_output_from(&files, &digests, out, token, format)
+    write_build_output_from(&files, &digests, out, token)
 }
 
 /// Writes a build output as [`write_build_output`] does from small made-up files (64 KiB
@@ -185,7 +181,7 @@ pub fn write_small_build_output(out: &Path, token: &str) -> BTreeMap<String, Inp
     }
     let files = |arch: &str| (dir.join(format!("kernel-{arch}")), dir.join(format!("initramfs-{arch}")));
     let digests = [format!("sha256:{}", "1".repeat(64)), format!("sha256:{}", "2".repeat(64))];
-    write_build_output_from(&files, &digests, out, token, 2)
+    write_build_output_from(&files, &digests, out, token)
 }
 
 /// The writer behind [`write_build_output`]: `files(arch)` gives the kernel and initramfs, and
@@ -195,13 +191,11 @@ fn write_build_output_from(
     extension_digests: &[String; 2],
     out: &Path,
     token: &str,
-    format: u32,
 ) -> BTreeMap<String, Inputs> {
     let mut all = BTreeMap::new();
     for (arch, console) in [("arm64", "ttyAMA0"), ("amd64", "ttyS0")] {
         let (kernel, initramfs) = files(arch);
         let cmdline = format!("talos.platform=metal console={console} init_on_alloc=1 moonboot.test={token}");
-        let mut layers = Vec::new();
         let mut raw = Vec::new();
         for role in Role::ALL {
             let data = match role {
@@ -209,14 +203,6 @@ fn write_build_output_from(
                 Role::Initramfs => std::fs::read(&initramfs).unwrap(),
                 Role::Cmdline => cmdline.clone().into_bytes(),
             };
-            let tar = tar_of(&[(role.path(), Some(&data), 0o644)]);
-            let diff_id = Sha256Digest::of(&tar).to_string();
-            layers.push((
-                LAYER_MEDIA_TYPE,
-                tar,
-                BTreeMap::from([(ANNOTATION_ROLE.into(), role.as_str().into())]),
-                diff_id,
-            ));
             raw.push((
                 role.media_type(),
                 data,
@@ -229,18 +215,14 @@ fn write_build_output_from(
             {"name": "talos-agent", "version": "v0.1.0"},
         ]);
         let annotations = BTreeMap::from([
-            (ANNOTATION_FORMAT.to_string(), format.to_string()),
+            (ANNOTATION_FORMAT.to_string(), FORMAT_VERSION.to_string()),
             (ANNOTATION_TALOS_VERSION.to_string(), "v1.10.5".to_string()),
             (ANNOTATION_SCHEMATIC_ID.to_string(), SCHEMATIC.to_string()),
             (ANNOTATION_EXTENSIONS.to_string(), extensions.to_string()),
             ("org.opencontainers.image.created".to_string(), "2025-07-01T00:00:00Z".to_string()),
         ]);
         let dir = out.join(format!("boot-{arch}"));
-        let manifest = if format == 1 {
-            write_layout(&dir, arch, &layers, annotations, "v1.10.5")
-        } else {
-            write_artifact_layout(&dir, arch, ARTIFACT_TYPE, &raw, annotations, "v1.10.5")
-        };
+        let manifest = write_artifact_layout(&dir, arch, ARTIFACT_TYPE, &raw, annotations, "v1.10.5");
         let extension_manifest = (arch == "arm64").then(|| {
             let manifest_yaml =
                 std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../extensions/talos-agent/manifest.yaml"))

@@ -15,8 +15,8 @@ use moonboot_registry::Registry;
 
 use super::layer::{fetch_layer, fetch_raw_blob};
 use super::{
-    memfd, Error, Fetched, Kind, Memfile, ResolvedReport, MAX_CMDLINE_SIZE, MAX_INITRAMFS_SIZE, MAX_KERNEL_SIZE,
-    MAX_UKI_SIZE,
+    memfd, BlobReport, Error, Fetched, Kind, Memfile, ResolvedReport, MAX_CMDLINE_SIZE, MAX_INITRAMFS_SIZE,
+    MAX_KERNEL_SIZE, MAX_UKI_SIZE,
 };
 
 /// Turns whatever kernel arrived into a loadable one for `arch` (`arm64`: raw `Image`, unpacking
@@ -50,6 +50,23 @@ fn read_cmdline(mut f: Memfile) -> Result<String, Error> {
         .read_to_string(&mut s)
         .map_err(|_| Error::Content("the default command line is not UTF-8".into()))?;
     Ok(s)
+}
+
+/// What an image gave, as a [`Fetched`]: the kernel made loadable for `arch` (a UKI's
+/// container named as its `.linux` section), the command line read from its memfd.
+fn finish(
+    kind: Kind,
+    report: ResolvedReport,
+    kernel: Memfile,
+    initramfs: Memfile,
+    cmdline: Option<Memfile>,
+    blobs: Vec<BlobReport>,
+    arch: &str,
+) -> Result<Fetched, Error> {
+    let (kernel, container) = loadable_kernel(kernel, arch)?;
+    let kernel_container = if kind == Kind::TalosUki { format!("UKI .linux: {container}") } else { container };
+    let cmdline = cmdline.map(read_cmdline).transpose()?;
+    Ok(Fetched { kind, resolved: Some(report), kernel, kernel_container, initramfs, cmdline, blobs })
 }
 
 /// Copies `range` of `src` into a new memfd.
@@ -109,16 +126,7 @@ pub async fn fetch_image(registry: &Registry, reference: &Reference, arch: &str)
         let c = files.pop().expect("cmdline");
         let i = files.pop().expect("initramfs");
         let k = files.pop().expect("kernel");
-        let (kernel, container) = loadable_kernel(k, arch)?;
-        return Ok(Fetched {
-            kind: Kind::BootArtifact,
-            resolved: Some(report),
-            kernel,
-            kernel_container: container,
-            initramfs: i,
-            cmdline: Some(read_cmdline(c)?),
-            blobs,
-        });
+        return finish(Kind::BootArtifact, report, k, i, Some(c), blobs, arch);
     }
 
     // Which layers to fetch and what to take from each.
@@ -156,29 +164,11 @@ pub async fn fetch_image(registry: &Registry, reference: &Reference, arch: &str)
             .ok_or_else(|| Error::Content("initramfs layer holds no boot/initramfs".into()))?;
         let c =
             take(Role::Cmdline.path()).ok_or_else(|| Error::Content("cmdline layer holds no boot/cmdline".into()))?;
-        let (kernel, container) = loadable_kernel(k, arch)?;
-        return Ok(Fetched {
-            kind: Kind::BootArtifact,
-            resolved: Some(report),
-            kernel,
-            kernel_container: container,
-            initramfs: i,
-            cmdline: Some(read_cmdline(c)?),
-            blobs,
-        });
+        return finish(Kind::BootArtifact, report, k, i, Some(c), blobs, arch);
     }
     let (vmlinuz, initramfs) = artifact::imager_paths(arch);
     if let (Some(k), Some(i)) = (take(&vmlinuz), take(&initramfs)) {
-        let (kernel, container) = loadable_kernel(k, arch)?;
-        return Ok(Fetched {
-            kind: Kind::TalosImager,
-            resolved: Some(report),
-            kernel,
-            kernel_container: container,
-            initramfs: i,
-            cmdline: None,
-            blobs,
-        });
+        return finish(Kind::TalosImager, report, k, i, None, blobs, arch);
     }
     if let Some(mut u) = take(&artifact::installer_uki_path(arch)) {
         u.file.seek(SeekFrom::Start(0)).map_err(Error::Memfd)?;
@@ -188,19 +178,12 @@ pub async fn fetch_image(registry: &Registry, reference: &Reference, arch: &str)
         let i = section(&mut u.file, uki.initrd, "initramfs")?;
         let c = section(&mut u.file, uki.cmdline, "cmdline")?;
         drop(u);
-        let (kernel, container) = loadable_kernel(k, arch)?;
-        return Ok(Fetched {
-            kind: Kind::TalosUki,
-            resolved: Some(report),
-            kernel,
-            kernel_container: format!("UKI .linux: {container}"),
-            initramfs: i,
-            cmdline: Some(read_cmdline(c)?),
-            blobs,
-        });
+        return finish(Kind::TalosUki, report, k, i, Some(c), blobs, arch);
     }
     Err(Error::Content(format!(
-        "{reference}: neither a boot artifact (no {} annotation) nor a Talos image (no /{vmlinuz} + /{initramfs}, no /{})",
+        "{reference}: neither a boot artifact (no artifactType {} nor {} annotation) nor a Talos image (no /{vmlinuz} + \
+         /{initramfs}, no /{})",
+        artifact::ARTIFACT_TYPE,
         artifact::ANNOTATION_FORMAT,
         artifact::installer_uki_path(arch)
     )))

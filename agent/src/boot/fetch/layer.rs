@@ -48,6 +48,12 @@ pub(super) async fn fetch_raw_blob(
         registry.fetch_blob(resolved, desc, &mut sink).await?;
         io::Write::flush(&mut sink).map_err(Error::Memfd)?;
     }
+    let report = transferred(desc, start, &format!("{name} blob"));
+    Ok((Memfile { file, len: desc.size, sha256: desc.digest }, report))
+}
+
+/// The report of `desc`'s verified transfer, begun at `start`, also logged as `fetched WHAT …`.
+fn transferred(desc: &Descriptor, start: Instant, what: &str) -> BlobReport {
     let report = BlobReport {
         digest: desc.digest.to_string(),
         size: desc.size,
@@ -55,12 +61,12 @@ pub(super) async fn fetch_raw_blob(
         seconds: start.elapsed().as_secs_f64(),
     };
     super::super::log(&format!(
-        "fetched {name} blob {} ({:.1} MiB in {:.2} s, verified)",
+        "fetched {what} {} ({:.1} MiB in {:.2} s, verified)",
         desc.digest,
         desc.size as f64 / (1 << 20) as f64,
         report.seconds
     ));
-    Ok((Memfile { file, len: desc.size, sha256: desc.digest }, report))
+    report
 }
 
 /// Downloads the layer `desc` of `resolved` and extracts `wanted` from it concurrently. Returns
@@ -90,21 +96,7 @@ pub(super) async fn fetch_layer(
         .map_err(|_| Error::Content(format!("layer {}: the extractor panicked", desc.digest)))?
         .map_err(|source| Error::Layer { digest: desc.digest, source });
     match (fetched, extracted) {
-        (Ok(()), Ok(files)) => {
-            let report = BlobReport {
-                digest: desc.digest.to_string(),
-                size: desc.size,
-                media_type: desc.media_type.clone(),
-                seconds: start.elapsed().as_secs_f64(),
-            };
-            super::super::log(&format!(
-                "fetched layer {} ({:.1} MiB in {:.2} s, verified)",
-                desc.digest,
-                desc.size as f64 / (1 << 20) as f64,
-                report.seconds
-            ));
-            Ok((files, report))
-        }
+        (Ok(()), Ok(files)) => Ok((files, transferred(desc, start, "layer"))),
         // The extractor refused the layer and so stopped reading: its reason is the cause.
         (Err(_), Err(refused)) if writer.extractor_stopped() => Err(refused),
         // Otherwise the download's verdict comes first: a digest or transfer failure explains

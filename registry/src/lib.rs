@@ -21,7 +21,11 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+mod probe;
 pub mod token;
+mod verify;
+
+use verify::Verifier;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,7 +38,6 @@ use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
-use sha2::Digest as _;
 
 pub use auth::{AuthFile, Credentials};
 pub use boot_artifact::oci::{Descriptor, ImageManifest};
@@ -593,8 +596,30 @@ impl Registry {
         desc: &Descriptor,
         sink: &mut (dyn std::io::Write + Send),
     ) -> Result<(), Error> {
+        self.fetch_verified(from, desc, Verifier::inline(sink)).await
+    }
+
+    /// [`Registry::fetch_blob`], with hashing and writing on a thread of their own, so the next
+    /// bytes are received while the previous ones are hashed and written (`verify.rs`): for large
+    /// blobs on fast links. `sink` is flushed and dropped when the blob ends (keep another handle
+    /// to what it writes to, e.g. a `try_clone` of a file).
+    ///
+    /// # Errors
+    /// Those of [`Registry::fetch_blob`]; [`Error::Sink`] when no thread can be started.
+    pub async fn fetch_blob_threaded(
+        &self,
+        from: &Resolved,
+        desc: &Descriptor,
+        sink: Box<dyn std::io::Write + Send>,
+    ) -> Result<(), Error> {
+        let what = || format!("blob {} of {}", desc.digest, reference_name(&from.reference));
+        let verifier = Verifier::threaded(sink).map_err(|source| Error::Sink { what: what(), source })?;
+        self.fetch_verified(from, desc, verifier).await
+    }
+
+    async fn fetch_verified(&self, from: &Resolved, desc: &Descriptor, verifier: Verifier<'_>) -> Result<(), Error> {
         let what = format!("blob {} of {}", desc.digest, reference_name(&from.reference));
-        let mut hasher = sha2::Sha256::new();
+        let mut verifier = Some(verifier);
         let mut offset = 0u64;
         let mut endpoints = vec![from.endpoint.clone()];
         for e in from.reference.endpoints(&self.options.mirrors, &self.options.insecure) {
@@ -615,9 +640,12 @@ impl Registry {
             self.client.store_auth_if_needed(oref.resolve_registry(), &auth).await;
             let mut tries = 0;
             let last = loop {
-                match self.fetch_attempt(&oref, desc, &what, &mut hasher, &mut offset, sink).await {
+                let v = verifier.as_mut().expect("taken only when done");
+                match self.fetch_attempt(&oref, desc, &what, v, &mut offset).await {
                     Attempt::Done => {
-                        let actual = Sha256Digest::from_bytes(hasher.finalize().into());
+                        let v = verifier.take().expect("taken only once");
+                        let hash = v.finish().await.map_err(|source| Error::Sink { what: what.clone(), source })?;
+                        let actual = Sha256Digest::from_bytes(hash);
                         if actual != desc.digest {
                             return Err(Error::DigestMismatch { what, expected: desc.digest, actual });
                         }
@@ -637,6 +665,28 @@ impl Registry {
         Err(Error::Unavailable { reference: what, attempts })
     }
 
+    /// Asks a pull-through cache at `from`'s endpoint to store the blob `desc`, reading nothing:
+    /// over plain HTTP, a request for it on a connection closed as soon as the request is sent
+    /// (`probe.rs`; the cache stores a blob it missed in the background, distribution 2.8
+    /// `registry/proxy/proxyblobstore.go` `storeLocal`). `Ok(false)` when the endpoint is HTTPS:
+    /// use [`Registry::blob_is_local`], whose answer also starts the store.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] naming the endpoint, when the request could not be sent.
+    pub async fn start_storing(&self, from: &Resolved, desc: &Descriptor) -> Result<bool, Error> {
+        if !from.endpoint.plain_http || desc.size == 0 {
+            return Ok(false);
+        }
+        let host = &from.endpoint.host;
+        probe::request_and_hang_up(host, &from.reference.repository, &desc.digest.to_string()).await.map_err(
+            |reason| Error::Unavailable {
+                reference: format!("blob {} of {}", desc.digest, reference_name(&from.reference)),
+                attempts: vec![(host.clone(), reason)],
+            },
+        )?;
+        Ok(true)
+    }
+
     /// Asks `from`'s endpoint for the first byte of `desc` (`Range: bytes=0-0`) and hangs up
     /// without reading any longer answer. `Ok(true)` when the registry answered with that range
     /// (206): it serves the blob from its own storage. A pull-through cache that does not hold
@@ -654,6 +704,15 @@ impl Registry {
         }
         let what = format!("blob {} of {}", desc.digest, reference_name(&from.reference));
         let host = from.endpoint.host.clone();
+        if from.endpoint.plain_http {
+            let digest = desc.digest.to_string();
+            match probe::first_byte(&host, &from.reference.repository, &digest).await {
+                Ok(probe::Probe::Partial) => return Ok(true),
+                Ok(probe::Probe::Full) => return Ok(false),
+                Ok(probe::Probe::Unsupported) => {}
+                Err(reason) => return Err(Error::Unavailable { reference: what, attempts: vec![(host, reason)] }),
+            }
+        }
         let oref = Self::at(&host, &from.reference, Some(&from.manifest_digest));
         let auth = self
             .auth_for(&host, &from.reference.repository, false)
@@ -676,9 +735,8 @@ impl Registry {
         oref: &oci_client::Reference,
         desc: &Descriptor,
         what: &str,
-        hasher: &mut sha2::Sha256,
+        verifier: &mut Verifier<'_>,
         offset: &mut u64,
-        sink: &mut (dyn std::io::Write + Send),
     ) -> Attempt {
         if *offset == desc.size && desc.size > 0 {
             return Attempt::Done;
@@ -729,11 +787,11 @@ impl Registry {
                     more: true,
                 });
             }
-            hasher.update(&chunk);
-            if let Err(source) = sink.write_all(&chunk) {
+            let n = chunk.len() as u64;
+            if let Err(source) = verifier.take(chunk).await {
                 return Attempt::Fail(Error::Sink { what: what.into(), source });
             }
-            *offset += chunk.len() as u64;
+            *offset += n;
         }
         if *offset < desc.size {
             return Attempt::Retry(format!("connection closed after {} of {} bytes", offset, desc.size));

@@ -41,13 +41,12 @@ pub(super) async fn fetch_raw_blob(
     desc: &Descriptor,
     name: &str,
 ) -> Result<(Memfile, BlobReport), Error> {
-    let mut file = memfd(name)?;
+    let file = memfd(name)?;
     let start = Instant::now();
-    {
-        let mut sink = io::BufWriter::with_capacity(COPY_BUFFER, &mut file);
-        registry.fetch_blob(resolved, desc, &mut sink).await?;
-        io::Write::flush(&mut sink).map_err(Error::Memfd)?;
-    }
+    // Received on this task, hashed and written into the memfd on a thread of the registry's:
+    // the two overlap on fast links.
+    let writer = file.try_clone().map_err(Error::Memfd)?;
+    registry.fetch_blob_threaded(resolved, desc, Box::new(writer)).await?;
     let report = transferred(desc, start, &format!("{name} blob"));
     Ok((Memfile { file, len: desc.size, sha256: desc.digest }, report))
 }

@@ -10,17 +10,20 @@
 //!
 //! Reading a blob through the cache in full would cost two copies upstream: on a first miss
 //! distribution both stores the blob (`storeLocal`, in the background) and streams it to the
-//! client from upstream again (`copyContent`). So for each blob `imager warm` asks for its first
-//! byte only and hangs up at once when the answer is the whole blob streamed from upstream (200):
-//! the cache keeps storing it. It asks again, after 0.5 s, 1 s, then every 2 s, until the cache
-//! answers with the range (206), which it can only do from its own storage; then it reads the
-//! blob from the cache, verifies it against its digest (a cache serving other bytes is an error)
-//! and throws it away. Each 200 answer still costs upstream what was in flight when the hang-up
-//! reached the cache (a few MiB on a fast link), so the first retry waits 0.5 s.
+//! client from upstream again (`copyContent`). So `imager warm` first sends one request per layer
+//! and hangs up without reading the answer: over plain HTTP (the bastion's cache) on a connection
+//! closed as soon as the request is sent, which stops the streamed copy at its first write; over
+//! HTTPS as soon as the answer's head says 200. The cache keeps storing each blob. Then, 0.5 s
+//! after those requests and again after 1 s, then every 2 s, it asks for each blob's first byte
+//! until the cache answers with the range (206), which it can only do from its own storage; it
+//! reads the blob from the cache, verifies it against its digest (a cache serving other bytes is
+//! an error) and throws it away. Every request the cache answers from upstream costs what was in
+//! flight when the hang-up reached it: 64 KiB for the first request over plain HTTP, up to a few
+//! MiB for a first-byte request while the blob is still being stored (`misses` in the output).
 //!
 //! The reference is asked of the cache under the same repository path (the cache mirrors the
-//! upstream registry, as `talos-agent boot --registry-mirror ORIGIN=CACHE` expects), one blob
-//! after the other.
+//! upstream registry, as `talos-agent boot --registry-mirror ORIGIN=CACHE` expects), one
+//! architecture after the other.
 
 use std::time::{Duration, Instant};
 
@@ -54,7 +57,9 @@ pub struct WarmedImage {
     /// The blobs, `sha256:…`, config first.
     pub blobs: Vec<String>,
     /// How many first-byte requests the cache answered from upstream (200) before it held each
-    /// layer: 0 for a blob it already had.
+    /// layer (each cost upstream what was in flight when it hung up): 0 when the cache held it
+    /// the first time it was asked. The request that starts the store over plain HTTP reads no
+    /// answer and is not counted.
     pub misses: Vec<u32>,
 }
 
@@ -62,7 +67,7 @@ pub struct WarmedImage {
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Reads every blob of `reference` for each of `arches` through `cache` (`HOST[:PORT]`), one
-/// after the other. Architectures the reference does not have are skipped; none at all is an
+/// architecture after the other. Architectures the reference does not have are skipped; none at all is an
 /// error.
 ///
 /// # Errors
@@ -85,30 +90,53 @@ pub async fn warm(registry: &Registry, reference: &Reference, cache: &str, arche
             bytes += config.size;
         }
         let mut blobs = vec![config.digest.to_string()];
-        let mut misses = Vec::new();
+        // First one request per layer, so the cache stores them all at once; then, layer by
+        // layer, ask again until it holds each. `Some(held)` when the first request's answer
+        // said; `None` when it was sent without waiting for one.
+        let mut pending = Vec::new();
         for layer in &resolved.manifest.layers {
             blobs.push(layer.digest.to_string());
             if !seen.insert(layer.digest) {
                 continue;
             }
-            let context = || format!("warming {at}: blob {}", layer.digest);
+            // Over plain HTTP the request that starts the store is sent without waiting for the
+            // answer (the cheapest hang-up); over HTTPS the first-byte request does it.
+            let answer = if registry.start_storing(&resolved, layer).await.with_context(|| context(&at, layer))? {
+                None
+            } else {
+                Some(registry.blob_is_local(&resolved, layer).await.with_context(|| context(&at, layer))?)
+            };
+            pending.push((layer, answer));
+        }
+        let asked = tokio::time::Instant::now();
+        let mut misses = Vec::new();
+        for (layer, answer) in pending {
             let deadline = Instant::now() + STORE_TIMEOUT;
             let mut wait = Duration::from_millis(500);
-            let mut missed = 0;
-            while !registry.blob_is_local(&resolved, layer).await.with_context(context)? {
-                missed += 1;
+            let mut missed = u32::from(answer == Some(false));
+            let mut held = answer == Some(true);
+            let mut first = true;
+            while !held {
                 anyhow::ensure!(
                     Instant::now() < deadline,
                     "{}: {cache} did not store it within {} s",
-                    context(),
+                    context(&at, layer),
                     STORE_TIMEOUT.as_secs()
                 );
-                tokio::time::sleep(wait).await;
+                // The first look is 0.5 s after the requests that started the stores.
+                if first {
+                    tokio::time::sleep_until(asked + wait).await;
+                    first = false;
+                } else {
+                    tokio::time::sleep(wait).await;
+                }
                 wait = (wait * 2).min(Duration::from_secs(2));
+                held = registry.blob_is_local(&resolved, layer).await.with_context(|| context(&at, layer))?;
+                missed += u32::from(!held);
             }
             misses.push(missed);
             // From the cache's own storage now: verified, then thrown away.
-            registry.fetch_blob(&resolved, layer, &mut std::io::sink()).await.with_context(context)?;
+            registry.fetch_blob(&resolved, layer, &mut std::io::sink()).await.with_context(|| context(&at, layer))?;
             bytes += layer.size;
         }
         images.push(WarmedImage {
@@ -120,6 +148,10 @@ pub async fn warm(registry: &Registry, reference: &Reference, cache: &str, arche
     }
     anyhow::ensure!(!images.is_empty(), "{at} has none of the architectures {}", arches.join(", "));
     Ok(Warmed { reference: at.to_string(), images, bytes, seconds: start.elapsed().as_secs_f64() })
+}
+
+fn context(at: &Reference, layer: &moonboot_registry::Descriptor) -> String {
+    format!("warming {at}: blob {}", layer.digest)
 }
 
 /// Runs `imager warm`.

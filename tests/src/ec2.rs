@@ -87,6 +87,8 @@ pub struct Built {
     pub out: PathBuf,
     /// The host `talos-agent` (runs `wait`).
     pub agent_host: PathBuf,
+    /// The host `imager` (release build).
+    pub imager: PathBuf,
     /// The rendered user-data (`<out>/cloud-init/user-data-ec2-arm64.yaml`).
     pub user_data: PathBuf,
     /// Readiness token in the user-data.
@@ -174,6 +176,7 @@ pub fn build_and_publish(f: &Fixtures, o: &Options) -> Result<Built> {
         user_data: out.join("cloud-init/user-data-ec2-arm64.yaml"),
         out,
         agent_host,
+        imager,
         token,
         published,
         boot_digest,

@@ -38,9 +38,10 @@ pub struct Faults {
     pub forwarded: AtomicUsize,
     /// Number of blob GETs seen (including failed ones).
     pub blob_gets: AtomicUsize,
-    /// Body bytes of successful blob GETs delivered to the client, counted per 64 KiB written
-    /// (what crosses the link when the client is a pull-through cache and this is upstream; a
-    /// client that hangs up stops the count, give or take the socket buffers).
+    /// Body bytes of successful blob GETs that crossed the link to the client (what a
+    /// pull-through cache fetched when this is its upstream), counted when each response ends:
+    /// the whole body when it was written, and what the client's kernel acknowledged
+    /// (`TCP_INFO` `tcpi_bytes_acked`) when the client hung up part-way.
     pub blob_bytes: std::sync::atomic::AtomicU64,
     /// Request lines seen, in order (`GET /v2/…`), with the Range header if any.
     pub log: Mutex<Vec<String>>,
@@ -253,14 +254,51 @@ fn serve(mut client: TcpStream, f: &Faults, upstream: &str, me: &str) -> std::io
         client.write_all(&resp_body[..resp_body.len() / 2])?;
         return client.shutdown(std::net::Shutdown::Both);
     }
-    client.write_all(resp_head)?;
+    let acked_before = tcp_info(&client).map_or(0, |i| i.tcpi_bytes_acked);
+    let mut written = client.write_all(resp_head);
     for chunk in resp_body.chunks(64 << 10) {
-        client.write_all(chunk)?;
-        if is_blob_get && ok {
-            f.blob_bytes.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        if written.is_err() {
+            break;
         }
+        written = client.write_all(chunk);
     }
+    if is_blob_get && ok {
+        // Count what the client's kernel acknowledged (what crossed the link), not what this
+        // side's send buffer took: a client that hangs up part-way resets the connection, and
+        // what sat in the buffer then never left.
+        let total = acked_before + (resp_head.len() + resp_body.len()) as u64;
+        let acked = delivered(&client, total);
+        let body = acked.saturating_sub(acked_before + resp_head.len() as u64);
+        f.blob_bytes.fetch_add(body.min(resp_body.len() as u64), Ordering::SeqCst);
+    }
+    written?;
     client.flush()
+}
+
+/// The connection's Linux `TCP_INFO` (`include/uapi/linux/tcp.h`), if the kernel gives it.
+fn tcp_info(socket: &TcpStream) -> Option<libc::tcp_info> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&raw mut info).cast(), &mut len)
+    };
+    (rc == 0).then_some(info)
+}
+
+/// The connection's bytes acknowledged by the peer (`tcpi_bytes_acked`) once they reach `total`,
+/// or once the connection is closed or reset (`tcpi_state` `TCP_CLOSE`), or after 10 s.
+fn delivered(socket: &TcpStream, total: u64) -> u64 {
+    const TCP_CLOSE: u8 = 7;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let Some(info) = tcp_info(socket) else { return 0 };
+        if info.tcpi_bytes_acked >= total || info.tcpi_state == TCP_CLOSE || std::time::Instant::now() > deadline {
+            return info.tcpi_bytes_acked;
+        }
+        thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 fn respond(client: &mut TcpStream, status: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<()> {

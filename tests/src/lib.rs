@@ -4,6 +4,8 @@
 //! - [`zboot`]: write and read EFI zboot kernels (the arm64 `vmlinuz` of Talos ≥ 1.8);
 //! - [`oci`]: reproducible OCI image layouts; [`registry`]: a tiny distribution-API client;
 //!   [`private_registry`]: a `docker-registry` of a test's own on a kernel-chosen loopback port;
+//! - [`pull_through`]: a fleet of agents through a `docker-registry` pull-through cache, with the
+//!   bytes it fetched from upstream;
 //! - [`cpio`]: a newc reader; [`kmod`]: kernel module dependencies from `.modinfo`;
 //! - [`extensions`]: the stand-in spin and tailscale extension images;
 //! - [`bundles`]: the extensions and overlays bundle images and the stand-in overlay image, and
@@ -37,6 +39,7 @@ pub mod matchbox;
 pub mod netns;
 pub mod oci;
 pub mod private_registry;
+pub mod pull_through;
 pub mod qemu;
 pub mod realistic;
 pub mod registry;

@@ -1,29 +1,26 @@
 //! The bastion's registry cache, for real: Debian's `docker-registry` (distribution 2.8) as a
 //! pull-through cache (`proxy.remoteurl`) of the fixture registry, with a byte-counting proxy
-//! between the two (`moonboot_tests::faulty`, no faults) measuring what the cache fetched from
-//! upstream. Agents boot (`talos-agent boot --dry-run`) a format-2 boot artifact (the fixture's
-//! arm64 kernel and initramfs, pushed with Debian trixie's oras) through the cache as EC2
-//! instances do (`--registry-mirror ORIGIN=CACHE`), 10 of them at once:
-//! 1. only with `MOONBOOT_FLEET_AGENTS=N` (N agents in both phases; a measurement, run by hand):
+//! between the two measuring what the cache fetched from upstream (`moonboot_tests::pull_through`).
+//! Agents boot (`talos-agent boot --dry-run`) a format-2 boot artifact (the fixture's arm64 kernel
+//! and initramfs, pushed with Debian trixie's oras) through the cache as EC2 instances do
+//! (`--registry-mirror ORIGIN=CACHE`), 10 of them at once, each round with a fresh cache:
+//! 1. only with `MOONBOOT_FLEET_AGENTS=N` (N agents in both rounds; a measurement, run by hand):
 //!    a cold cache, its upstream bytes printed as a multiple of the artifact (distribution fetches
 //!    a blob upstream once per request that misses while it is in flight, and twice for the
 //!    first, `registry/proxy/proxyblobstore.go`); not asserted, it depends on timing;
-//! 2. a second artifact, after `imager warm --cache CACHE REF`: the fleet adds no upstream byte,
-//!    and every agent planned the artifact's blobs from the cache. What warming itself cost is
-//!    printed (one copy, plus what was in flight each time it hung up on a 200 answer: a few MiB
-//!    per large blob on loopback).
+//! 2. after `imager warm --cache CACHE REF`: the fleet adds no upstream byte, and every agent
+//!    planned the artifact's blobs from the cache. What warming itself cost is printed (one copy,
+//!    plus what was in flight each time it hung up on a 200 answer).
 //!
 //! Loopback only. Skipped with a reason without the fixtures or oras.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::Ordering;
 
 use boot_artifact::artifact::{Role, ARTIFACT_TYPE};
 use moonboot_tests::demo::host_binaries;
 use moonboot_tests::fixtures::{fixtures_dir, skip, unique_repository, with_registry, Fixtures};
-use moonboot_tests::private_registry::PrivateRegistry;
-use serde_json::Value;
+use moonboot_tests::pull_through::round;
 
 fn oras() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/oras")
@@ -50,32 +47,6 @@ fn push_artifact(f: &Fixtures, work: &Path, tag: &str) -> (String, u64) {
     (reference, bytes)
 }
 
-/// Starts `n` agents at once through the cache; returns each one's plan.
-fn fleet(agent: &Path, f: &Fixtures, cache: &str, reference: &str, n: usize) -> Vec<Value> {
-    let children: Vec<_> = (0..n)
-        .map(|_| {
-            Command::new(agent)
-                .args(["boot", reference, "--dry-run", "--json", "--arch", "arm64", "--platform", "metal"])
-                .args(["--no-network-carry-over", "--timeout", "300s"])
-                .args(["--registry-mirror", &format!("{}={cache}", f.registry)])
-                .args(["--insecure-registry", &f.registry, "--insecure-registry", cache])
-                .args(["--auth-file", "/nonexistent/moonboot-test-auth.json"])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("run talos-agent")
-        })
-        .collect();
-    children
-        .into_iter()
-        .map(|c| {
-            let out = c.wait_with_output().unwrap();
-            assert!(out.status.success(), "an agent failed: {}", String::from_utf8_lossy(&out.stderr));
-            serde_json::from_slice(&out.stdout).unwrap()
-        })
-        .collect()
-}
-
 #[test]
 fn a_warmed_cache_fetches_the_artifact_from_upstream_once_for_a_fleet() {
     let test = "a_warmed_cache_fetches_the_artifact_from_upstream_once_for_a_fleet";
@@ -87,50 +58,39 @@ fn a_warmed_cache_fetches_the_artifact_from_upstream_once_for_a_fleet() {
     let n = measure.unwrap_or(10);
     let (imager, agent) = host_binaries().expect("building the release imager and talos-agent");
     let work = fixtures_dir().join("tmp").join(format!("pull-through-{}", std::process::id()));
-    let counter = moonboot_tests::faulty::start(&f.registry);
-    let cache = PrivateRegistry::start_proxy(&work.join("cache"), &format!("http://{}", counter.addr)).unwrap();
-    let upstream = || counter.faults.blob_bytes.load(Ordering::SeqCst);
+    let (reference, size) = push_artifact(&f, &work, "fleet");
+    let times = |bytes: u64| bytes as f64 / size as f64;
 
     // 1. Cold: what a fleet costs upstream without warming (measured on request).
     if measure.is_some() {
-        let (cold, size) = push_artifact(&f, &work, "cold");
-        let before = upstream();
-        let plans = fleet(&agent, &f, &cache.addr, &cold, n);
-        let cold_bytes = upstream() - before;
-        assert!(plans.iter().all(|p| p["resolved"]["endpoint"] == cache.addr.as_str()), "served by the cache");
+        let cold = round(None, &agent, &f.registry, &reference, n, &work.join("cold")).unwrap();
+        assert!(cold.plans.iter().all(|p| p["resolved"]["endpoint"] == cold.cache.as_str()), "served by the cache");
         println!(
-            "pull-through cold: {n} agents, artifact {size} B, upstream {cold_bytes} B = {:.2}x",
-            cold_bytes as f64 / size as f64
+            "pull-through cold: {n} agents, artifact {size} B, upstream {} B = {:.2}x",
+            cold.upstream,
+            times(cold.upstream)
         );
     }
 
     // 2. Warmed first: one copy upstream, whatever the fleet's size.
-    let (warm, size) = push_artifact(&f, &work, "warm");
-    let before = upstream();
-    let out = Command::new(&imager)
-        .args(["warm", &warm, "--cache", &cache.addr, "--insecure-registry", &cache.addr, "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "imager warm: {}", String::from_utf8_lossy(&out.stderr));
-    let warmed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warm = round(Some(&imager), &agent, &f.registry, &reference, n, &work.join("warm")).unwrap();
+    let warmed = warm.warmed.as_ref().unwrap();
     assert_eq!(warmed["images"][0]["arch"], "arm64", "{warmed}");
     assert_eq!(warmed["images"][0]["blobs"].as_array().unwrap().len(), 4, "config and three files: {warmed}");
-    let after_warm = upstream() - before;
-    println!("imager warm: {}", warmed["images"][0]["misses"]);
-    let plans = fleet(&agent, &f, &cache.addr, &warm, n);
-    let warm_bytes = upstream() - before;
     println!(
-        "pull-through warmed: {n} agents, artifact {size} B, upstream {warm_bytes} B = {:.2}x ({after_warm} B by imager warm)",
-        warm_bytes as f64 / size as f64
+        "pull-through warmed: {n} agents, artifact {size} B, upstream {} B = {:.2}x ({} B by imager warm, misses {})",
+        warm.upstream,
+        times(warm.upstream),
+        warm.by_warm,
+        warmed["images"][0]["misses"]
     );
-    assert_eq!(warm_bytes, after_warm, "after imager warm, the {n} agents fetched nothing from upstream");
-    assert!(after_warm >= size - 2, "imager warm brought every blob: {after_warm} of {size} B");
+    assert_eq!(warm.upstream, warm.by_warm, "after imager warm, the {n} agents fetched nothing from upstream");
+    assert!(warm.by_warm >= size - 2, "imager warm brought every blob: {} of {size} B", warm.by_warm);
     let digest = &warmed["images"][0]["manifest_digest"];
-    for p in &plans {
-        assert_eq!(p["resolved"]["endpoint"], cache.addr.as_str(), "{p}");
+    for p in &warm.plans {
+        assert_eq!(p["resolved"]["endpoint"], warm.cache.as_str(), "{p}");
         assert_eq!(&p["resolved"]["manifest_digest"], digest, "{p}");
         assert_eq!(p["resolved"]["boot_artifact_format"], 2, "{p}");
     }
-    drop(cache);
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -8,7 +8,11 @@
 //!    whose blobs are all published layers (verified bytes only), or a documented exit code (3
 //!    unavailable, 4 verification failed); none still running past `--timeout` plus a grace of
 //!    10 s. Prints the aggregate MB/s, p50/p99 seconds per agent and the exit codes.
-//! 2. **wait**: `talos-agent wait` with M simulated nodes, each POSTing a report every second,
+//! 2. **cache**: the same N agents through Debian's `docker-registry` as a pull-through cache of
+//!    the fixture registry (the bastion's topology), first cold, then after `imager warm`, each
+//!    with a fresh cache; prints the bytes the cache fetched from upstream as a multiple of the
+//!    artifact (`moonboot_tests::pull_through`) and checks the warmed fleet fetched none.
+//! 3. **wait**: `talos-agent wait` with M simulated nodes, each POSTing a report every second,
 //!    plus a flood of requests with a wrong token from several threads. Prints the p50/p99 latency
 //!    of good reports, the peak RSS of `wait` (VmHWM), the refusals it counted, and how many
 //!    `refused:` lines it printed for them (at most about one a second by design).
@@ -109,7 +113,64 @@ fn run(cli: &Cli) -> Result<bool> {
     proxy.faults.seed.store(0x5eed_f1ee7, Ordering::SeqCst);
     ok &=
         agents_round(cli, &built.agent_host, "chaos", &reference(&proxy.addr), &proxy.addr, &published, Some(&proxy))?;
+    ok &= cache_round(
+        cli,
+        &built.imager,
+        &built.agent_host,
+        &f.registry,
+        &reference(&f.registry),
+        artifact_bytes,
+        &work,
+    )?;
     ok &= wait_round(cli, &built.agent_host, &work)?;
+    Ok(ok)
+}
+
+/// Round 3: the agents through a pull-through cache of the fixture registry, cold, then warmed by
+/// `imager warm`; upstream bytes as a multiple of the artifact.
+fn cache_round(
+    cli: &Cli,
+    imager: &std::path::Path,
+    agent: &std::path::Path,
+    origin: &str,
+    reference: &str,
+    size: u64,
+    work: &std::path::Path,
+) -> Result<bool> {
+    let times = |b: u64| b as f64 / size as f64;
+    let cold =
+        moonboot_tests::pull_through::round(None, agent, origin, reference, cli.agents, &work.join("cache-cold"))?;
+    println!(
+        "cache cold: {} agents at once, upstream {:.1} MB = {:.2}x the artifact, fleet {:.1} s",
+        cold.agents,
+        cold.upstream as f64 / 1e6,
+        times(cold.upstream),
+        cold.fleet_seconds
+    );
+    let warm = moonboot_tests::pull_through::round(
+        Some(imager),
+        agent,
+        origin,
+        reference,
+        cli.agents,
+        &work.join("cache-warm"),
+    )?;
+    let misses = warm.warmed.as_ref().map(|w| w["images"][0]["misses"].to_string()).unwrap_or_default();
+    println!(
+        "cache warmed: {} agents at once, upstream {:.1} MB = {:.2}x the artifact (imager warm {:.1} MB, misses {misses}; the fleet {:.1} MB), fleet {:.1} s",
+        warm.agents,
+        warm.upstream as f64 / 1e6,
+        times(warm.upstream),
+        warm.by_warm as f64 / 1e6,
+        (warm.upstream - warm.by_warm) as f64 / 1e6,
+        warm.fleet_seconds
+    );
+    let ok = warm.upstream == warm.by_warm;
+    if !ok {
+        println!("cache warmed: FAILED: the fleet fetched from upstream after imager warm");
+    }
+    let _ = std::fs::remove_dir_all(work.join("cache-cold"));
+    let _ = std::fs::remove_dir_all(work.join("cache-warm"));
     Ok(ok)
 }
 

@@ -167,6 +167,9 @@ fn cm3_image_boots_under_raspi3b_through_uboot_grub_into_the_standin_and_reports
         .expect("plugging in QEMU's usb-net");
     stage(&mut guest, "USB Ethernet", &|l| l.contains("cdc_ether") && l.contains("register 'cdc_ether'"));
     stage(&mut guest, "network", &|l| l.contains(&format!("{MARK} network: eth0 10.0.2.15/24")));
+    // The board image's initramfs, unlike the boot artifact's, gives ext-talos-agent the host's
+    // /dev (read-only): without it the service sees only a private /dev with no disk.
+    stage(&mut guest, "the boot disk's /dev bound", &|l| l.contains("ext-talos-agent: mounted /dev on /dev (ro)"));
     stage(&mut guest, "MBR repaired in the guest", &|l| {
         l.contains("ext-talos-agent:") && l.contains("/dev/mmcblk0: hybrid MBR repaired")
     });

@@ -262,6 +262,13 @@ fn reports_readiness(arch: &str) {
             &format!("ext-talos-agent: talos-agent report: talos-agent report v{} starting", env!("CARGO_PKG_VERSION"))
         ));
         assert!(has(&lines, &format!("ext-talos-agent: talos-agent report: phase {phase} fingerprint {fingerprint}")));
+        // Least privilege: outside board images the service gets the private /dev of every
+        // container, not the host's (its spec's mounts are the two read-only files).
+        assert!(has(&lines, "ext-talos-agent: mounted /etc/os-release on /etc/os-release (ro)"));
+        assert!(
+            !has(&lines, "ext-talos-agent: mounted /dev on /dev"),
+            "the host's /dev is bound outside a board image"
+        );
     }
     let _ = std::fs::remove_dir_all(&s.work);
 }

@@ -192,6 +192,65 @@ pub fn tree(binary: Vec<u8>) -> Result<Tree> {
     Ok(t)
 }
 
+/// The service spec's path inside the extension's rootfs (what an assembled extension keys its
+/// entries by): `usr/local/etc/containers/talos-agent.yaml`.
+pub fn spec_rootfs_path() -> &'static str {
+    SPEC_PATH.strip_prefix("rootfs/").expect("SPEC_PATH is under rootfs/")
+}
+
+/// The mount [`board_spec`] adds, as it appears under `container.mounts` of the spec.
+const DEV_MOUNT: &str = "    - source: /dev
+      destination: /dev
+      type: bind
+      options:
+        - bind
+        - ro
+        - nosuid
+        - noexec
+";
+
+/// The service spec for board images: `spec` (the published one, with no `/dev` mount) with a
+/// read-only bind of the host's `/dev` as its first mount, for the hybrid MBR check and repair
+/// that only board images ask for (`talos_agent.mbr=repair` on their kernel command line;
+/// without it `report` never opens a disk). EC2 and netboot images keep `spec` as is.
+///
+/// Why this mount, from Talos v1.10.5 `internal/app/machined/pkg/system/services/extension.go`
+/// `getOCIOptions` (L120-150): every extension service gets `oci.WithAllDevicesAllowed` (device
+/// cgroup rwm on all devices) and all grantable capabilities, the host network namespace and no
+/// user namespace, but not the device nodes: containerd v2.0.5's default spec
+/// (`pkg/oci/mounts.go` `defaultMounts`) gives `/dev` as a private tmpfs that runc fills with
+/// null, zero, full, random, urandom and tty only, and `/sys` read-only, which already lists
+/// `/sys/block` and each disk's major:minor. Talos creates a missing mount source as a 0700
+/// directory before starting the service (`extension.go` Runner, L161-172), and the disk's node
+/// name is not fixed (mmc aliases in the device tree), so the mount is the whole of `/dev`, which
+/// exists on every node, not one disk node. Within that:
+/// - `bind`, not `rbind`: none of the host's `/dev` submounts (pts, shm, mqueue); runc skips its
+///   own `/dev` set-up when `/dev` is a bind mount (runc `libcontainer/rootfs_linux.go`
+///   `needsSetupDev`);
+/// - `ro`: no device node can be created, renamed or removed in the host's devtmpfs. It does not
+///   stop writes to a block device (`fs/open.c` `do_dentry_open` takes no mount write access for
+///   special files); what the agent writes is bounded by its own rules: 16 bytes of LBA 0, only
+///   on a disk whose MBR and GPT are moonboot's (boot-artifact `hybrid_mbr.rs`), opened
+///   read-write only to repair, under Talos's own exclusive `flock` on the disk
+///   (`agent/src/mbr/mod.rs`);
+/// - `nosuid`, `noexec`.
+///
+/// Not chosen: `mknod` of the one disk in the container's tmpfs `/dev` (possible with the
+/// granted `CAP_MKNOD`, and no mount at all): that node would be another inode than the host's,
+/// so `flock` on it would not exclude Talos's partition table writes (go-blockdevice v2
+/// `block/device_linux.go` locks the host node).
+///
+/// # Errors
+/// `spec` has no `container.mounts` list (the line `  mounts:`), or already mounts `/dev`.
+pub fn board_spec(spec: &str) -> Result<String> {
+    if spec.lines().any(|l| l.trim() == "destination: /dev") {
+        bail!("{NAME}.yaml already mounts /dev");
+    }
+    let at = spec.find("\n  mounts:\n").with_context(|| format!("{NAME}.yaml has no container.mounts list"))?
+        + "\n  mounts:\n".len();
+    Ok(format!("{}{DEV_MOUNT}{}", &spec[..at], &spec[at..]))
+}
+
 /// The binary for `arch`: read from `given` or compiled, then checked. Returns the bytes.
 ///
 /// # Errors

@@ -28,7 +28,10 @@
 //!   the EC2 user-data that boots this build ([`crate::cloud_init`]; `imager cloud-init` renders
 //!   it again, e.g. gzip'd); builds of other architectures into the same directory keep theirs;
 //! - `rpi-cm3-arm64.raw.xz`: with `--board rpi-cm3`, the Raspberry Pi CM3 disk image
-//!   ([`crate::board`]); its layout and pinned inputs are in `build.json`'s `board`;
+//!   ([`crate::board`]); its layout and pinned inputs are in `build.json`'s `board`. Its
+//!   initramfs differs from `initramfs-metal-arm64.xz` in one file: `ext-talos-agent`'s service
+//!   spec binds the host's `/dev` read-only for the hybrid MBR check
+//!   ([`agent_extension::board_spec`]);
 //! - `build.json`: every input and output by digest, the tool version;
 //! - `SHA256SUMS`: `sha256sum -c` format, every other file, sorted by path.
 //!
@@ -675,6 +678,8 @@ fn agent_binary_of(extensions: &[Validated], arch: &str) -> Result<Vec<u8>, Stri
 struct Assembled {
     /// The initramfs with the extensions, and its squashfs layers.
     initramfs: initramfs::Assembled,
+    /// The board image's initramfs when it differs ([`board_extensions`]).
+    board_initramfs: Option<Vec<u8>>,
     /// The kernel the boot artifact carries: arm64 Image unpacked from zboot, x86 bzImage as is.
     kernel_image: Vec<u8>,
     /// The schematic's canonical YAML.
@@ -696,7 +701,21 @@ fn assemble(plan: &Plan, pulled: &Pulled) -> Result<Assembled> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let exts: Vec<initramfs::Extension> = pulled.extensions.iter().map(|v| v.ext.clone()).collect();
     let mtime = u32::try_from(plan.epoch).expect("checked in source_date_epoch");
+    let board_exts = match plan.board {
+        Some(_) => board_extensions(&exts)?,
+        None => None,
+    };
     let assembled = initramfs::assemble(&pulled.base_initramfs, exts, mtime, threads, threads as u32, &|m| line(m))?;
+    let board_initramfs = match board_exts {
+        Some(exts) => {
+            line(
+                "assembling the board image's initramfs (ext-talos-agent with the boot disk: a read-only bind of /dev)",
+            );
+            let a = initramfs::assemble(&pulled.base_initramfs, exts, mtime, threads, threads as u32, &|m| line(m))?;
+            Some(a.initramfs)
+        }
+        None => None,
+    };
 
     // The kernel the boot artifact carries: arm64 Image unpacked from zboot, x86 bzImage as is.
     let kernel_image = match plan.arch {
@@ -727,7 +746,32 @@ fn assemble(plan: &Plan, pulled: &Pulled) -> Result<Assembled> {
     // Notes in layer order.
     let order = initramfs::layer_order(notes.len());
     let notes: Vec<_> = order.iter().map(|&i| notes[i].clone()).collect();
-    Ok(Assembled { initramfs: assembled, kernel_image, schematic_yaml, schematic_id, notes })
+    Ok(Assembled { initramfs: assembled, board_initramfs, kernel_image, schematic_yaml, schematic_id, notes })
+}
+
+/// The extensions of a board image: `exts` with the talos-agent extension's service spec given
+/// the read-only `/dev` bind that only board images need
+/// ([`agent_extension::board_spec`]); `None` without a talos-agent extension (then the board
+/// image has the same initramfs as every other output).
+///
+/// # Errors
+/// A talos-agent extension whose spec is missing, not UTF-8 or has no mounts list.
+fn board_extensions(exts: &[initramfs::Extension]) -> Result<Option<Vec<initramfs::Extension>>> {
+    let Some(i) = exts.iter().position(|e| e.metadata.name == agent_extension::NAME) else {
+        return Ok(None);
+    };
+    let mut exts = exts.to_vec();
+    let path = agent_extension::spec_rootfs_path();
+    let entry = exts[i]
+        .rootfs
+        .get_mut(path)
+        .with_context(|| format!("the {} extension has no {path}", agent_extension::NAME))?;
+    let crate::extension::tree::Kind::File(bytes) = &mut entry.kind else {
+        bail!("the {} extension's {path} is not a regular file", agent_extension::NAME);
+    };
+    let spec = std::str::from_utf8(bytes).with_context(|| format!("{path} is not UTF-8"))?;
+    *bytes = agent_extension::board_spec(spec)?.into_bytes();
+    Ok(Some(exts))
 }
 
 /// Step 4, outputs: writes every output into the new directory `out` (the names in the module
@@ -810,7 +854,7 @@ fn write_outputs(plan: &Plan, pulled: &Pulled, assembled: &Assembled, out: &Path
             line(&format!("writing the {} disk image ({} bytes)", b.board.as_str(), b.disk_size));
             let talos = crate::board::Talos {
                 vmlinuz: &pulled.vmlinuz,
-                initramfs: &assembled.initramfs.initramfs,
+                initramfs: assembled.board_initramfs.as_ref().unwrap_or(&assembled.initramfs.initramfs),
                 cmdline: &b.cmdline,
                 talos_version: &plan.profile.talos_version,
             };

@@ -185,25 +185,33 @@ mod tests {
         assert_eq!(spec.container.args, vec!["report"]);
         assert!(!spec.container.security.writeable_rootfs && !spec.container.security.writeable_sysfs);
         // Every mount is a read-only, non-recursive bind of a path that exists on every Talos
-        // node (Talos would create a missing source as a directory); /dev is there for the boot
-        // disk's MBR (talos_agent.mbr=repair) and must not carry suid or exec.
-        let mounts: Vec<(&str, &str)> =
-            spec.container.mounts.iter().map(|m| (m.source.as_str(), m.destination.as_str())).collect();
-        assert_eq!(
-            mounts,
-            [
-                ("/dev", "/dev"),
-                ("/etc/extensions.yaml", "/etc/extensions.yaml"),
-                ("/etc/os-release", "/etc/os-release")
-            ]
-        );
-        for m in &spec.container.mounts {
+        // node (Talos would create a missing source as a directory). The published spec has no
+        // /dev: only board images get it (for the boot disk's MBR, talos_agent.mbr=repair), as
+        // their first mount, without suid or exec.
+        let board = crate::build::agent_extension::board_spec(AGENT_SPEC).unwrap();
+        let board = ServiceSpec::parse("talos-agent.yaml", &board).unwrap();
+        let mounts = |s: &ServiceSpec| -> Vec<(String, String)> {
+            s.container.mounts.iter().map(|m| (m.source.clone(), m.destination.clone())).collect()
+        };
+        let files = [("/etc/extensions.yaml", "/etc/extensions.yaml"), ("/etc/os-release", "/etc/os-release")]
+            .map(|(a, b)| (a.to_string(), b.to_string()));
+        assert_eq!(mounts(&spec), files);
+        assert_eq!(mounts(&board)[0], ("/dev".to_string(), "/dev".to_string()));
+        assert_eq!(mounts(&board)[1..], files);
+        for m in spec.container.mounts.iter().chain(&board.container.mounts) {
             assert_eq!(m.kind, "bind", "{m:?}");
             let o = |x: &str| m.options.iter().any(|y| y == x);
             assert!(o("bind") && o("ro") && !o("rbind") && !o("rw"), "{m:?}");
         }
-        let dev = &spec.container.mounts[0];
+        let dev = &board.container.mounts[0];
         assert!(dev.options.iter().any(|o| o == "nosuid") && dev.options.iter().any(|o| o == "noexec"), "{dev:?}");
+        // The board spec is the published one with that mount and nothing else changed.
+        let mut without = board.clone();
+        without.container.mounts.remove(0);
+        assert_eq!(without, spec);
+        let twice =
+            crate::build::agent_extension::board_spec(&crate::build::agent_extension::board_spec(AGENT_SPEC).unwrap());
+        assert!(twice.unwrap_err().to_string().contains("already mounts /dev"));
 
         let manifest = crate::extension::Manifest::parse(AGENT_MANIFEST).unwrap();
         assert_eq!(manifest.metadata.name, spec.name);

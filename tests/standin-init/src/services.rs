@@ -12,8 +12,11 @@
 //!   when the file exists; `time` is treated as satisfied (no time sync here);
 //! - the service's root is `/usr/local/lib/containers/<name>`, made writable with an overlay
 //!   (Talos's `PreFunc` does the same "to allow containerd to mount there /dev, /proc"), then
-//!   `/proc` (proc), `/sys` (sysfs, read-only), `/dev` (bind) as containerd's default spec gives
-//!   every container, then the spec's `mounts` (bind mounts; `ro` honoured), then `chroot`;
+//!   `/proc` (proc), `/sys` (sysfs, read-only) and a private `/dev` as containerd's default spec
+//!   gives every container (containerd v2.0.5 `pkg/oci/mounts.go` `defaultMounts`: a tmpfs, which
+//!   runc fills with null, zero, full, random, urandom and tty; here bound from the host's nodes),
+//!   then the spec's `mounts` (bind mounts; `ro` honoured; a bind of the host's `/dev` replaces
+//!   the private one), then `chroot`;
 //!   the network namespace is the host's (Talos: `WithHostNamespace(network)`);
 //! - `environment` plus `PATH`; output goes to the console as `ext-<name>: <line>`; exits are
 //!   restarted after 5 s as `restart:` says (Talos `restart.New`, `RestartInterval` 5 s).
@@ -174,8 +177,8 @@ fn has(opts: &[String], o: &str) -> bool {
     opts.iter().any(|x| x == o)
 }
 
-/// Makes the service root writable (overlay on tmpfs) and mounts `/proc`, `/sys`, `/dev` and
-/// the spec's mounts into it; returns its path.
+/// Makes the service root writable (overlay on tmpfs) and mounts `/proc`, `/sys`, a private
+/// `/dev` and the spec's mounts into it; returns its path.
 fn prepare(root: &Path, spec: &Spec) -> Result<PathBuf> {
     let lower = root.join(ROOTFS).join(&spec.name);
     if !lower.is_dir() {
@@ -192,7 +195,12 @@ fn prepare(root: &Path, spec: &Spec) -> Result<PathBuf> {
     let m = |p: &str| merged.join(p.trim_start_matches('/')).to_string_lossy().into_owned();
     mount("proc", &m("proc"), "proc", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, "")?;
     mount("sysfs", &m("sys"), "sysfs", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY, "")?;
-    mount("/dev", &m("dev"), "", libc::MS_BIND | libc::MS_REC, "")?;
+    mount("tmpfs", &m("dev"), "tmpfs", libc::MS_NOSUID | libc::MS_NOEXEC, "mode=755,size=64k")?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = merged.join("dev").join(node);
+        fs::write(&target, b"").map_err(|e| format!("creating {}: {e}", target.display()))?;
+        mount(&format!("/dev/{node}"), &target.to_string_lossy(), "", libc::MS_BIND, "")?;
+    }
     for sm in &spec.container.mounts {
         let bind = sm.kind.is_empty() || sm.kind == "bind" || has(&sm.options, "bind") || has(&sm.options, "rbind");
         if !bind {

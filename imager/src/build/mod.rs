@@ -9,7 +9,8 @@
 //! extension here from a binary ([`agent_extension`]); with an embedded machine configuration
 //! (Talos ≥ 1.12), add the `embedded-config` extension last ([`embedded_config`]); assemble the initramfs ([`initramfs`], [`squashfs`], [`cpio`]); unpack
 //! the arm64 kernel from EFI zboot for the boot artifact ([`artifact`]); write everything into a
-//! temporary directory next to `--output` and move it into place only when all of it succeeded.
+//! temporary directory next to `--output` (`outputs.rs`, with `build.json`'s shape in
+//! `build_json.rs`) and move it into place only when all of it succeeded.
 //!
 //! Outputs in `--output` (Talos's names, `pkg/imager/profile/output.go`):
 //! - `kernel-<arch>`: `vmlinuz` as Talos ships it (arm64: EFI zboot);
@@ -32,7 +33,7 @@
 //!   initramfs differs from `initramfs-metal-arm64.xz` in one file: `ext-talos-agent`'s service
 //!   spec binds the host's `/dev` read-only for the hybrid MBR check
 //!   ([`agent_extension::board_spec`]);
-//! - `build.json`: every input and output by digest, the tool version;
+//! - `build.json`: every input and output by digest, the tool version (`build_json.rs`);
 //! - `SHA256SUMS`: `sha256sum -c` format, every other file, sorted by path.
 //!
 //! Reproducible: all times are `SOURCE_DATE_EPOCH` (default [`DEFAULT_EPOCH`]), owners 0, entries
@@ -40,13 +41,18 @@
 
 pub mod agent_extension;
 pub mod artifact;
+mod build_json;
 pub mod cpio;
 pub mod embedded_config;
 pub mod initramfs;
+mod outputs;
 pub mod profile;
 pub mod progress;
 pub mod pull;
 pub mod squashfs;
+
+use build_json::{image_input, ExtensionInput, ImageInput, OverlayInput};
+use outputs::{install, write_outputs};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,7 +61,6 @@ use anyhow::{bail, Context, Result};
 use boot_artifact::digest::Sha256Digest;
 use kernel_cmdline::preset::{self, Arch, TalosVersion};
 use kernel_cmdline::quirks::{Quirk, Quirks};
-use serde::Serialize;
 
 use crate::cli::build::{Args, Board, ExtensionCommand};
 use crate::extension::tree::{Entry, Kind, Tree};
@@ -162,89 +167,6 @@ fn validate(tree: &Tree, what: &str, talos: &semver::Version) -> Result<(initram
         },
         manifest,
     ))
-}
-
-/// build.json: what went in and what came out.
-#[derive(Serialize)]
-struct BuildJson {
-    tool: Tool,
-    arch: String,
-    talos_version: String,
-    source_date_epoch: u64,
-    schematic_id: String,
-    schematic: String,
-    inputs: Inputs,
-    initramfs_layers: Vec<LayerNote>,
-    /// The board disk image (`--board`): its layout and pinned inputs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    board: Option<crate::board::Written>,
-    outputs: BTreeMap<String, String>,
-}
-
-#[derive(Serialize)]
-struct Tool {
-    name: &'static str,
-    version: &'static str,
-}
-
-#[derive(Serialize)]
-struct Inputs {
-    base: ImageInput,
-    /// The extensions bundle official extensions were resolved through (when any were).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    extensions_bundle: Option<crate::bundle::BundleSource>,
-    /// The overlays bundle and the overlay resolved through it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    overlays_bundle: Option<crate::bundle::BundleSource>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    overlay: Option<OverlayInput>,
-    extensions: Vec<ExtensionInput>,
-    extra_kernel_args: Vec<String>,
-}
-
-#[derive(Serialize, Clone)]
-struct OverlayInput {
-    name: String,
-    image: ImageInput,
-}
-
-#[derive(Serialize, Clone)]
-struct ImageInput {
-    reference: String,
-    index_digest: Option<String>,
-    manifest_digest: String,
-    layers: Vec<String>,
-    files: BTreeMap<String, String>,
-}
-
-#[derive(Serialize, Clone)]
-struct ExtensionInput {
-    name: String,
-    version: String,
-    /// The Image Factory name it was resolved by (`siderolabs/spin`), for official extensions.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    official: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    image: Option<ImageInput>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    files: BTreeMap<String, String>,
-}
-
-#[derive(Serialize)]
-struct LayerNote {
-    image: String,
-    extension: String,
-    size: u64,
-}
-
-fn image_input(r: &moonboot_registry::Resolved, files: BTreeMap<String, String>) -> ImageInput {
-    ImageInput {
-        reference: r.reference.to_string(),
-        index_digest: r.index_digest.map(|d| d.to_string()),
-        manifest_digest: r.manifest_digest.to_string(),
-        layers: r.manifest.layers.iter().map(|l| l.digest.to_string()).collect(),
-        files,
-    }
 }
 
 /// Runs `imager build`: `plan` → `pull_inputs` → `assemble` → `write_outputs` (each below), then
@@ -772,241 +694,6 @@ fn board_extensions(exts: &[initramfs::Extension]) -> Result<Option<Vec<initramf
     let spec = std::str::from_utf8(bytes).with_context(|| format!("{path} is not UTF-8"))?;
     *bytes = agent_extension::board_spec(spec)?.into_bytes();
     Ok(Some(exts))
-}
-
-/// Step 4, outputs: writes every output into the new directory `out` (the names in the module
-/// docs): kernel, initramfs, both command lines, the boot artifact and talos-agent extension
-/// layouts, `build.json` and `SHA256SUMS`. Returns the boot artifact's manifest digest.
-///
-/// # Errors
-/// Any failure to write.
-fn write_outputs(plan: &Plan, pulled: &Pulled, assembled: &Assembled, out: &Path) -> Result<String> {
-    let arch = plan.arch.as_str();
-    let epoch = plan.epoch;
-    std::fs::create_dir(out)?;
-    let write = |name: &str, data: &[u8]| -> Result<()> {
-        std::fs::write(out.join(name), data).with_context(|| format!("writing {name}"))
-    };
-    line("writing outputs");
-    write(&format!("kernel-{arch}"), &pulled.vmlinuz)?;
-    write(&format!("initramfs-metal-{arch}.xz"), &assembled.initramfs.initramfs)?;
-    write(&format!("cmdline-metal-{arch}"), plan.cmdline_metal.as_bytes())?;
-    write(&format!("cmdline-aws-{arch}"), plan.cmdline_aws.as_bytes())?;
-    if let Some(sbom) = &pulled.sbom {
-        write(&format!("talos-{arch}.spdx.json"), sbom)?;
-    }
-    let boot = artifact::write_boot_artifact(
-        &out.join(format!("boot-{arch}")),
-        &artifact::BootArtifact {
-            arch,
-            kernel: &assembled.kernel_image,
-            initramfs: &assembled.initramfs.initramfs,
-            cmdline: &plan.cmdline_metal,
-            talos_version: &plan.profile.talos_version,
-            schematic_id: &assembled.schematic_id,
-            extensions: &assembled.notes,
-            epoch,
-        },
-    )?;
-
-    // Netboot assets: the boot artifact's kernel (iPXE starts it as an EFI application) and
-    // initramfs, under the metal command line.
-    crate::netboot::write_netboot(
-        &out.join("netboot"),
-        &[crate::netboot::BootFiles {
-            arch: arch.to_string(),
-            talos_version: plan.profile.talos_version.clone(),
-            schematic_id: assembled.schematic_id.clone(),
-            kernel: assembled.kernel_image.clone(),
-            initramfs: assembled.initramfs.initramfs.clone(),
-            cmdline: plan.cmdline_metal.clone(),
-        }],
-        &plan.netboot,
-    )?;
-
-    let agent_image = match &pulled.agent_layer {
-        Some((tar, version)) => Some(artifact::write_extension_image(
-            &out.join(format!("extension-talos-agent-{arch}")),
-            arch,
-            tar,
-            epoch,
-            version,
-        )?),
-        None => None,
-    };
-
-    // The static talos-agent binary, for `imager publish --agent-to` and the EC2 user-data.
-    match &pulled.agent_binary {
-        Ok(bin) => {
-            use std::os::unix::fs::PermissionsExt;
-            let path = crate::publish::agent_binary_path(out, arch);
-            std::fs::write(&path, bin)
-                .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)))
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        Err(why) => line(&format!("note: no talos-agent-{arch} written: {why}")),
-    }
-    write_user_data(plan, pulled, assembled, &boot.digest, out)?;
-
-    let board = match &plan.board {
-        None => None,
-        Some(b) => {
-            line(&format!("writing the {} disk image ({} bytes)", b.board.as_str(), b.disk_size));
-            let talos = crate::board::Talos {
-                vmlinuz: &pulled.vmlinuz,
-                initramfs: assembled.board_initramfs.as_ref().unwrap_or(&assembled.initramfs.initramfs),
-                cmdline: &b.cmdline,
-                talos_version: &plan.profile.talos_version,
-            };
-            Some(crate::board::write_rpi_cm3(out, &talos, &b.inputs, b.disk_size)?)
-        }
-    };
-
-    let mut outputs = sums(out)?;
-    outputs.insert(format!("boot-{arch}@manifest"), boot.digest.to_string());
-    if let Some(desc) = &agent_image {
-        outputs.insert(format!("extension-talos-agent-{arch}@manifest"), desc.digest.to_string());
-    }
-    let build = BuildJson {
-        tool: Tool { name: "imager", version: env!("CARGO_PKG_VERSION") },
-        arch: arch.to_string(),
-        talos_version: plan.profile.talos_version.clone(),
-        source_date_epoch: epoch,
-        schematic_id: assembled.schematic_id.clone(),
-        schematic: assembled.schematic_yaml.clone(),
-        inputs: Inputs {
-            base: pulled.base_input.clone(),
-            extensions_bundle: pulled.extensions_bundle.clone(),
-            overlays_bundle: pulled.overlay.as_ref().map(|(b, _, _)| b.clone()),
-            overlay: pulled.overlay.as_ref().map(|(_, o, _)| o.clone()),
-            extensions: pulled.extensions.iter().map(|v| v.input.clone()).collect(),
-            extra_kernel_args: plan.profile.extra_kernel_args.clone(),
-        },
-        initramfs_layers: assembled
-            .initramfs
-            .layers
-            .iter()
-            .zip(&assembled.initramfs.squashfs_sizes)
-            .map(|((image, ext), size)| LayerNote { image: image.clone(), extension: ext.clone(), size: *size })
-            .collect(),
-        board,
-        outputs,
-    };
-    let mut json = serde_json::to_vec_pretty(&build)?;
-    json.push(b'\n');
-    write("build.json", &json)?;
-    let mut all = build.outputs;
-    all.retain(|k, _| !k.ends_with("@manifest"));
-    all.insert("build.json".to_string(), Sha256Digest::of(&json).to_string());
-    let mut sums_text = String::new();
-    for (path, digest) in all {
-        sums_text.push_str(&format!("{}  {path}\n", digest.trim_start_matches("sha256:")));
-    }
-    write("SHA256SUMS", sums_text.as_bytes())?;
-    Ok(boot.digest.to_string())
-}
-
-/// Writes `cloud-init/user-data-ec2-<arch>.yaml` into `out` when `--boot-repository` was given
-/// and the build has a talos-agent binary; otherwise prints one note saying why not and how to
-/// render it later.
-///
-/// # Errors
-/// Rendering (checked in [`plan`] already) or writing failed.
-fn write_user_data(plan: &Plan, pulled: &Pulled, assembled: &Assembled, boot: &Sha256Digest, out: &Path) -> Result<()> {
-    use crate::cloud_init;
-    let arch = plan.arch.as_str();
-    let (instance, bin) = match (&plan.user_data, &pulled.agent_binary) {
-        (Some(instance), Ok(bin)) => (instance, bin),
-        (None, Ok(_)) => {
-            line(&format!(
-                "note: no EC2 user-data written (no --boot-repository); render it later with \
-                 `imager cloud-init --from {} --arch {arch} --boot-repository REGISTRY/REPO …`",
-                plan.output.display()
-            ));
-            return Ok(());
-        }
-        (_, Err(why)) => {
-            if plan.user_data.is_some() {
-                line(&format!("note: no EC2 user-data written: it runs the talos-agent binary, and {why}"));
-            }
-            return Ok(());
-        }
-    };
-    let user_data = cloud_init::UserData {
-        arch: plan.arch,
-        boot_digest: *boot,
-        agent_digest: Sha256Digest::of(bin),
-        instance: instance.clone(),
-        provenance: cloud_init::Provenance::new(&plan.profile.talos_version, &assembled.schematic_id),
-    };
-    let text = cloud_init::render_ec2(&user_data)?;
-    let dir = out.join(cloud_init::OUTPUT_DIR);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = cloud_init::file_name(plan.arch, false);
-    std::fs::write(dir.join(&name), &text).with_context(|| format!("writing {}/{name}", cloud_init::OUTPUT_DIR))?;
-    line(&format!(
-        "EC2 user-data {}/{name} ({} bytes): boots {} with talos-agent {}",
-        cloud_init::OUTPUT_DIR,
-        text.len(),
-        user_data.boot_source(),
-        user_data.agent_digest
-    ));
-    Ok(())
-}
-
-/// `sha256:` digests of every regular file under `dir` except `SHA256SUMS`, by relative path.
-fn sums(dir: &Path) -> Result<BTreeMap<String, String>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result<()> {
-        for e in std::fs::read_dir(dir)? {
-            let e = e?;
-            let p = e.path();
-            if e.file_type()?.is_dir() {
-                walk(root, &p, out)?;
-            } else {
-                let rel = p.strip_prefix(root).expect("under root").to_string_lossy().into_owned();
-                if rel == "SHA256SUMS" {
-                    continue;
-                }
-                // An OCI layout blob was hashed from these very bytes when this build wrote it
-                // (its name is that digest): no second pass over the kernel and initramfs.
-                let named = rel
-                    .rsplit_once("/blobs/sha256/")
-                    .and_then(|(_, hex)| format!("sha256:{hex}").parse::<Sha256Digest>().ok());
-                let digest = match named {
-                    Some(d) => d,
-                    None => Sha256Digest::of(&std::fs::read(&p)?),
-                };
-                out.insert(rel, digest.to_string());
-            }
-        }
-        Ok(())
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out)?;
-    Ok(out)
-}
-
-/// Moves every top-level entry of `from` into `to` (created if needed), replacing entries of the
-/// same name; the entries of `cloud-init/` are moved one by one, so that the user-data of
-/// another architecture built into the same directory stays.
-fn install(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-    let mut names: Vec<_> = std::fs::read_dir(from)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
-    names.sort();
-    for name in names {
-        let dest = to.join(&name);
-        if name == crate::cloud_init::OUTPUT_DIR && dest.is_dir() && !dest.is_symlink() {
-            install(&from.join(&name), &dest)?;
-            continue;
-        }
-        match std::fs::symlink_metadata(&dest) {
-            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&dest)?,
-            Ok(_) => std::fs::remove_file(&dest)?,
-            Err(_) => {}
-        }
-        std::fs::rename(from.join(&name), &dest).with_context(|| format!("moving into {}", dest.display()))?;
-    }
-    Ok(())
 }
 
 /// Runs `imager extension …`.

@@ -399,6 +399,23 @@ mod tests {
         assert!(profile_args(base, &long).is_err(), "the 2048-byte limit holds");
     }
 
+    /// `docs/netboot.md` shows the `dnsmasq.conf` that `imager netboot` writes for an arm64
+    /// build with its default flags, byte for byte.
+    #[test]
+    fn docs_netboot_shows_the_generated_dnsmasq_conf() {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            network: crate::cli::netboot::NetworkFlags,
+        }
+        let flags = <Flags as clap::Parser>::parse_from(["imager"]);
+        let (full, _) = dnsmasq_configs(&["arm64"], &Options::network(&flags.network));
+        let doc = include_str!("../../docs/netboot.md");
+        let start = doc.find("```ini\n").expect("docs/netboot.md has an ini block") + "```ini\n".len();
+        let end = start + doc[start..].find("```").expect("the ini block ends");
+        assert_eq!(&doc[start..end], full, "docs/netboot.md's dnsmasq.conf is not what imager netboot writes");
+    }
+
     #[test]
     fn dnsmasq_configs_name_each_architecture() {
         let (full, proxy) = dnsmasq_configs(&["arm64", "amd64"], &opts());

@@ -240,11 +240,14 @@ const DEV_MOUNT: &str = "    - source: /dev
 /// so `flock` on it would not exclude Talos's partition table writes (go-blockdevice v2
 /// `block/device_linux.go` locks the host node).
 ///
+/// A spec that already mounts `/dev` (a talos-agent extension published before the mount moved
+/// here) is returned as it is.
+///
 /// # Errors
-/// `spec` has no `container.mounts` list (the line `  mounts:`), or already mounts `/dev`.
+/// `spec` has no `container.mounts` list (the line `  mounts:`).
 pub fn board_spec(spec: &str) -> Result<String> {
     if spec.lines().any(|l| l.trim() == "destination: /dev") {
-        bail!("{NAME}.yaml already mounts /dev");
+        return Ok(spec.to_string());
     }
     let at = spec.find("\n  mounts:\n").with_context(|| format!("{NAME}.yaml has no container.mounts list"))?
         + "\n  mounts:\n".len();

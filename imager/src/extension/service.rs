@@ -209,9 +209,11 @@ mod tests {
         let mut without = board.clone();
         without.container.mounts.remove(0);
         assert_eq!(without, spec);
-        let twice =
-            crate::build::agent_extension::board_spec(&crate::build::agent_extension::board_spec(AGENT_SPEC).unwrap());
-        assert!(twice.unwrap_err().to_string().contains("already mounts /dev"));
+        // A spec that already mounts /dev is kept as it is; one without a mounts list is refused.
+        let once = crate::build::agent_extension::board_spec(AGENT_SPEC).unwrap();
+        assert_eq!(crate::build::agent_extension::board_spec(&once).unwrap(), once);
+        let no_mounts = AGENT_SPEC.replace("\n  mounts:\n", "\n  volumes:\n");
+        assert!(crate::build::agent_extension::board_spec(&no_mounts).is_err());
 
         let manifest = crate::extension::Manifest::parse(AGENT_MANIFEST).unwrap();
         assert_eq!(manifest.metadata.name, spec.name);

@@ -153,7 +153,7 @@ impl Options {
 /// What happened.
 #[derive(Debug)]
 pub struct Outcome {
-    /// The published index digest and the arm64 manifest digest.
+    /// `imager publish --json`'s report.
     pub published: Value,
     /// The reference the VM booted.
     pub boot_reference: String,

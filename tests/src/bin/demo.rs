@@ -46,6 +46,10 @@ struct Cli {
     /// configured, and the demo waits for `configured`.
     #[arg(long, value_name = "FILE", conflicts_with = "configured")]
     embed_config: Option<PathBuf>,
+    /// Print `imager publish`'s whole report as JSON (`imager publish --json`) instead of one
+    /// line per published image and manifest.
+    #[arg(long)]
+    json: bool,
 }
 
 impl Cli {
@@ -100,7 +104,7 @@ fn ec2(f: &Fixtures, cli: &Cli) -> anyhow::Result<()> {
         image: cli.image()?,
     };
     let out = ec2::run_ec2(f, &guest, &o)?;
-    println!("published:  {}", serde_json::to_string(&out.built.published)?);
+    print_published(&out.built.published, cli.json)?;
     println!(
         "user-data:  {} ({} bytes)",
         out.built.user_data.display(),
@@ -118,6 +122,27 @@ fn ec2(f: &Fixtures, cli: &Cli) -> anyhow::Result<()> {
     println!();
     println!("cloud-init analyze show (instance 0, until the kexec):");
     println!("{}", out.analyze.trim_end());
+    Ok(())
+}
+
+/// `imager publish`'s report: with `json`, whole; otherwise one line per published image (its tag
+/// and index digest) and per manifest (architecture and `REPO@DIGEST`).
+fn print_published(report: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    for what in ["boot", "extension", "agent"] {
+        let image = &report[what];
+        if image.is_null() {
+            continue;
+        }
+        println!("published {what:<9}  {}  index {}", text(&image["reference"]), text(&image["index_digest"]));
+        for m in image["manifests"].as_array().into_iter().flatten() {
+            println!("  {:<5}  {}", text(&m["arch"]), text(&m["reference"]));
+        }
+    }
     Ok(())
 }
 
@@ -147,7 +172,7 @@ fn quick(f: &Fixtures, cli: &Cli) -> anyhow::Result<()> {
         image: cli.image()?,
     };
     let out = run_demo(f, &o)?;
-    println!("published: {}", out.published);
+    print_published(&out.published, cli.json)?;
     println!("booted:    {}", out.boot_reference);
     print_readiness(&out.wait_log, &out.nodes, &out.step_seconds);
     println!(

@@ -13,20 +13,18 @@
 //! reason without the fixtures or oras (a failure under MOONBOOT_REQUIRE_FIXTURES=1).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 
 use boot_artifact::artifact::{Role, ANNOTATION_FORMAT, ANNOTATION_ROLE, ARTIFACT_TYPE, LAYER_MEDIA_TYPE};
 use boot_artifact::digest::Sha256Digest;
 use boot_artifact::oci::{media_type, Descriptor, ImageManifest, Platform};
-use moonboot_tests::fixtures::{fixtures_dir, skip, unique_repository, with_registry, Fixtures};
+use moonboot_tests::fixtures::{
+    fixtures_dir, oras, oras_push_boot_artifact, unique_repository, with_oras, with_registry, Fixtures,
+};
 use moonboot_tests::oci::{LayerBuilder, Layout};
 use serde_json::Value;
-
-fn oras() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/oras")
-}
 
 fn dry_run(registry: &str, reference: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_talos-agent"))
@@ -74,8 +72,8 @@ fn planned(out: &Output, files: &[(Role, Vec<u8>); 3], format: u32) -> Value {
 fn an_artifact_pushed_by_oras_boots_and_a_corrupted_blob_does_not() {
     let test = "an_artifact_pushed_by_oras_boots_and_a_corrupted_blob_does_not";
     let Some(f) = with_registry(test) else { return };
-    if !oras().exists() {
-        return skip(test, "target/peers/oras is absent (Debian trixie's oras; run scripts/setup)");
+    if !with_oras(test) {
+        return;
     }
     let work = fixtures_dir().join("tmp").join(format!("agent-oras-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
@@ -84,11 +82,7 @@ fn an_artifact_pushed_by_oras_boots_and_a_corrupted_blob_does_not() {
         std::fs::write(work.join(role.title()), data).unwrap();
     }
     let reference = format!("{}/{}:v2", f.registry, unique_repository("moonboot-test/oras-boot"));
-    let pushed: Value = serde_json::from_slice(&run(Command::new(oras())
-        .current_dir(&work)
-        .args(["push", "--plain-http", "--format", "json", &reference, "--artifact-type", ARTIFACT_TYPE])
-        .args(files.iter().map(|(role, _)| format!("{}:{}", role.title(), role.media_type())))))
-    .unwrap();
+    let pushed = oras_push_boot_artifact(&work, &reference).unwrap();
     assert_eq!(pushed["artifactType"], ARTIFACT_TYPE);
 
     let plan = planned(&dry_run(&f.registry, &reference), &files, 2);
@@ -148,8 +142,8 @@ fn format_1_layout(dir: &Path, files: &[(Role, Vec<u8>); 3], format: &str) {
 fn a_format_1_artifact_still_boots_and_format_3_is_refused() {
     let test = "a_format_1_artifact_still_boots_and_format_3_is_refused";
     let Some(f) = with_registry(test) else { return };
-    if !oras().exists() {
-        return skip(test, "target/peers/oras is absent (Debian trixie's oras; run scripts/setup)");
+    if !with_oras(test) {
+        return;
     }
     let work = fixtures_dir().join("tmp").join(format!("agent-format-1-{}", std::process::id()));
     let files = files(&f);

@@ -200,6 +200,42 @@ pub fn with_qemu(test: &str, f: &Fixtures, arch: &str) -> Option<ArchFixtures> {
     Some(a)
 }
 
+/// Debian trixie's `oras` (1.2), which `scripts/setup` extracts to `target/peers/oras`.
+pub fn oras() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/oras")
+}
+
+/// For a test that needs [`oras`]: `true`, or `false` after [`skip`] said why (a failure under
+/// `MOONBOOT_REQUIRE_FIXTURES=1`).
+pub fn with_oras(test: &str) -> bool {
+    let there = oras().exists();
+    if !there {
+        skip(test, "target/peers/oras is absent (Debian trixie's oras; run scripts/setup)");
+    }
+    there
+}
+
+/// Pushes the files `kernel`, `initramfs` and `cmdline` of `dir` to `reference` (plain HTTP) with
+/// `oras push --artifact-type`, as a format-2 boot artifact: each file a blob titled by its name
+/// and typed by its role's media type, as `docs/ARCHITECTURE.md` tells producers. Returns oras's
+/// `--format json` report (`digest`, `artifactType`, …).
+///
+/// # Errors
+/// oras failing (its stderr), or a report that is not JSON.
+pub fn oras_push_boot_artifact(dir: &Path, reference: &str) -> Result<serde_json::Value> {
+    use boot_artifact::artifact::{Role, ARTIFACT_TYPE};
+    let out = std::process::Command::new(oras())
+        .current_dir(dir)
+        .args(["push", "--plain-http", "--format", "json", reference, "--artifact-type", ARTIFACT_TYPE])
+        .args(Role::ALL.map(|r| format!("{}:{}", r.title(), r.media_type())))
+        .output()
+        .context("running oras")?;
+    if !out.status.success() {
+        anyhow::bail!("oras push {reference}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    serde_json::from_slice(&out.stdout).context("oras push --format json")
+}
+
 /// A repository name in the fixture registry that no other push uses: `<prefix>-<pid>-<n>`, where
 /// `<pid>` is this process's id and `<n>` counts the calls in this process (so two tests of one
 /// binary, or one test asking twice, get different names). Pass `moonboot-test/<what>`.

@@ -14,17 +14,14 @@
 //!
 //! Loopback only. Skipped with a reason without the fixtures or oras.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use boot_artifact::artifact::{Role, ARTIFACT_TYPE};
+use boot_artifact::artifact::Role;
 use moonboot_tests::demo::host_binaries;
-use moonboot_tests::fixtures::{fixtures_dir, skip, unique_repository, with_registry, Fixtures};
+use moonboot_tests::fixtures::{
+    fixtures_dir, oras_push_boot_artifact, unique_repository, with_oras, with_registry, Fixtures,
+};
 use moonboot_tests::pull_through::round;
-
-fn oras() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/oras")
-}
 
 /// Pushes a boot artifact of the fixture's arm64 files (the command line made unique by `tag`,
 /// so each artifact is new to the cache) to the fixture registry; returns (reference, bytes).
@@ -36,13 +33,7 @@ fn push_artifact(f: &Fixtures, work: &Path, tag: &str) -> (String, u64) {
     std::fs::copy(&a.initramfs, dir.join("initramfs")).unwrap();
     std::fs::write(dir.join("cmdline"), format!("talos.platform=aws console=ttyS0 moonboot.test={tag}")).unwrap();
     let reference = format!("{}/{}:{tag}", f.registry, unique_repository("moonboot-test/pull-through"));
-    let out = Command::new(oras())
-        .current_dir(&dir)
-        .args(["push", "--plain-http", &reference, "--artifact-type", ARTIFACT_TYPE])
-        .args(Role::ALL.map(|r| format!("{}:{}", r.title(), r.media_type())))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "oras push: {}", String::from_utf8_lossy(&out.stderr));
+    oras_push_boot_artifact(&dir, &reference).unwrap();
     let bytes = Role::ALL.iter().map(|r| std::fs::metadata(dir.join(r.title())).unwrap().len()).sum::<u64>() + 2;
     (reference, bytes)
 }
@@ -51,8 +42,8 @@ fn push_artifact(f: &Fixtures, work: &Path, tag: &str) -> (String, u64) {
 fn a_warmed_cache_fetches_the_artifact_from_upstream_once_for_a_fleet() {
     let test = "a_warmed_cache_fetches_the_artifact_from_upstream_once_for_a_fleet";
     let Some(f) = with_registry(test) else { return };
-    if !oras().exists() {
-        return skip(test, "target/peers/oras is absent (Debian trixie's oras; run scripts/setup)");
+    if !with_oras(test) {
+        return;
     }
     let measure: Option<usize> = std::env::var("MOONBOOT_FLEET_AGENTS").ok().and_then(|v| v.parse().ok());
     let n = measure.unwrap_or(10);

@@ -78,7 +78,9 @@ fn compressor() -> Result<FilesystemCompressor, BackhandError> {
 }
 
 /// Compresses every full [`BLOCK_SIZE`] block of the regular files in `trees` on `threads`
-/// threads, so that [`write`] finds them done.
+/// threads, so that [`write`] finds them done. Blocks compressed before (by an earlier call in
+/// this process: a board image's initramfs repeats every extension but one) are not compressed
+/// again.
 ///
 /// # Errors
 /// [`SquashfsError::Backhand`] from the compressor.
@@ -91,6 +93,10 @@ pub fn precompress(trees: &[&BTreeMap<String, Entry>], threads: usize) -> Result
                 blocks.extend(d.chunks_exact(bs));
             }
         }
+    }
+    {
+        let done = PRECOMPRESSED.blocks.lock().expect("not poisoned");
+        blocks.retain(|b| !done.contains_key(*b));
     }
     let fc = compressor()?;
     let next = std::sync::atomic::AtomicUsize::new(0);

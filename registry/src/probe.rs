@@ -29,6 +29,14 @@ use hyper_util::rt::TokioIo;
 /// `SO_RCVBUF`), which still leaves a window of a few KiB.
 const RECV_BUFFER: u32 = 4096;
 
+/// The `User-Agent` of both requests.
+const USER_AGENT: &str = concat!("moonboot/", env!("CARGO_PKG_VERSION"));
+
+/// The distribution API path of a blob (`/v2/<name>/blobs/<digest>`).
+fn blob_path(repository: &str, digest: &str) -> String {
+    format!("/v2/{repository}/blobs/{digest}")
+}
+
 /// How long the answer's head (or sending the request) may take; a cache that misses asks
 /// upstream first.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -55,8 +63,8 @@ pub(crate) async fn request_and_hang_up(host: &str, repository: &str, digest: &s
         let mut stream =
             tokio::net::TcpStream::connect(host).await.map_err(|e| format!("connecting to {host}: {e}"))?;
         let request = format!(
-            "GET /v2/{repository}/blobs/{digest} HTTP/1.1\r\nHost: {host}\r\nRange: bytes=0-0\r\nUser-Agent: moonboot/{}\r\nConnection: close\r\n\r\n",
-            env!("CARGO_PKG_VERSION")
+            "GET {} HTTP/1.1\r\nHost: {host}\r\nRange: bytes=0-0\r\nUser-Agent: {USER_AGENT}\r\nConnection: close\r\n\r\n",
+            blob_path(repository, digest)
         );
         stream.write_all(request.as_bytes()).await.map_err(|e| format!("{host}: {e}"))?;
         // An orderly close (FIN after the request), not a reset, which could discard the request.
@@ -86,10 +94,10 @@ pub(crate) async fn first_byte(host: &str, repository: &str, digest: &str) -> Re
         let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
             .await
             .map_err(|e| format!("{host}: {e}"))?;
-        let request = hyper::Request::get(format!("/v2/{repository}/blobs/{digest}"))
+        let request = hyper::Request::get(blob_path(repository, digest))
             .header(hyper::header::HOST, host)
             .header(hyper::header::RANGE, "bytes=0-0")
-            .header(hyper::header::USER_AGENT, concat!("moonboot/", env!("CARGO_PKG_VERSION")))
+            .header(hyper::header::USER_AGENT, USER_AGENT)
             .body(Empty::new())
             .map_err(|e| format!("request: {e}"))?;
         // The connection is driven only until the answer's head is in; dropping both halves

@@ -113,9 +113,10 @@ pub async fn warm(registry: &Registry, reference: &Reference, cache: &str, arche
         for (layer, answer) in pending {
             let deadline = Instant::now() + STORE_TIMEOUT;
             let mut wait = Duration::from_millis(500);
+            // The first look is 0.5 s after the requests that started the stores.
+            let mut look_at = asked + wait;
             let mut missed = u32::from(answer == Some(false));
             let mut held = answer == Some(true);
-            let mut first = true;
             while !held {
                 anyhow::ensure!(
                     Instant::now() < deadline,
@@ -123,16 +124,11 @@ pub async fn warm(registry: &Registry, reference: &Reference, cache: &str, arche
                     context(&at, layer),
                     STORE_TIMEOUT.as_secs()
                 );
-                // The first look is 0.5 s after the requests that started the stores.
-                if first {
-                    tokio::time::sleep_until(asked + wait).await;
-                    first = false;
-                } else {
-                    tokio::time::sleep(wait).await;
-                }
+                tokio::time::sleep_until(look_at).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
                 held = registry.blob_is_local(&resolved, layer).await.with_context(|| context(&at, layer))?;
                 missed += u32::from(!held);
+                look_at = tokio::time::Instant::now() + wait;
             }
             misses.push(missed);
             // From the cache's own storage now: verified, then thrown away.

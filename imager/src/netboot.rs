@@ -15,6 +15,10 @@
 //!   `boot.args` list), `groups/talos-<arch>.json` (`profile`, `selector.arch` = iPXE's
 //!   `${buildarch}`: `arm64` or `x86_64`), and `assets/talos/<version>/<arch>/{kernel,initramfs.xz}`;
 //!   serve it with `matchbox -data-path DIR/matchbox -assets-path DIR/matchbox/assets`.
+//!   With `--node MAC=ROLE`: `profiles/talos-<arch>-<role>.json` (the architecture's profile plus
+//!   `talos_agent.role=<role>`) for each role named, and `groups/node-<mac>-<arch>.json`
+//!   (`selector.arch` and `selector.mac`) for each node: matchbox prefers the group with more
+//!   selectors (`storage/storagepb/group.go` `ByReqs`), so a named machine gets its role profile.
 //! - `examples/groups/` — a per-node group selected by `mac` (matchbox normalises `mac` to
 //!   lower-case colon form), to copy into `matchbox/groups/` and edit.
 //! - `tftp/ipxe-arm64.efi`, `tftp/ipxe-amd64.efi` — copied from Debian's `ipxe` package
@@ -78,6 +82,59 @@ pub struct Options {
     pub dhcp_range: String,
     /// The subnet proxy DHCP answers on (dnsmasq-proxy.conf).
     pub proxy_subnet: String,
+    /// Machines with a per-MAC group and a role profile (`--node`).
+    pub nodes: Vec<Node>,
+}
+
+/// A machine's role in the cluster, as `talos-agent report` reads it from
+/// `talos_agent.role=` (`controlplane`, `worker`: the machine config's `machine.type`, Talos
+/// `pkg/machinery/config/machine/type.go`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NodeRole {
+    /// `controlplane`.
+    ControlPlane,
+    /// `worker`.
+    Worker,
+}
+
+impl NodeRole {
+    /// `controlplane` or `worker`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::ControlPlane => "controlplane",
+            NodeRole::Worker => "worker",
+        }
+    }
+}
+
+/// One `--node MAC=ROLE`: `mac` in matchbox's normal form (lower-case, colon-separated; matchbox
+/// v0.11.0 `storage/storagepb/group.go` normalises a group's `mac` selector with Go's
+/// `net.ParseMAC` and `String`, and the request's `mac` label likewise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// `52:54:00:00:00:11`.
+    pub mac: String,
+    /// Which role profile the machine gets.
+    pub role: NodeRole,
+}
+
+/// Parses `MAC=ROLE`: six hexadecimal octets separated by `:` or `-` (any case), then
+/// `controlplane` or `worker`.
+///
+/// # Errors
+/// A one-line reason naming the part that is wrong.
+pub fn parse_node(s: &str) -> std::result::Result<Node, String> {
+    let (mac, role) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected MAC=ROLE"))?;
+    let octets: Vec<&str> = mac.split([':', '-']).collect();
+    if octets.len() != 6 || !octets.iter().all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit())) {
+        return Err(format!("{mac:?} is not a MAC address (six hex octets, like 52:54:00:00:00:11)"));
+    }
+    let role = match role {
+        "controlplane" => NodeRole::ControlPlane,
+        "worker" => NodeRole::Worker,
+        other => return Err(format!("role {other:?}: expected controlplane or worker")),
+    };
+    Ok(Node { mac: octets.join(":").to_ascii_lowercase(), role })
 }
 
 /// iPXE's `${buildarch}` for a Talos architecture (iPXE `src/config/defaults/efi.h`: `arm64`,
@@ -107,7 +164,7 @@ struct Profile {
     boot: ProfileBoot,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct ProfileBoot {
     kernel: String,
     initrd: Vec<String>,
@@ -122,12 +179,12 @@ struct Group {
     selector: BTreeMap<String, String>,
 }
 
-/// The profile's kernel arguments: the build's command line, then readiness, config and extras,
-/// merged as Talos does.
+/// The profile's kernel arguments: the build's command line, then readiness, config, the role
+/// (a role profile's `talos_agent.role=`) and extras, merged as Talos does.
 ///
 /// # Errors
 /// An argument that does not parse, a line over 2048 bytes.
-pub fn profile_args(cmdline: &str, opts: &Options) -> Result<Vec<String>> {
+pub fn profile_args(cmdline: &str, opts: &Options, role: Option<NodeRole>) -> Result<Vec<String>> {
     let mut line = Cmdline::parse(cmdline).context("the build's command line")?;
     let mut extra = Cmdline::new();
     let mut set = |key: &str, value: &Option<String>| -> Result<()> {
@@ -139,6 +196,7 @@ pub fn profile_args(cmdline: &str, opts: &Options) -> Result<Vec<String>> {
     set("talos.config", &opts.talos_config)?;
     set(kernel_args::REPORT, &opts.report)?;
     set(kernel_args::TOKEN, &opts.report_token)?;
+    set(kernel_args::ROLE, &role.map(|r| r.as_str().to_string()))?;
     let more = crate::kernel_args::parse_extra(&opts.extra_kernel_args)?;
     for p in more.params() {
         extra.push(p.clone())?;
@@ -224,10 +282,35 @@ pub fn write_netboot(dir: &Path, builds: &[BootFiles], opts: &Options) -> Result
             boot: ProfileBoot {
                 kernel: format!("/assets/{assets}/kernel"),
                 initrd: vec![format!("/assets/{assets}/initramfs.xz")],
-                args: profile_args(&b.cmdline, opts).with_context(|| format!("{arch} profile"))?,
+                args: profile_args(&b.cmdline, opts, None).with_context(|| format!("{arch} profile"))?,
             },
         };
         put(format!("matchbox/profiles/{id}.json"), &json(&profile))?;
+        let roles: std::collections::BTreeSet<NodeRole> = opts.nodes.iter().map(|n| n.role).collect();
+        for role in roles {
+            let role_profile = Profile {
+                id: format!("{id}-{}", role.as_str()),
+                name: format!("{} ({} nodes)", profile.name, role.as_str()),
+                boot: ProfileBoot {
+                    args: profile_args(&b.cmdline, opts, Some(role))
+                        .with_context(|| format!("{arch} {} profile", role.as_str()))?,
+                    ..profile.boot.clone()
+                },
+            };
+            put(format!("matchbox/profiles/{}.json", role_profile.id), &json(&role_profile))?;
+        }
+        for node in &opts.nodes {
+            let group = Group {
+                id: format!("node-{}-{arch}", node.mac.replace(':', "-")),
+                name: format!("{} {} ({arch})", node.role.as_str(), node.mac),
+                profile: format!("{id}-{}", node.role.as_str()),
+                selector: BTreeMap::from([
+                    ("arch".to_string(), ipxe_buildarch(arch).to_string()),
+                    ("mac".to_string(), node.mac.clone()),
+                ]),
+            };
+            put(format!("matchbox/groups/{}.json", group.id), &json(&group))?;
+        }
         let group = Group {
             id: id.clone(),
             name: format!("every {arch} machine (iPXE ${{buildarch}} {})", ipxe_buildarch(arch)),
@@ -283,6 +366,7 @@ fn readme(arches: &[&str], missing: &[&str], opts: &Options) -> String {
          Architectures: {}. matchbox: {}.\n\n\
          - `matchbox -data-path matchbox -assets-path matchbox/assets -address 0.0.0.0:8080` serves the profiles,\n  \
            groups and assets (groups select by iPXE's `${{buildarch}}`; `examples/groups/` selects one node by MAC).\n\
+         {nodes}\
          - {tftp} to dnsmasq's `tftp-root` (`/var/lib/tftpboot`), then run dnsmasq with `dnsmasq.conf` (it is\n  \
            the network's DHCP server) or `dnsmasq-proxy.conf` (another DHCP server hands out addresses).\n\
          - UEFI machines fetch `ipxe-<arch>.efi` by TFTP; iPXE asks again with user-class `iPXE` and is sent to\n  \
@@ -291,6 +375,15 @@ fn readme(arches: &[&str], missing: &[&str], opts: &Options) -> String {
            as client-arch 11, receives `ipxe-arm64.efi` like any arm64 UEFI machine, and continues the same chain.\n",
         arches.join(", "),
         opts.matchbox_url,
+        nodes = if opts.nodes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "- `matchbox/groups/node-*.json` send the {} machines named with `--node` to the profile of their role\n  \
+                 (`talos-<arch>-controlplane`, `talos-<arch>-worker`: `talos_agent.role=` added).\n",
+                opts.nodes.len()
+            )
+        },
     )
 }
 
@@ -355,6 +448,7 @@ impl Options {
             ipxe_dir: network.ipxe_dir.clone(),
             dhcp_range: network.dhcp_range.clone(),
             proxy_subnet: network.proxy_subnet.clone(),
+            nodes: network.nodes.clone(),
         }
     }
 }
@@ -392,13 +486,14 @@ mod tests {
             ipxe_dir: PathBuf::from("/nonexistent"),
             dhcp_range: "10.20.13.100,10.20.13.200,12h".into(),
             proxy_subnet: "10.20.13.0".into(),
+            nodes: Vec::new(),
         }
     }
 
     #[test]
     fn profile_args_merge_readiness_config_and_extras() {
         let base = "talos.platform=metal console=ttyAMA0 console=tty0 init_on_alloc=1";
-        let args = profile_args(base, &opts()).unwrap();
+        let args = profile_args(base, &opts(), None).unwrap();
         assert_eq!(
             args,
             [
@@ -412,7 +507,7 @@ mod tests {
         );
         let mut long = opts();
         long.extra_kernel_args = vec![format!("x={}", "y".repeat(2100))];
-        assert!(profile_args(base, &long).is_err(), "the 2048-byte limit holds");
+        assert!(profile_args(base, &long, None).is_err(), "the 2048-byte limit holds");
     }
 
     /// `docs/netboot.md` shows the `dnsmasq.conf` that `imager netboot` writes for an arm64
@@ -430,6 +525,58 @@ mod tests {
         let start = doc.find("```ini\n").expect("docs/netboot.md has an ini block") + "```ini\n".len();
         let end = start + doc[start..].find("```").expect("the ini block ends");
         assert_eq!(&doc[start..end], full, "docs/netboot.md's dnsmasq.conf is not what imager netboot writes");
+    }
+
+    /// `--node` writes a per-MAC group per architecture and one profile per role, which is the
+    /// architecture's profile plus `talos_agent.role=`.
+    #[test]
+    fn nodes_get_per_mac_groups_and_role_profiles() {
+        assert_eq!(
+            parse_node("52-54-00-AA-00-11=controlplane"),
+            Ok(Node { mac: "52:54:00:aa:00:11".into(), role: NodeRole::ControlPlane })
+        );
+        for bad in
+            ["52:54:00:00:00:11", "52:54:00:00:11=worker", "52:54:00:00:00:1g=worker", "52:54:00:00:00:11=master"]
+        {
+            assert!(parse_node(bad).is_err(), "{bad}");
+        }
+        let dir = std::env::temp_dir().join(format!("moonboot-netboot-nodes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut o = opts();
+        o.nodes = vec![
+            parse_node("52:54:00:00:00:11=controlplane").unwrap(),
+            parse_node("52:54:00:00:00:13=worker").unwrap(),
+        ];
+        let boot = BootFiles {
+            arch: "arm64".into(),
+            talos_version: "v1.10.5".into(),
+            schematic_id: "s".into(),
+            kernel: b"k".to_vec(),
+            initramfs: b"i".to_vec(),
+            cmdline: "talos.platform=metal console=ttyAMA0".into(),
+        };
+        let written = write_netboot(&dir, &[boot], &o).unwrap();
+        let read = |rel: &str| -> serde_json::Value {
+            assert!(written.contains_key(rel), "{rel} not written: {:?}", written.keys());
+            serde_json::from_slice(&std::fs::read(dir.join(rel)).unwrap()).unwrap()
+        };
+        let base = read("matchbox/profiles/talos-arm64.json");
+        let cp = read("matchbox/profiles/talos-arm64-controlplane.json");
+        let worker = read("matchbox/profiles/talos-arm64-worker.json");
+        let args = |p: &serde_json::Value| -> Vec<String> {
+            p["boot"]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
+        };
+        let mut want = args(&base);
+        want.push("talos_agent.role=controlplane".into());
+        assert_eq!(args(&cp), want);
+        assert_eq!(*want.last_mut().unwrap(), "talos_agent.role=controlplane");
+        assert!(args(&worker).contains(&"talos_agent.role=worker".to_string()));
+        assert_eq!(cp["boot"]["kernel"], base["boot"]["kernel"]);
+        let g = read("matchbox/groups/node-52-54-00-00-00-11-arm64.json");
+        assert_eq!(g["profile"], "talos-arm64-controlplane");
+        assert_eq!(g["selector"], serde_json::json!({"arch": "arm64", "mac": "52:54:00:00:00:11"}));
+        assert_eq!(read("matchbox/groups/node-52-54-00-00-00-13-arm64.json")["profile"], "talos-arm64-worker");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The directory's README tells to copy `tftp/` only when it holds every iPXE binary.

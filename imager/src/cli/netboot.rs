@@ -20,6 +20,13 @@ pub struct NetworkFlags {
     /// arm64).
     #[arg(long, value_name = "DIR", default_value = "/usr/lib/ipxe")]
     pub ipxe_dir: PathBuf,
+    /// One machine by its MAC address and role (`controlplane` or `worker`), repeatable:
+    /// `--node 52:54:00:00:00:11=controlplane`. Writes the per-MAC matchbox group
+    /// `node-<mac>-<arch>` for every architecture, pointing at the profile
+    /// `talos-<arch>-<role>` (the architecture's profile plus `talos_agent.role=<role>`).
+    /// Machines not named keep the architecture's group.
+    #[arg(long = "node", value_name = "MAC=ROLE", value_parser = crate::netboot::parse_node)]
+    pub nodes: Vec<crate::netboot::Node>,
 }
 
 /// `imager netboot` arguments.

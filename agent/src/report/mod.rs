@@ -96,6 +96,16 @@ pub enum Role {
     Worker,
 }
 
+impl Role {
+    /// `controlplane` or `worker`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ControlPlane => "controlplane",
+            Role::Worker => "worker",
+        }
+    }
+}
+
 /// Arguments of `talos-agent report`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -412,6 +422,10 @@ async fn gather(args: &Args, settings: &Settings, sequence: u64, boot_mbr: schem
         apid,
         bootstrap,
         boot_mbr: Some(boot_mbr),
+        role: settings.role.as_ref().map(|r| match r {
+            Ok(r) => r.as_str().to_string(),
+            Err(other) => other.clone(),
+        }),
     }
 }
 

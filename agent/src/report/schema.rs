@@ -9,12 +9,12 @@
 //!  "extensions":[{"name":"talos-agent","version":"v0.1.0"}],"extensions_error":null,
 //!  "phase":"maintenance_ready",
 //!  "apid":{"address":"127.0.0.1:50000","fingerprint":"…base64…","client_cert_requested":false,"error":null},
-//!  "bootstrap":{"ready":null,"reason":"…"},
+//!  "bootstrap":{"ready":null,"reason":"…"},"role":"controlplane",
 //!  "boot_mbr":{"state":"repaired","disk":"/dev/mmcblk0","detail":"slot 1 was type 0xEE …","repairs":1}}
 //! ```
 //! Absent facts are `null` (or empty lists), never guessed. Unknown fields are ignored by `wait`
 //! so newer agents can add fields; a change of meaning bumps [`SCHEMA`]. Fields added since the
-//! first agents are optional when read: `boot_mbr` (absent from older reports: `null`).
+//! first agents are optional when read: `boot_mbr` and `role` (absent from older reports: `null`).
 
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +63,10 @@ pub struct Report {
     /// of agents that predate the field.
     #[serde(default)]
     pub boot_mbr: Option<BootMbr>,
+    /// The role the node was given (`talos_agent.role=`, `TALOS_AGENT_ROLE`, `--role`), as given;
+    /// `null` when none was, and in reports of agents that predate the field.
+    #[serde(default)]
+    pub role: Option<String>,
 }
 
 /// What `report` found, and did, about the boot disk's hybrid MBR (`report::boot_mbr`).

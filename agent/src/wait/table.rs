@@ -222,6 +222,8 @@ pub struct JsonLine<'a> {
     /// The boot disk's hybrid MBR as the node reported it (`state`, `disk`, `detail`,
     /// `repairs`); `null` from agents that predate it.
     pub boot_mbr: Option<&'a BootMbr>,
+    /// The role the node was given (`controlplane`, `worker`); `null` when none was.
+    pub role: Option<&'a str>,
 }
 
 /// Renders the `--json` line of a node.
@@ -242,6 +244,7 @@ pub fn json_line(n: &NodeState) -> String {
         bootstrap_reason: &r.bootstrap.reason,
         peer: n.peer.to_string(),
         boot_mbr: r.boot_mbr.as_ref(),
+        role: r.role.as_deref(),
     };
     serde_json::to_string(&j).expect("serializes")
 }
@@ -278,6 +281,7 @@ mod tests {
             },
             bootstrap: Bootstrap { ready: Some(false), reason: "x".into() },
             boot_mbr: None,
+            role: None,
         }
     }
 

@@ -8,6 +8,12 @@
 //! runs inside it. [`Netns::create`] checks, before it returns, that the namespace has no interface
 //! but `lo` and no route that is not on `lo`, and refuses otherwise.
 //!
+//! The netboot tests build a boot network in such a namespace: a bridge with the bastion's address,
+//! tap devices QEMU machines attach to (`-netdev tap`), and, for proxy DHCP, a veth pair whose two
+//! ends both stay in the namespace ([`Netns::add_bridge`], [`Netns::add_tap`], [`Netns::add_veth`]).
+//! Every frame on it goes between processes of this machine; [`Netns::check_isolated`] allows those
+//! kinds of interface and no other, and no route through a gateway.
+//!
 //! Needs root and iproute2 (`ip netns`). TEST TOOLING, not shipped.
 
 use anyhow::{bail, Context, Result};
@@ -63,28 +69,80 @@ impl Netns {
         &self.name
     }
 
-    /// Checks that the namespace has only the `lo` interface and that every route, in every table
-    /// and both address families, is on `lo`: nothing sent in it can leave the machine.
+    /// Checks that nothing sent in the namespace can leave the machine: every interface is `lo`, a
+    /// bridge, a tap device (its other end is a file descriptor of a process here, such as QEMU) or
+    /// a veth whose peer is in this namespace too; and no route, in any table or address family,
+    /// is a default route or goes through a gateway.
     ///
     /// # Errors
     /// Names the interface or route that breaks the rule.
     pub fn check_isolated(&self) -> Result<()> {
-        for line in ip(&["-n", &self.name, "-o", "link", "show"])?.lines() {
-            let ifname = line.split(':').nth(1).map(str::trim).unwrap_or_default();
-            let ifname = ifname.split('@').next().unwrap_or_default();
-            if ifname != "lo" {
-                bail!("network namespace {} has interface {ifname:?} besides lo: refusing to run", self.name);
+        let links: serde_json::Value = serde_json::from_str(&ip(&["-n", &self.name, "-d", "-j", "link", "show"])?)
+            .context("parsing `ip -j link show`")?;
+        for link in links.as_array().context("`ip -j link show` is not a list")? {
+            let ifname = link["ifname"].as_str().unwrap_or_default();
+            let kind = link["linkinfo"]["info_kind"].as_str().unwrap_or_default();
+            let local = match kind {
+                "" => ifname == "lo",
+                "bridge" | "tun" => true,
+                "veth" => link.get("link_netnsid").is_none(),
+                _ => false,
+            };
+            if !local {
+                bail!(
+                    "network namespace {} has interface {ifname:?} (kind {kind:?}) that may lead out of the machine: refusing to run",
+                    self.name
+                );
             }
         }
         for family in ["-4", "-6"] {
-            for route in ip(&["-n", &self.name, family, "route", "show", "table", "all"])?.lines() {
-                let on_lo = route.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w == ["dev", "lo"]);
-                if !route.trim().is_empty() && !on_lo {
-                    bail!("network namespace {} has a route that is not on lo ({route:?}): refusing to run", self.name);
+            let routes: serde_json::Value =
+                serde_json::from_str(&ip(&["-n", &self.name, "-j", family, "route", "show", "table", "all"])?)
+                    .context("parsing `ip -j route show`")?;
+            for route in routes.as_array().context("`ip -j route show` is not a list")? {
+                if route["dst"] == "default" || route.get("gateway").is_some() || route.get("nexthops").is_some() {
+                    bail!("network namespace {} has a route out ({route}): refusing to run", self.name);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Adds the bridge `bridge` with the address `cidr` (`10.20.13.140/24`) and brings it up.
+    ///
+    /// # Errors
+    /// iproute2 failing, or the namespace no longer isolated.
+    pub fn add_bridge(&self, bridge: &str, cidr: &str) -> Result<()> {
+        ip(&["-n", &self.name, "link", "add", bridge, "type", "bridge"])?;
+        ip(&["-n", &self.name, "addr", "add", cidr, "dev", bridge])?;
+        ip(&["-n", &self.name, "link", "set", bridge, "up"])?;
+        self.check_isolated()
+    }
+
+    /// Adds the persistent tap device `tap` as a port of `bridge`, up; QEMU started in the
+    /// namespace attaches to it with `-netdev tap,ifname=TAP,script=no,downscript=no`.
+    ///
+    /// # Errors
+    /// iproute2 failing, or the namespace no longer isolated.
+    pub fn add_tap(&self, tap: &str, bridge: &str) -> Result<()> {
+        ip(&["-n", &self.name, "tuntap", "add", "dev", tap, "mode", "tap"])?;
+        ip(&["-n", &self.name, "link", "set", tap, "master", bridge])?;
+        ip(&["-n", &self.name, "link", "set", tap, "up"])?;
+        self.check_isolated()
+    }
+
+    /// Adds the veth pair `port`–`end`: `port` joins `bridge`, `end` gets the address `cidr`, both
+    /// up. A second host on the boot network for a process bound to `end` (another DHCP server).
+    ///
+    /// # Errors
+    /// iproute2 failing, or the namespace no longer isolated.
+    pub fn add_veth(&self, port: &str, end: &str, bridge: &str, cidr: &str) -> Result<()> {
+        ip(&["-n", &self.name, "link", "add", port, "type", "veth", "peer", "name", end])?;
+        ip(&["-n", &self.name, "link", "set", port, "master", bridge])?;
+        ip(&["-n", &self.name, "addr", "add", cidr, "dev", end])?;
+        ip(&["-n", &self.name, "link", "set", port, "up"])?;
+        ip(&["-n", &self.name, "link", "set", end, "up"])?;
+        self.check_isolated()
     }
 
     /// `ip netns exec <name> <program>`: a command that runs inside the namespace.
@@ -209,12 +267,37 @@ mod tests {
         // …and a command started in it sees the address on lo and no default route.
         let out = ns.command("ip").args(["-4", "-o", "addr", "show", "dev", "lo"]).output().unwrap();
         assert!(String::from_utf8_lossy(&out.stdout).contains("10.20.13.140/32"));
-        // Adding a way out is noticed.
-        ip(&["-n", ns.name(), "link", "add", "veth-leak", "type", "veth", "peer", "name", "veth-leak-p"]).unwrap();
+        // A default route is noticed, even one on lo.
+        ip(&["-n", ns.name(), "route", "add", "default", "dev", "lo"]).unwrap();
         let err = ns.check_isolated().unwrap_err().to_string();
-        assert!(err.contains("veth-leak"), "{err}");
+        assert!(err.contains("route out"), "{err}");
         let name = ns.name().to_string();
         drop(ns);
         assert!(!std::path::Path::new(&format!("/run/netns/{name}")).exists());
+    }
+
+    #[test]
+    fn a_boot_network_stays_inside_and_a_way_out_is_noticed() {
+        if !root() {
+            crate::fixtures::skip("netns::a_boot_network_stays_inside…", "needs root and iproute2");
+            return;
+        }
+        let ns = Netns::create("unit-lan", &[]).unwrap();
+        ns.add_bridge("br0", "10.20.13.140/24").unwrap();
+        ns.add_tap("tap0", "br0").unwrap();
+        ns.add_veth("vpc0", "vpc1", "br0", "10.20.13.1/24").unwrap();
+        ns.check_isolated().unwrap();
+        // A default route through the bridge is a way out.
+        ip(&["-n", ns.name(), "route", "add", "default", "via", "10.20.13.1", "dev", "br0"]).unwrap();
+        let err = ns.check_isolated().unwrap_err().to_string();
+        assert!(err.contains("route out"), "{err}");
+        ip(&["-n", ns.name(), "route", "del", "default"]).unwrap();
+        ns.check_isolated().unwrap();
+        // A veth whose peer lives in another namespace is a way out.
+        let other = Netns::create("unit-lan-peer", &[]).unwrap();
+        ip(&["-n", ns.name(), "link", "add", "out0", "type", "veth", "peer", "name", "out1", "netns", other.name()])
+            .unwrap();
+        let err = ns.check_isolated().unwrap_err().to_string();
+        assert!(err.contains("out0"), "{err}");
     }
 }

@@ -1,46 +1,89 @@
-//! Netboot, the whole chain under QEMU UEFI (issue 14): **UEFI firmware → TFTP → iPXE → matchbox →
-//! kernel + initramfs → stand-in Talos → readiness report**, from the netboot directory
-//! `imager netboot` generates from an `imager build` output.
+//! Netboot for real, the whole chain under QEMU UEFI on a boot network of its own: **UEFI firmware
+//! → DHCP (dnsmasq) → TFTP `ipxe-<arch>.efi` (dnsmasq) → iPXE → DHCP again → matchbox
+//! `/boot.ipxe` → the machine's group and profile → kernel + initramfs → stand-in Talos →
+//! `maintenance_ready` at `talos-agent wait`**, several machines at once, from the netboot
+//! directory `imager netboot` writes for an `imager build` output (arm64 and amd64).
 //!
-//! What is real: edk2's `QEMU_EFI.fd` (Debian's qemu-efi-aarch64) PXE-boots over QEMU's user-mode
-//! network, whose built-in DHCP names `ipxe-arm64.efi` and whose built-in TFTP server serves it
-//! (Debian trixie's ipxe package, extracted by `scripts/setup` into `target/netboot-peers/` and
-//! copied by `imager netboot --ipxe-dir` into `netboot/tftp/`); iPXE runs `autoexec.ipxe` from that
-//! TFTP server (our two lines, `dhcp` + `chain http://10.0.2.2:PORT/boot.ipxe`, standing in for the
-//! dnsmasq `dhcp-boot=tag:ipxe,…/boot.ipxe` rule of `dnsmasq.conf`, which QEMU's DHCP cannot do);
-//! `dnsmasq --test` checks both generated configurations. What is a test server: matchbox
-//! ([`moonboot_tests::matchbox`], following poseidon/matchbox v0.11.0's `http/ipxe.go`,
-//! `http/parse.go`, `server/server.go`, `storage/storagepb/group.go`, `storage/filestore.go`),
-//! serving the generated `matchbox/` directory on the host's loopback (the guest's 10.0.2.2). The
-//! booted system is the stand-in Talos init (a TEST PROGRAM) with the build's extensions; its
-//! `ext-talos-agent` reports to a real `talos-agent wait` on loopback.
+//! The boot network: a network namespace the test creates, holding a bridge with the bastion's
+//! address 10.20.13.140/24 and one tap device per machine; [`Netns::check_isolated`] refuses to
+//! run unless every interface stays inside the machine and no route has a gateway. QEMU runs in
+//! it with `-netdev tap` (no user-mode network: no QEMU DHCP or TFTP). The two variants of the
+//! generated configuration, each served by Debian's dnsmasq (dnsmasq-base) exactly as generated
+//! with the default network flags (the `docs/netboot.md` set-up), except `tftp-root`:
+//! - **full DHCP** (`dnsmasq.conf`): dnsmasq hands out the addresses, TFTP and the iPXE chain.
+//!   Three arm64 machines (edk2, Debian's qemu-efi-aarch64) named with `imager netboot --node`
+//!   — two control-plane nodes and a worker, each selected by its per-MAC matchbox group — and an
+//!   amd64 machine (OVMF, Debian's ovmf) on the architecture's group.
+//! - **proxy DHCP** (`dnsmasq-proxy.conf`): a second dnsmasq plays the VPC's DHCP server on a
+//!   veth port of the same bridge (10.20.13.1, range .50–.90) and hands out the addresses; the
+//!   generated one adds only boot information. One arm64 and one amd64 machine.
 //!
-//! Asserted: the console shows iPXE's banner, the EFI stub and the kernel, the stand-in's command
-//! line carries the profile's arguments; matchbox saw `/boot.ipxe` → `/ipxe?…&arch=arm64…` →
-//! kernel → initrd, in that order, whole files; `wait` saw `maintenance_ready` from 10.0.2.15.
-//! The times from QEMU start to iPXE, to the kernel and to `maintenance_ready` are printed
-//! (software emulation: many times slower than hardware). Skipped with a reason when the fixtures,
-//! QEMU, edk2, iPXE or dnsmasq are missing (a failure under MOONBOOT_REQUIRE_FIXTURES=1). Deadline
-//! 10 minutes; QEMU and wait are always killed. Console log:
-//! `target/fixtures/logs/netboot-arm64.log`.
+//! Real: dnsmasq, edk2, OVMF, iPXE (Debian trixie's, copied by `imager netboot --ipxe-dir` into
+//! `tftp/`), QEMU, the build's kernel and initramfs, `talos-agent report` in the booted system and
+//! `talos-agent wait`. A test server: matchbox ([`moonboot_tests::matchbox`], following
+//! poseidon/matchbox v0.11.0's `http/ipxe.go`, `http/parse.go`, `server/server.go`,
+//! `storage/storagepb/group.go`, `storage/filestore.go`), on the host's loopback and reached at
+//! 10.20.13.140:8080 through a forwarder bound in the namespace. The booted system is the stand-in
+//! Talos init (a TEST PROGRAM): it takes its address from `ip=`, which the profiles fill from
+//! iPXE's own DHCP lease (`ip=${ip}::${gateway}:${netmask}:::off`, expanded by iPXE), where Talos
+//! would run its own DHCP client.
+//!
+//! Asserted for every machine: the address `wait` reports is the one the serving DHCP server's
+//! lease file gives its MAC (and proxy DHCP leased nothing); dnsmasq sent it `ipxe-<arch>.efi`
+//! over TFTP; matchbox saw its `/ipxe` request with its MAC and architecture, and the kernel and
+//! initramfs whole; its console shows firmware PXE → iPXE → kernel → the stand-in, in order, and a
+//! command line with the iPXE-expanded address and its role (`talos_agent.role=` for the named
+//! nodes, none otherwise); `wait --nodes N` exits 0 with every node `maintenance_ready`, running
+//! the build's Talos version and extensions, and the role its profile gave it. The times from QEMU start to each phase are printed
+//! per machine (software emulation, several machines sharing the CPUs).
+//!
+//! Skipped with a reason when the fixtures, QEMU, edk2, OVMF, iPXE, dnsmasq or root are missing
+//! (a failure under MOONBOOT_REQUIRE_FIXTURES=1). Deadline 10 minutes; QEMU, dnsmasq and wait are
+//! always killed. Logs: `target/fixtures/logs/netboot-<variant>-<mac>.log` (consoles),
+//! `netboot-<variant>-dnsmasq*.log`.
 
 use moonboot_tests::fixtures::{fixtures_dir, skip, with_qemu, with_registry, Fixtures};
 use moonboot_tests::matchbox::Matchbox;
+use moonboot_tests::netns::{forward, Netns};
 use moonboot_tests::qemu::have;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const MARK: &str = "MOONBOOT-STANDIN-INIT:";
 /// edk2 for QEMU's arm64 `virt` machine (Debian's qemu-efi-aarch64).
 const EDK2: &str = "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd";
-/// From QEMU start to `maintenance_ready` (software emulation).
+/// OVMF, edk2 for QEMU's x86-64 machines (Debian's ovmf).
+const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+/// The bastion's address on the boot network (the default flags of `imager netboot`).
+const BASTION: &str = "10.20.13.140";
+/// The VPC's DHCP server of the proxy variant, and its range.
+const VPC_DHCP: &str = "10.20.13.1";
+const VPC_RANGE: &str = "10.20.13.50,10.20.13.90,255.255.255.0,12h";
+/// From the first QEMU start to the last `maintenance_ready` (software emulation, all machines
+/// sharing two CPUs).
 const DEADLINE: Duration = Duration::from_secs(600);
-/// The static address the profile gives the node (QEMU user networking's guest address).
-const IP_ARG: &str = "ip=10.0.2.15::10.0.2.2:255.255.255.0:::off";
+/// The operator's goal for a node, from power-on to maintenance mode.
+const GOAL: Duration = Duration::from_secs(300);
+/// Kernel arguments the test adds to every profile.
+const EXTRA: [&str; 5] = [
+    // The address iPXE's DHCP got, for the stand-in (Talos runs its own DHCP client instead).
+    "ip=${ip}::${gateway}:${netmask}:::off",
+    // Each node's name in its report: its MAC, as iPXE writes it with hyphens.
+    "talos_agent.node=${mac:hexhyp}",
+    // The stand-in keeps running (and serving apid) after `ready`; a panic ends QEMU.
+    "standin.hold",
+    "panic=-1",
+    // The build's metal line ends with console=tty0 (Talos's default): the last console= is
+    // /dev/console, where the stand-in prints; these machines show only the serial port.
+    "-console=tty0",
+];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -49,13 +92,6 @@ fn workspace() -> PathBuf {
 /// Where `scripts/setup` extracts Debian trixie's `ipxe-*.efi`.
 fn ipxe_dir() -> PathBuf {
     workspace().join("target/netboot-peers")
-}
-
-fn dnsmasq() -> Option<PathBuf> {
-    if have("dnsmasq") {
-        return Some("dnsmasq".into());
-    }
-    Some(PathBuf::from("/usr/sbin/dnsmasq")).filter(|p| p.is_file())
 }
 
 fn run(cmd: &mut Command, what: &str) -> String {
@@ -70,84 +106,102 @@ fn run(cmd: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The host's release `imager` and `talos-agent` and an `imager build --arch arm64` output in
-/// `work/out` (against the fixture registry, with the static arm64 talos-agent).
-struct Built {
-    imager: PathBuf,
-    agent: PathBuf,
-    out: PathBuf,
-}
-
-fn build(f: &Fixtures, work: &Path) -> Built {
-    let (imager, agent) = moonboot_tests::demo::host_binaries().expect("building imager and talos-agent");
-    let agent_arm64 = moonboot_tests::stage1::build_static_agent("arm64").expect("building the arm64 talos-agent");
-    let out = work.join("out");
-    let t = Instant::now();
-    run(
-        moonboot_tests::demo::fixture_build(&imager, f, &agent_arm64)
-            .arg("--ipxe-dir")
-            .arg(ipxe_dir())
-            .arg("--output")
-            .arg(&out),
-        "imager build",
-    );
-    eprintln!("imager build --arch arm64: {:.1} s", t.elapsed().as_secs_f64());
-    Built { imager, agent, out }
-}
-
 fn work_dir(test: &str) -> PathBuf {
     let w = fixtures_dir().join("tmp").join(format!("{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&w);
     std::fs::create_dir_all(&w).unwrap();
-    w
+    // dnsmasq's TFTP refuses any path with `..` in it, the root's included.
+    std::fs::canonicalize(&w).unwrap()
 }
 
-/// (a) Both dnsmasq configurations — of the netboot directory `imager build` writes and of one
-/// `imager netboot` writes — pass `dnsmasq --test`, and chain iPXE to matchbox's `/boot.ipxe`.
-#[test]
-fn generated_dnsmasq_configs_pass_dnsmasq_test() {
-    let test = "generated_dnsmasq_configs_pass_dnsmasq_test";
-    let Some(f) = with_registry(test) else { return };
-    let Some(dnsmasq) = dnsmasq() else {
-        skip(test, "dnsmasq (Debian's dnsmasq-base) is not installed (run scripts/setup)");
-        return;
-    };
-    let work = work_dir("netboot-dnsmasq");
-    let b = build(&f, &work);
-    let netboot = work.join("netboot");
-    run(
-        Command::new(&b.imager)
-            .args(["netboot", "--from"])
-            .arg(&b.out)
-            .arg("--output")
-            .arg(&netboot)
-            .args(["--matchbox-url", "http://192.0.2.10:8080", "--report", "http://192.0.2.10:8090/v1/report"])
-            .args(["--report-token", "t0k3n"]),
-        "imager netboot",
-    );
-    for dir in [b.out.join("netboot"), netboot] {
-        for name in ["dnsmasq.conf", "dnsmasq-proxy.conf"] {
-            let conf = dir.join(name);
-            let text = std::fs::read_to_string(&conf).unwrap_or_else(|e| panic!("{}: {e}", conf.display()));
-            let o =
-                Command::new(&dnsmasq).arg("--test").arg(format!("--conf-file={}", conf.display())).output().unwrap();
-            let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-            assert!(o.status.success(), "dnsmasq --test {}: {said}\n{text}", conf.display());
-            assert!(said.contains("syntax check OK"), "{said}");
-            assert!(text.contains("ipxe-arm64.efi"), "{}: names ipxe-arm64.efi:\n{text}", conf.display());
-            assert!(
-                text.lines().any(|l| l.starts_with("dhcp-boot=tag:ipxe,") && l.ends_with("/boot.ipxe")),
-                "{}: iPXE is chained to matchbox's /boot.ipxe:\n{text}",
-                conf.display()
-            );
-            eprintln!("dnsmasq --test {}: {}", conf.display(), said.trim());
-        }
+/// One machine of a test: its architecture, MAC address and the role `--node` gave it.
+#[derive(Clone, Copy)]
+struct Machine {
+    arch: &'static str,
+    mac: &'static str,
+    role: Option<&'static str>,
+}
+
+impl Machine {
+    /// The node name iPXE's `${mac:hexhyp}` makes of the MAC.
+    fn name(&self) -> String {
+        self.mac.replace(':', "-")
     }
-    let _ = std::fs::remove_dir_all(&work);
 }
 
-/// A console marker: its name and how to recognise its line.
-type Marker = (&'static str, fn(&str) -> bool);
+const FULL: [Machine; 4] = [
+    Machine { arch: "arm64", mac: "52:54:00:00:00:11", role: Some("controlplane") },
+    Machine { arch: "arm64", mac: "52:54:00:00:00:12", role: Some("controlplane") },
+    Machine { arch: "arm64", mac: "52:54:00:00:00:13", role: Some("worker") },
+    Machine { arch: "amd64", mac: "52:54:00:00:00:21", role: None },
+];
+const PROXY: [Machine; 2] = [
+    Machine { arch: "arm64", mac: "52:54:00:00:00:31", role: None },
+    Machine { arch: "amd64", mac: "52:54:00:00:00:41", role: None },
+];
+
+/// What both tests share: the host's `talos-agent` (for `wait`), the report token and the netboot
+/// directory, made once per process.
+struct Shared {
+    agent: PathBuf,
+    token: String,
+    netboot: PathBuf,
+}
+
+static SHARED: OnceLock<Shared> = OnceLock::new();
+
+/// `imager build` for arm64 and amd64 into one output, then `imager netboot` with the default
+/// network flags, the readiness collector at 10.20.13.140:8090, the three named arm64 machines
+/// (`--node`) and [`EXTRA`]. The amd64 profile comes from a second `imager netboot --arch amd64`
+/// that adds `console=ttyS0` (x86's serial port; Talos's amd64 metal line has only
+/// `console=tty0`), copied over the first one's, as an operator edits a profile.
+fn shared(f: &Fixtures) -> &'static Shared {
+    SHARED.get_or_init(|| {
+        let work = work_dir("netboot-build");
+        let (imager, agent) = moonboot_tests::demo::host_binaries().expect("building imager and talos-agent");
+        let out = work.join("out");
+        for arch in ["arm64", "amd64"] {
+            let static_agent = moonboot_tests::stage1::build_static_agent(arch).expect("building talos-agent");
+            let t = Instant::now();
+            let mut cmd = Command::new(&imager);
+            cmd.args(["build", "--arch", arch, "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
+                .arg("--agent-binary")
+                .arg(&static_agent)
+                .arg("--ipxe-dir")
+                .arg(ipxe_dir())
+                .arg("--output")
+                .arg(&out);
+            run(&mut cmd, "imager build");
+            eprintln!("imager build --arch {arch}: {:.1} s", t.elapsed().as_secs_f64());
+        }
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        let token = format!("moonboot-netboot-{}-{nanos}", std::process::id());
+        let netboot_cmd = |dir: &Path, arch: Option<&str>, more: &[&str]| {
+            let mut cmd = Command::new(&imager);
+            cmd.args(["netboot", "--from"]).arg(&out).arg("--output").arg(dir).arg("--ipxe-dir").arg(ipxe_dir());
+            cmd.args(["--report", &format!("http://{BASTION}:8090/v1/report"), "--report-token", &token]);
+            if let Some(a) = arch {
+                cmd.args(["--arch", a]);
+            }
+            for m in FULL.iter().filter(|m| m.role.is_some()) {
+                cmd.arg(format!("--node={}={}", m.mac, m.role.unwrap()));
+            }
+            for e in EXTRA.iter().chain(more) {
+                cmd.arg(format!("--extra-kernel-arg={e}"));
+            }
+            run(&mut cmd, "imager netboot");
+        };
+        let netboot = work.join("netboot");
+        netboot_cmd(&netboot, None, &[]);
+        let amd64 = work.join("netboot-amd64");
+        netboot_cmd(&amd64, Some("amd64"), &["console=ttyS0"]);
+        for e in std::fs::read_dir(amd64.join("matchbox/profiles")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), netboot.join("matchbox/profiles").join(e.file_name())).unwrap();
+        }
+        Shared { agent, token, netboot }
+    })
+}
 
 /// Kills the child on drop.
 struct Killed(Child);
@@ -181,272 +235,470 @@ fn lines_of(r: impl Read + Send + 'static, prefix: &'static str, log: Option<Fil
     rx
 }
 
-/// A running `talos-agent wait --json` on 127.0.0.1 (any free port).
-struct Wait {
-    _child: Killed,
-    port: u16,
-    stdout: Receiver<(Instant, String)>,
-    stderr: Receiver<(Instant, String)>,
+/// Which configuration the bastion's dnsmasq runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    Full,
+    Proxy,
 }
 
-fn start_wait(bin: &Path, token: &str) -> Wait {
-    let mut child = Command::new(bin)
-        .args(["wait", "--listen", "127.0.0.1:0", "--token", token, "--nodes", "1", "--until", "maintenance_ready"])
-        .args(["--json", "--timeout"])
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Full => "full",
+            Variant::Proxy => "proxy",
+        }
+    }
+}
+
+/// The boot network of one test, with its servers running.
+struct Lan {
+    ns: Netns,
+    _dnsmasq: Vec<Killed>,
+    /// dnsmasq's log (the generated configuration's instance).
+    dnsmasq_log: PathBuf,
+    /// The lease file of the DHCP server that hands out addresses.
+    leases: PathBuf,
+    /// The generated instance's own lease file (proxy DHCP: must stay empty).
+    bastion_leases: PathBuf,
+    matchbox: Matchbox,
+    wait: Killed,
+    wait_stdout: Receiver<(Instant, String)>,
+    wait_stderr: Receiver<(Instant, String)>,
+}
+
+/// Starts a dnsmasq in the namespace, logging to `log`, and waits until it has bound `iface`.
+fn start_dnsmasq(ns: &Netns, args: &[String], iface: &str, log: &Path) -> Killed {
+    let file = File::create(log).unwrap();
+    let child = ns
+        .command("dnsmasq")
+        .args(["--keep-in-foreground", "--bind-interfaces", "--log-facility=-", "--pid-file"])
+        .arg(format!("--interface={iface}"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .expect("starting dnsmasq");
+    let child = Killed(child);
+    let bound = format!("sockets bound exclusively to interface {iface}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(&bound) {
+            return child;
+        }
+        assert!(Instant::now() < deadline, "dnsmasq did not bind {iface} within 30 s; {}:\n{text}", log.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn start_lan(s: &Shared, variant: Variant, machines: &[Machine], work: &Path) -> Lan {
+    let logs = fixtures_dir().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let ns = Netns::create(&format!("netboot-{}", variant.name()), &[]).expect("creating the boot network's namespace");
+    ns.add_bridge("br0", &format!("{BASTION}/24")).unwrap();
+    for i in 0..machines.len() {
+        ns.add_tap(&format!("tap{i}"), "br0").unwrap();
+    }
+    if variant == Variant::Proxy {
+        ns.add_veth("vpc0", "vpc1", "br0", &format!("{VPC_DHCP}/24")).unwrap();
+    }
+    ns.check_isolated().unwrap();
+
+    // The generated configuration, with its TFTP root where the test copied netboot/tftp/.
+    let tftp = work.join("tftp");
+    std::fs::create_dir_all(&tftp).unwrap();
+    for e in std::fs::read_dir(s.netboot.join("tftp")).expect("netboot/tftp/") {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), tftp.join(e.file_name())).unwrap();
+    }
+    let name = if variant == Variant::Full { "dnsmasq.conf" } else { "dnsmasq-proxy.conf" };
+    let generated = std::fs::read_to_string(s.netboot.join(name)).unwrap();
+    assert_eq!(generated.lines().filter(|l| l.starts_with("tftp-root=")).count(), 1, "{name}:\n{generated}");
+    let conf: String = generated
+        .lines()
+        .map(|l| if l.starts_with("tftp-root=") { format!("tftp-root={}\n", tftp.display()) } else { format!("{l}\n") })
+        .collect();
+    let conf_path = work.join(name);
+    std::fs::write(&conf_path, conf).unwrap();
+
+    let mut dnsmasq = Vec::new();
+    let bastion_leases = work.join("bastion.leases");
+    let dnsmasq_log = logs.join(format!("netboot-{}-dnsmasq.log", variant.name()));
+    dnsmasq.push(start_dnsmasq(
+        &ns,
+        &[format!("--conf-file={}", conf_path.display()), format!("--dhcp-leasefile={}", bastion_leases.display())],
+        "br0",
+        &dnsmasq_log,
+    ));
+    let leases = if variant == Variant::Proxy {
+        let vpc_leases = work.join("vpc.leases");
+        dnsmasq.push(start_dnsmasq(
+            &ns,
+            &[
+                "--port=0".into(),
+                format!("--dhcp-range={VPC_RANGE}"),
+                format!("--dhcp-leasefile={}", vpc_leases.display()),
+            ],
+            "vpc1",
+            &logs.join("netboot-proxy-dnsmasq-vpc.log"),
+        ));
+        vpc_leases
+    } else {
+        bastion_leases.clone()
+    };
+
+    // matchbox and wait on the host's loopback, reached at the bastion's address.
+    let matchbox = Matchbox::start(&s.netboot.join("matchbox")).unwrap();
+    let at = |port: u16| SocketAddr::from((BASTION.parse::<std::net::Ipv4Addr>().unwrap(), port));
+    forward(ns.bind(at(8080)).unwrap(), SocketAddr::from(([127, 0, 0, 1], matchbox.port())));
+    let mut child = Command::new(&s.agent)
+        .args(["wait", "--listen", "127.0.0.1:0", "--token", &s.token, "--nodes", &machines.len().to_string()])
+        .args(["--until", "maintenance_ready", "--json", "--timeout"])
         .arg(format!("{}s", DEADLINE.as_secs() + 60))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting talos-agent wait");
-    let stdout = lines_of(child.stdout.take().unwrap(), "", None);
-    let stderr = lines_of(child.stderr.take().unwrap(), "", None);
-    let child = Killed(child);
-    let (_, first) = stderr.recv_timeout(Duration::from_secs(30)).expect("wait prints where it listens");
+    let wait_stdout = lines_of(child.stdout.take().unwrap(), "", None);
+    let wait_stderr = lines_of(child.stderr.take().unwrap(), "", None);
+    let wait = Killed(child);
+    let (_, first) = wait_stderr.recv_timeout(Duration::from_secs(30)).expect("wait prints where it listens");
     let port = moonboot_tests::demo::wait_listening_address(&first).unwrap_or_else(|e| panic!("{e:#}")).port();
-    Wait { _child: child, port, stdout, stderr }
+    forward(ns.bind(at(8090)).unwrap(), SocketAddr::from(([127, 0, 0, 1], port)));
+    Lan { ns, _dnsmasq: dnsmasq, dnsmasq_log, leases, bastion_leases, matchbox, wait, wait_stdout, wait_stderr }
 }
 
-fn token() -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    format!("moonboot-netboot-{}-{nanos}", std::process::id())
-}
+/// A console marker: its name and how to recognise its line.
+type Marker = (&'static str, fn(&str) -> bool);
 
-/// (b) The chain, arm64: edk2 → TFTP → iPXE → matchbox → kernel + initramfs → stand-in Talos →
-/// `talos-agent wait` sees `maintenance_ready`.
-#[test]
-fn netboot_chain_under_qemu_uefi_reaches_maintenance_ready_arm64() {
-    let test = "netboot_chain_under_qemu_uefi_reaches_maintenance_ready_arm64";
-    let Some(f) = with_registry(test) else { return };
-    let Some(a) = with_qemu(test, &f, "arm64") else { return };
-    if !Path::new(EDK2).is_file() {
-        skip(test, &format!("{EDK2} is absent (Debian's qemu-efi-aarch64; run scripts/setup)"));
-        return;
-    }
-    if !ipxe_dir().join("ipxe-arm64.efi").is_file() {
-        skip(test, "target/netboot-peers/ipxe-arm64.efi is absent (Debian trixie's ipxe; run scripts/setup)");
-        return;
-    }
-    let work = work_dir("netboot-chain");
-    let b = build(&f, &work);
-
-    // The collector, then the netboot directory pointing the profile's report at it.
-    let token = token();
-    let wait = start_wait(&b.agent, &token);
-    let netboot = work.join("netboot");
-    let report = format!("http://10.0.2.2:{}/v1/report", wait.port);
-    let extra = [
-        IP_ARG,
-        // The stand-in keeps running (and serving apid) after `ready`; a panic ends QEMU.
-        "standin.hold",
-        "panic=-1",
-        // The build's metal line ends with console=tty0 (Talos's default): the last console= is
-        // /dev/console, where the stand-in prints; this machine has only the serial port.
-        "-console=tty0",
-        "talos_agent.node=netboot-arm64",
+fn markers(arch: &str) -> Vec<Marker> {
+    let mut m: Vec<Marker> = vec![
+        ("firmware PXE", |l: &str| l.contains("Start PXE over IPv4")),
+        ("iPXE", |l: &str| l.contains("iPXE") && l.contains("Open Source Network Boot Firmware")),
     ];
-    let mut cmd = Command::new(&b.imager);
-    cmd.args(["netboot", "--arch", "arm64", "--from"])
-        .arg(&b.out)
-        .arg("--output")
-        .arg(&netboot)
-        .arg("--ipxe-dir")
-        .arg(ipxe_dir())
-        .args(["--report", &report, "--report-token", &token]);
-    for e in extra {
-        cmd.arg(format!("--extra-kernel-arg={e}"));
+    if arch == "arm64" {
+        // The generic EFI stub (arm64) says so; x86's own stub is silent.
+        m.push(("EFI stub", |l: &str| l.contains("EFI stub: Booting Linux Kernel")));
     }
-    run(&mut cmd, "imager netboot");
-    let profile: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(netboot.join("matchbox/profiles/talos-arm64.json")).unwrap()).unwrap();
-    let boot = &profile["boot"];
-    let kernel_path = boot["kernel"].as_str().expect("profile boot.kernel").to_string();
-    let initrd_paths: Vec<String> =
-        boot["initrd"].as_array().expect("profile boot.initrd").iter().map(|v| v.as_str().unwrap().into()).collect();
-    let args: Vec<String> =
-        boot["args"].as_array().expect("profile boot.args").iter().map(|v| v.as_str().unwrap().into()).collect();
-    for want in
-        ["talos.platform=metal", "console=ttyAMA0", IP_ARG, "standin.hold", &format!("talos_agent.report={report}")]
-    {
-        assert!(args.iter().any(|a| a == want), "profile args {args:?} lack {want}");
-    }
-    assert!(!args.iter().any(|a| a == "console=tty0"), "{args:?}");
+    m.push(("kernel", |l: &str| l.contains("Linux version")));
+    m.push(("stand-in cmdline", |l: &str| l.contains(&format!("{MARK} cmdline="))));
+    m.push(("stand-in apid", |l: &str| l.contains(&format!("{MARK} apid fingerprint="))));
+    m
+}
 
-    // matchbox over the generated data directory; QEMU's TFTP root = netboot/tftp + autoexec.ipxe.
-    let matchbox = Matchbox::start(&netboot.join("matchbox")).unwrap();
-    let tftp = work.join("tftp");
-    std::fs::create_dir_all(&tftp).unwrap();
-    for e in std::fs::read_dir(netboot.join("tftp")).expect("netboot/tftp/") {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), tftp.join(e.file_name())).unwrap();
-    }
-    assert!(tftp.join("ipxe-arm64.efi").is_file(), "imager netboot copied ipxe-arm64.efi into tftp/");
-    std::fs::write(
-        tftp.join("autoexec.ipxe"),
-        format!(
-            "#!ipxe\necho moonboot test: autoexec.ipxe\ndhcp\nchain http://10.0.2.2:{}/boot.ipxe\n",
-            matchbox.port()
-        ),
-    )
-    .unwrap();
+/// A running machine and what its console showed.
+struct Booting {
+    m: Machine,
+    qemu: Killed,
+    console: Receiver<(Instant, String)>,
+    log: PathBuf,
+    lines: Vec<String>,
+    markers: Vec<Marker>,
+    seen_at: Vec<Option<Instant>>,
+    start: Instant,
+}
 
-    let log_path = fixtures_dir().join("logs").join("netboot-arm64.log");
-    std::fs::create_dir_all(log_path.parent().unwrap()).unwrap();
-    let mut qemu = Command::new(&a.qemu_binary);
-    qemu.args(["-M", "virt", "-cpu", "cortex-a57", "-m", "1024", "-nographic", "-no-reboot", "-bios", EDK2])
+fn boot(lan: &Lan, f: &Fixtures, variant: Variant, index: usize, m: Machine) -> Booting {
+    let mut cmd = lan.ns.command(&f.arches[m.arch].qemu_binary);
+    if m.arch == "arm64" {
+        cmd.args(["-M", "virt", "-cpu", "cortex-a57", "-bios", EDK2]);
+    } else {
+        cmd.args(["-M", "q35", "-bios", OVMF]);
+    }
+    cmd.args(["-m", "1024", "-nographic", "-no-reboot"])
         .arg("-netdev")
-        .arg(format!("user,id=n0,tftp={},bootfile=ipxe-arm64.efi", tftp.display()))
-        .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
+        .arg(format!("tap,id=n0,ifname=tap{index},script=no,downscript=no"))
+        // romfile=: the firmware's own virtio-net driver and PXE, not QEMU's iPXE option ROM.
+        .arg("-device")
+        .arg(format!("virtio-net-pci,netdev=n0,romfile=,mac={}", m.mac))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let log_path = fixtures_dir().join("logs").join(format!("netboot-{}-{}.log", variant.name(), m.name()));
     let mut log = File::create(&log_path).unwrap();
-    writeln!(log, "# {qemu:?}").unwrap();
+    writeln!(log, "# {cmd:?}").unwrap();
     let start = Instant::now();
-    let mut child = qemu.spawn().expect("starting qemu-system-aarch64");
+    let mut child = cmd.spawn().expect("starting QEMU");
     let console = lines_of(child.stdout.take().unwrap(), "", Some(log.try_clone().unwrap()));
-    let qemu_err = lines_of(child.stderr.take().unwrap(), "[qemu stderr] ", Some(log));
-    let mut qemu = Killed(child);
-    let deadline = start + DEADLINE;
+    let _ = lines_of(child.stderr.take().unwrap(), "[qemu stderr] ", Some(log));
+    let markers = markers(m.arch);
+    let seen_at = vec![None; markers.len()];
+    Booting { m, qemu: Killed(child), console, log: log_path, lines: Vec::new(), markers, seen_at, start }
+}
 
-    // Markers, in the order they appear, with the first instant each was seen.
-    let markers: [Marker; 6] = [
-        ("edk2 PXE", |l: &str| l.contains("Start PXE over IPv4")),
-        ("iPXE banner", |l: &str| l.contains("iPXE") && l.contains("Open Source Network Boot Firmware")),
-        ("EFI stub", |l: &str| l.contains("EFI stub: Booting Linux Kernel")),
-        ("kernel", |l: &str| l.contains("Booting Linux on physical CPU")),
-        ("stand-in cmdline", |l: &str| l.contains(&format!("{MARK} cmdline="))),
-        ("stand-in apid", |l: &str| l.contains(&format!("{MARK} apid fingerprint="))),
-    ];
-    let mut seen_at: Vec<Option<Instant>> = vec![None; markers.len()];
-    let mut lines: Vec<String> = Vec::new();
-    let fail = |l: &str| {
-        l.contains(&format!("{MARK} error:"))
-            || l.contains(&format!("{MARK} ext-talos-agent: not started"))
-            || l.contains(&format!("{MARK} ext-talos-agent: cannot start"))
-            || l.contains("Kernel panic")
-            // iPXE's errors end with their explanation URL in parentheses.
-            || l.contains("(https://ipxe.org/")
-    };
-    let tail = |lines: &[String]| lines[lines.len().saturating_sub(30)..].join("\n");
-    let (json, ready_at) = loop {
-        match console.recv_timeout(Duration::from_millis(200)) {
-            Ok((at, line)) => {
-                for (i, (_, pred)) in markers.iter().enumerate() {
-                    if seen_at[i].is_none() && pred(&line) {
-                        seen_at[i] = Some(at);
-                    }
+impl Booting {
+    fn tail(&self) -> String {
+        self.lines[self.lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Takes the console's new lines; panics on a failure line or when QEMU exited.
+    fn poll(&mut self) {
+        for (at, line) in self.console.try_iter() {
+            for (i, (_, pred)) in self.markers.iter().enumerate() {
+                if self.seen_at[i].is_none() && pred(&line) {
+                    self.seen_at[i] = Some(at);
                 }
-                let bad = fail(&line);
-                lines.push(line);
-                assert!(!bad, "the chain failed; console log {}:\n{}", log_path.display(), tail(&lines));
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                let err: Vec<String> = qemu_err.try_iter().map(|(_, l)| l).collect();
-                panic!("QEMU exited; console log {}:\n{}\n{}", log_path.display(), tail(&lines), err.join("\n"));
+            let bad = line.contains(&format!("{MARK} error:"))
+                || line.contains(&format!("{MARK} ext-talos-agent: not started"))
+                || line.contains(&format!("{MARK} ext-talos-agent: cannot start"))
+                || line.contains("Kernel panic")
+                // The firmware found nothing to boot and started its shell.
+                || line.contains("startup.nsh")
+                // iPXE giving up (its statistics lines and the look for an `autoexec.ipxe` carry
+                // error URLs too, and are not failures).
+                || line.contains("Could not boot")
+                || line.contains("Could not start download")
+                || line.contains("No more network devices")
+                || line.contains("No configuration methods succeeded");
+            self.lines.push(line);
+            assert!(!bad, "{}: the chain failed; console log {}:\n{}", self.m.mac, self.log.display(), self.tail());
+        }
+        if let Ok(Some(st)) = self.qemu.0.try_wait() {
+            self.lines.extend(self.console.try_iter().map(|(_, l)| l));
+            panic!("{}: QEMU exited ({st}); console log {}:\n{}", self.m.mac, self.log.display(), self.tail());
+        }
+    }
+}
+
+/// `MAC → address` from a dnsmasq lease file (`EXPIRY MAC ADDRESS HOSTNAME CLIENT-ID` per line).
+fn leases(path: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| (f[1].to_string(), f[2].to_string()))
+        })
+        .collect()
+}
+
+fn netboot_machines(test: &str, variant: Variant, machines: &[Machine]) {
+    let Some(f) = with_registry(test) else { return };
+    for arch in ["arm64", "amd64"] {
+        if with_qemu(test, &f, arch).is_none() {
+            return;
+        }
+    }
+    for (path, what) in
+        [(EDK2, "Debian's qemu-efi-aarch64"), (OVMF, "Debian's ovmf"), ("/usr/sbin/dnsmasq", "Debian's dnsmasq-base")]
+    {
+        if !Path::new(path).is_file() {
+            skip(test, &format!("{path} is absent ({what}; run scripts/setup)"));
+            return;
+        }
+    }
+    for arch in ["arm64", "amd64"] {
+        if !ipxe_dir().join(format!("ipxe-{arch}.efi")).is_file() {
+            skip(
+                test,
+                &format!("target/netboot-peers/ipxe-{arch}.efi is absent (Debian trixie's ipxe; run scripts/setup)"),
+            );
+            return;
+        }
+    }
+    if !nix::unistd::geteuid().is_root() || !have("ip") {
+        skip(test, "needs root and iproute2 (a network namespace with a bridge and tap devices)");
+        return;
+    }
+    let s = shared(&f);
+    let work = work_dir(&format!("netboot-{}", variant.name()));
+    let mut lan = start_lan(s, variant, machines, &work);
+
+    let first = Instant::now();
+    let mut nodes: Vec<Booting> = machines.iter().enumerate().map(|(i, m)| boot(&lan, &f, variant, i, *m)).collect();
+    let deadline = first + DEADLINE;
+    let mut ready_at: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut wait_err: Vec<String> = Vec::new();
+    let mut json: Vec<String> = Vec::new();
+    let mut wait_status = None;
+    while wait_status.is_none() {
+        std::thread::sleep(Duration::from_millis(100));
+        for n in &mut nodes {
+            n.poll();
+        }
+        for (at, line) in lan.wait_stderr.try_iter() {
+            // `new: node NAME address A phase P …` or `changed: …` (talos-agent `wait/mod.rs`,
+            // `wait/table.rs` `line`).
+            let w: Vec<&str> = line.split_whitespace().collect();
+            if w.len() >= 7
+                && (w[0] == "new:" || w[0] == "changed:")
+                && w[1] == "node"
+                && w[5] == "phase"
+                && w[6] == "maintenance_ready"
+            {
+                ready_at.entry(w[2].to_string()).or_insert(at);
             }
+            wait_err.push(line);
         }
-        if let Ok((at, line)) = wait.stdout.try_recv() {
-            break (line, at);
-        }
-        if let Ok(Some(st)) = qemu.0.try_wait() {
-            // Drain what is left, then report.
-            lines.extend(console.try_iter().map(|(_, l)| l));
-            panic!("QEMU exited ({st}); console log {}:\n{}", log_path.display(), tail(&lines));
-        }
+        json.extend(lan.wait_stdout.try_iter().map(|(_, l)| l));
+        wait_status = lan.wait.0.try_wait().expect("waiting for talos-agent wait");
         assert!(
             Instant::now() < deadline,
-            "no maintenance_ready within {DEADLINE:?}; matchbox saw {:?}; console log {}:\n{}",
-            matchbox.requests().iter().map(|r| format!("{} {} {}", r.method, r.target, r.status)).collect::<Vec<_>>(),
-            log_path.display(),
-            tail(&lines)
+            "not every node reached maintenance_ready within {DEADLINE:?}; wait said:\n{}\n{}",
+            wait_err.join("\n"),
+            nodes.iter().map(|n| format!("{}: {}", n.m.mac, n.log.display())).collect::<Vec<_>>().join("\n")
         );
-    };
-    // Let the agent's delivery line reach the console, then stop the VM.
-    let until = Instant::now() + Duration::from_secs(10);
-    while let Ok((_, line)) = console.recv_timeout(until.saturating_duration_since(Instant::now())) {
-        let done = line.contains("ext-talos-agent: talos-agent report: report delivered");
-        lines.push(line);
-        if done {
-            break;
-        }
     }
-    drop(qemu);
-    let wait_err: Vec<String> = wait.stderr.try_iter().map(|(_, l)| l).collect();
-
-    // What wait received.
-    let j: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("wait printed {json:?}: {e}"));
-    assert_eq!(j["phase"], "maintenance_ready", "{j}\n{}", wait_err.join("\n"));
-    assert_eq!(j["node"], "netboot-arm64", "{j}");
-    assert_eq!(j["address"], "10.0.2.15", "{j}");
-    assert_eq!(j["talos_version"], "v1.10.5", "{j}");
-    let ext: Vec<&str> = j["extensions"].as_array().expect("extensions").iter().filter_map(|e| e.as_str()).collect();
-    assert!(ext.iter().any(|e| e.starts_with("talos-agent@")), "{ext:?}");
-
-    // Every marker, in order.
-    for (i, (name, _)) in markers.iter().enumerate() {
-        assert!(seen_at[i].is_some(), "no {name} on the console (log {})", log_path.display());
+    // wait printed its JSON lines and exited; drain both pipes.
+    std::thread::sleep(Duration::from_millis(200));
+    json.extend(lan.wait_stdout.try_iter().map(|(_, l)| l));
+    wait_err.extend(lan.wait_stderr.try_iter().map(|(_, l)| l));
+    assert!(wait_status.unwrap().success(), "talos-agent wait failed:\n{}", wait_err.join("\n"));
+    // Let each agent's delivery line reach its console, then stop the machines.
+    std::thread::sleep(Duration::from_secs(1));
+    for n in &mut nodes {
+        n.lines.extend(n.console.try_iter().map(|(_, l)| l));
     }
-    let at: Vec<Instant> = seen_at.iter().map(|t| t.unwrap()).collect();
-    assert!(at.windows(2).all(|w| w[0] <= w[1]), "markers out of order (log {})", log_path.display());
-    let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
-    assert!(has("moonboot test: autoexec.ipxe"), "iPXE ran autoexec.ipxe from the TFTP server");
-    // iPXE hands the initramfs to the kernel's EFI stub through the LoadFile2 protocol (no
-    // `initrd=` argument needed).
-    assert!(has("EFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID device path"), "log {}", log_path.display());
-    let served = lines
+    let requests = lan.matchbox.requests();
+    let dnsmasq_log = std::fs::read_to_string(&lan.dnsmasq_log).unwrap();
+    let leased = leases(&lan.leases);
+    let reports: BTreeMap<String, serde_json::Value> = json
         .iter()
-        .find_map(|l| l.split(&format!("{MARK} apid fingerprint=")).nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap();
-    assert_eq!(j["fingerprint"], served, "the reported fingerprint is the stand-in apid's");
-
-    // The stand-in's command line carries the profile's arguments.
-    let cmdline = lines.iter().find(|l| l.contains(&format!("{MARK} cmdline="))).unwrap();
-    let tokens: Vec<&str> = cmdline.split("cmdline=").nth(1).unwrap().split_whitespace().collect();
-    for arg in &args {
-        assert!(tokens.contains(&arg.as_str()), "{arg} (profile) not on the kernel command line: {cmdline}");
+        .map(|l| {
+            let j: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("wait printed {l:?}: {e}"));
+            (j["node"].as_str().unwrap_or_default().to_string(), j)
+        })
+        .collect();
+    drop(nodes.iter_mut().map(|n| n.qemu.0.kill()).collect::<Vec<_>>());
+    assert_eq!(reports.len(), machines.len(), "one report per machine: {json:#?}");
+    if variant == Variant::Proxy {
+        assert!(leases(&lan.bastion_leases).is_empty(), "proxy DHCP handed out no address");
     }
 
-    // matchbox saw the chain, in order.
-    let reqs = matchbox.requests();
-    let seen: Vec<(String, String, u16)> = reqs.iter().map(|r| (r.method.clone(), r.path.clone(), r.status)).collect();
-    let mut want = vec![
-        ("GET".to_string(), "/boot.ipxe".to_string(), 200),
-        ("GET".to_string(), "/ipxe".to_string(), 200),
-        ("GET".to_string(), kernel_path.clone(), 200),
-    ];
-    want.extend(initrd_paths.iter().map(|p| ("GET".to_string(), p.clone(), 200)));
-    assert_eq!(seen, want, "matchbox requests: {reqs:#?}");
-    let ipxe = &reqs[1];
-    assert!(ipxe.target.starts_with("/ipxe?uuid="), "{}", ipxe.target);
-    assert!(ipxe.target.contains("&arch=arm64"), "{}", ipxe.target);
-    assert_eq!(ipxe.labels.get("arch").map(String::as_str), Some("arm64"));
-    assert_eq!(ipxe.labels.get("mac").map(String::as_str), Some("52:54:00:12:34:56"), "QEMU's default MAC, normalised");
-    let assets = netboot.join("matchbox");
-    for r in &reqs[2..] {
+    let profiles = s.netboot.join("matchbox/profiles");
+    for n in &nodes {
+        let m = n.m;
+        let j = reports.get(&m.name()).unwrap_or_else(|| panic!("no report from {} in {json:#?}", m.name()));
+        assert_eq!(j["phase"], "maintenance_ready", "{j}");
+        assert_eq!(j["talos_version"], "v1.10.5", "{j}");
+        assert_eq!(j["role"], m.role.map_or(serde_json::Value::Null, |r| r.into()), "{}: {j}", m.mac);
+        let ext: Vec<&str> =
+            j["extensions"].as_array().expect("extensions").iter().filter_map(|e| e.as_str()).collect();
+        assert!(ext.iter().any(|e| e.starts_with("talos-agent@")), "{ext:?}");
+        // The address: the one the serving DHCP server leased to this MAC.
+        let address = leased.get(m.mac).unwrap_or_else(|| panic!("{}: no lease in {}", m.mac, lan.leases.display()));
+        assert_eq!(j["address"], address.as_str(), "{}: reported address vs lease; {j}", m.mac);
+        // TFTP: dnsmasq sent this machine its iPXE.
+        let sent = format!("ipxe-{}.efi to {address}", m.arch);
+        assert!(
+            dnsmasq_log.lines().any(|l| l.contains("dnsmasq-tftp") && l.contains("sent ") && l.contains(&sent)),
+            "{}: dnsmasq's log has no TFTP `sent …{sent}` ({})",
+            m.mac,
+            lan.dnsmasq_log.display()
+        );
+        // Console: every marker, in order.
+        for (i, (name, _)) in n.markers.iter().enumerate() {
+            assert!(n.seen_at[i].is_some(), "{}: no {name} on the console (log {})", m.mac, n.log.display());
+        }
+        let at: Vec<Instant> = n.seen_at.iter().map(|t| t.unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] <= w[1]), "{}: markers out of order (log {})", m.mac, n.log.display());
+        let served = n
+            .lines
+            .iter()
+            .find_map(|l| l.split(&format!("{MARK} apid fingerprint=")).nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap();
+        assert_eq!(j["fingerprint"], served, "{}: the reported fingerprint is the stand-in apid's", m.mac);
+        if m.arch == "arm64" {
+            // iPXE hands the initramfs to the EFI stub through LoadFile2 (no `initrd=` needed).
+            assert!(
+                n.lines
+                    .iter()
+                    .any(|l| l.contains("EFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID device path")),
+                "{}: log {}",
+                m.mac,
+                n.log.display()
+            );
+        }
+        // The command line: the profile of its group, with iPXE's expansions.
+        let cmdline = n.lines.iter().find(|l| l.contains(&format!("{MARK} cmdline="))).unwrap();
+        let tokens: Vec<&str> = cmdline.split("cmdline=").nth(1).unwrap().split_whitespace().collect();
+        let gateway = if variant == Variant::Full { BASTION } else { VPC_DHCP };
+        let ip = format!("ip={address}::{gateway}:255.255.255.0:::off");
+        assert!(tokens.contains(&ip.as_str()), "{}: {ip} not on the command line: {cmdline}", m.mac);
+        assert!(tokens.contains(&format!("talos_agent.node={}", m.name()).as_str()), "{cmdline}");
+        assert!(!cmdline.contains("${"), "iPXE expanded every setting: {cmdline}");
+        let profile_id = match m.role {
+            Some(role) => format!("talos-{}-{role}", m.arch),
+            None => format!("talos-{}", m.arch),
+        };
+        let profile: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(profiles.join(format!("{profile_id}.json"))).unwrap()).unwrap();
+        for arg in profile["boot"]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()) {
+            if !arg.contains("${") {
+                assert!(
+                    tokens.contains(&arg),
+                    "{}: {arg} (profile {profile_id}) not on the command line: {cmdline}",
+                    m.mac
+                );
+            }
+        }
+        let roles: Vec<&&str> = tokens.iter().filter(|t| t.starts_with("talos_agent.role=")).collect();
+        match m.role {
+            Some(role) => assert_eq!(roles, [&format!("talos_agent.role={role}").as_str()], "{}: {cmdline}", m.mac),
+            None => assert!(roles.is_empty(), "{}: {cmdline}", m.mac),
+        }
+        // matchbox: this machine's /ipxe request carried its MAC and architecture.
+        let buildarch = if m.arch == "arm64" { "arm64" } else { "x86_64" };
+        assert!(
+            requests.iter().any(|r| r.path == "/ipxe"
+                && r.labels.get("mac").map(String::as_str) == Some(m.mac)
+                && r.labels.get("arch").map(String::as_str) == Some(buildarch)),
+            "{}: no /ipxe request with its labels: {requests:#?}",
+            m.mac
+        );
+    }
+    // Every kernel and initramfs download was whole, one of each per machine.
+    let assets = s.netboot.join("matchbox");
+    let downloads: Vec<_> = requests.iter().filter(|r| r.path.starts_with("/assets/")).collect();
+    assert_eq!(downloads.len(), 2 * machines.len(), "{requests:#?}");
+    for r in &downloads {
+        assert_eq!(r.status, 200, "{r:?}");
         let size = std::fs::metadata(assets.join(r.path.trim_start_matches('/'))).unwrap().len();
         assert_eq!(r.bytes, size, "{} sent whole", r.path);
     }
 
-    // The times the issue asks for.
-    let secs = |t: Instant| t.duration_since(start).as_secs_f64();
-    eprintln!("netboot arm64 (QEMU TCG, software emulation; cortex-a57, 1 GiB):");
-    for (i, (name, _)) in markers.iter().enumerate() {
-        eprintln!("  QEMU start → {name:<17} {:>6.1} s", secs(at[i]));
+    // The times, per machine, against the operator's goal.
+    eprintln!(
+        "netboot, {} DHCP, {} machines at once (QEMU TCG, software emulation on this host's CPUs):",
+        variant.name(),
+        machines.len()
+    );
+    for n in &nodes {
+        let secs = |t: Instant| t.duration_since(n.start).as_secs_f64();
+        let mut row = format!("  {} {} {:<12}", n.m.mac, n.m.arch, n.m.role.unwrap_or("(arch group)"));
+        for (i, (name, _)) in n.markers.iter().enumerate() {
+            row.push_str(&format!(" {name} {:.1} s,", secs(n.seen_at[i].unwrap())));
+        }
+        let ready = ready_at[&n.m.name()];
+        row.push_str(&format!(" maintenance_ready {:.1} s", secs(ready)));
+        eprintln!("{row}");
+        assert!(ready.duration_since(n.start) < DEADLINE);
     }
-    eprintln!("  QEMU start → maintenance_ready {:>6.1} s (wait's report)", secs(ready_at));
-    for r in &reqs {
-        eprintln!(
-            "  matchbox {:>6.1} s  {} {} → {} ({} bytes in {:.1} s)",
-            secs(r.at),
-            r.method,
-            r.target,
-            r.status,
-            r.bytes,
-            r.done.duration_since(r.at).as_secs_f64()
-        );
-    }
+    let last = ready_at.values().max().unwrap().duration_since(first);
+    eprintln!(
+        "  all {} in maintenance mode {:.1} s after the first QEMU start (goal: {} s on hardware)",
+        machines.len(),
+        last.as_secs_f64(),
+        GOAL.as_secs()
+    );
+    drop(nodes);
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// dnsmasq as the network's DHCP server: three arm64 machines by their per-MAC groups (two
+/// control-plane nodes and a worker) and an amd64 machine by its architecture's group.
+#[test]
+fn dnsmasq_dhcp_netboots_three_arm64_nodes_by_mac_and_an_amd64_node() {
+    netboot_machines("dnsmasq_dhcp_netboots_three_arm64_nodes_by_mac_and_an_amd64_node", Variant::Full, &FULL);
+}
+
+/// dnsmasq as proxy DHCP beside the VPC's DHCP server: one arm64 and one amd64 machine.
+#[test]
+fn proxy_dhcp_beside_another_dhcp_server_netboots_arm64_and_amd64() {
+    netboot_machines("proxy_dhcp_beside_another_dhcp_server_netboots_arm64_and_amd64", Variant::Proxy, &PROXY);
 }

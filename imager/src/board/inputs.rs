@@ -1,10 +1,58 @@
 //! The pinned inputs of a board image (`boards/<board>.inputs`, compiled in): which file, from
-//! which Debian package version, with which sha256.
+//! which Debian package version, with which sha256 — and where an installed imager finds them: a
+//! directory (`--board-inputs DIR`, filled by `scripts/rpi-inputs`), or the OCI artifact that
+//! `imager publish --board-inputs DIR` pushes ([`ARTIFACT_TYPE`], tagged [`tag`] in
+//! [`DEFAULT_REPOSITORY`] unless told otherwise), pulled through the registry mirrors like every
+//! other input. Either way each file must have its compiled-in sha256: the artifact is found by tag
+//! but every byte of it is pulled and checked by digest.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use boot_artifact::digest::Sha256Digest;
+use boot_artifact::oci::{Descriptor, ImageManifest};
+
+/// The `artifactType` of published board inputs: an OCI image manifest with the empty config and
+/// one layer per pinned file, the file as is (`application/octet-stream`), titled by its file name
+/// (`org.opencontainers.image.title`) — the layout `oras push` writes for files.
+pub const ARTIFACT_TYPE: &str = "application/vnd.moonboot.board-inputs.v1";
+
+/// Where `imager publish --board-inputs` pushes and `imager build --board` pulls from by default
+/// (through `--registry-mirror`s, as every other input).
+pub const DEFAULT_REPOSITORY: &str = "ghcr.io/moonboot/board-inputs";
+
+/// The largest pinned file the imager reads (bytes); the CM3's largest, GRUB, is under 2 MiB.
+pub const MAX_FILE: u64 = 64 << 20;
+
+/// The tag of one board's pin set: `<board>-<the first 12 hex digits of the sha256 of its
+/// "FILE SHA256" lines, sorted>`. A changed pin gives a new tag, so an imager always finds the
+/// artifact of its own pins, however many sets are published.
+pub fn tag(board: &str, pins: &[Pin]) -> String {
+    let mut lines: Vec<String> = pins.iter().map(|p| format!("{} {}\n", p.file, p.sha256.hex())).collect();
+    lines.sort();
+    format!("{board}-{}", &Sha256Digest::of(lines.concat().as_bytes()).hex()[..12])
+}
+
+/// The layer of `manifest` that holds each pinned file: the one with its digest.
+///
+/// # Errors
+/// One line naming the first pinned file the manifest lacks, or a layer over [`MAX_FILE`].
+pub fn layers_for(pins: &[Pin], manifest: &ImageManifest) -> Result<Vec<(String, Descriptor)>, String> {
+    pins.iter()
+        .map(|p| {
+            let layer = manifest.layers.iter().find(|l| l.digest == p.sha256).ok_or_else(|| {
+                format!(
+                    "has no layer {} for {} ({} {}): not this imager's pins",
+                    p.sha256, p.file, p.package, p.version
+                )
+            })?;
+            if layer.size > MAX_FILE {
+                return Err(format!("layer {} for {} is {} bytes, over {MAX_FILE}", p.sha256, p.file, layer.size));
+            }
+            Ok((p.file.clone(), layer.clone()))
+        })
+        .collect()
+}
 
 /// One pinned input: a line of `boards/<board>.inputs`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -98,6 +146,32 @@ mod tests {
         for f in ["bootcode.bin", "start.elf", "fixup.dat", "u-boot.bin", "bcm2837-rpi-cm3-io3.dtb", "BOOTAA64.EFI"] {
             assert!(files.contains(&f), "{f} not pinned: {files:?}");
         }
+    }
+
+    #[test]
+    fn the_tag_follows_the_pins_and_the_layers_are_found_by_digest() {
+        let pins = parse(super::super::RPI_CM3_INPUTS).unwrap();
+        let t = tag("rpi-cm3", &pins);
+        assert!(t.starts_with("rpi-cm3-") && t.len() == "rpi-cm3-".len() + 12, "{t}");
+        let mut reversed = pins.clone();
+        reversed.reverse();
+        assert_eq!(tag("rpi-cm3", &reversed), t, "the order of the lines does not matter");
+        let mut changed = pins.clone();
+        changed[0].sha256 = Sha256Digest::of(b"another bootcode.bin");
+        assert_ne!(tag("rpi-cm3", &changed), t, "a changed pin is a new tag");
+
+        let config = Descriptor::of(boot_artifact::oci::media_type::OCI_EMPTY, b"{}");
+        let layers: Vec<Descriptor> = pins
+            .iter()
+            .map(|p| Descriptor { digest: p.sha256, ..Descriptor::of("application/octet-stream", b"") })
+            .collect();
+        let m = ImageManifest::new(config.clone(), layers.clone(), Default::default());
+        let found = layers_for(&pins, &m).unwrap();
+        assert_eq!(found.len(), pins.len());
+        assert_eq!(found[0].0, pins[0].file);
+        let short = ImageManifest::new(config, layers[1..].to_vec(), Default::default());
+        let e = layers_for(&pins, &short).unwrap_err();
+        assert!(e.contains(&pins[0].file) && e.contains("not this imager's pins"), "{e}");
     }
 
     #[test]

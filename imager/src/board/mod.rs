@@ -198,16 +198,23 @@ fn derived_uuid(seed: &Sha256Digest, name: &str) -> uuid::Uuid {
     uuid::Builder::from_random_bytes(b).into_uuid()
 }
 
-/// Writes `<out>/rpi-cm3-arm64.raw.xz`: the disk image for a CM3 whose eMMC (or SD card) is
-/// `disk_size` bytes, from the pinned inputs in `inputs_dir` and the Talos build.
+/// The pins of `boards/rpi-cm3.inputs`.
 ///
 /// # Errors
-/// A missing or unpinned input (one line naming it and its package), a disk too small or not a
-/// multiple of 512 bytes, an I/O error.
-pub fn write_rpi_cm3(out: &Path, talos: &Talos, inputs_dir: &Path, disk_size: u64) -> Result<Written> {
+/// The compiled-in file does not parse (a build of the imager from a broken tree).
+pub fn rpi_cm3_pins() -> Result<Vec<inputs::Pin>> {
+    inputs::parse(RPI_CM3_INPUTS).map_err(|e| anyhow::anyhow!("boards/rpi-cm3.inputs: {e}"))
+}
+
+/// Writes `<out>/rpi-cm3-arm64.raw.xz`: the disk image for a CM3 whose eMMC (or SD card) is
+/// `disk_size` bytes, from the pinned inputs `loaded` (file name → bytes, each already checked
+/// against its pin: [`inputs::load`] or the registry pull of `imager build`) and the Talos build.
+///
+/// # Errors
+/// A disk too small or not a multiple of 512 bytes, an I/O error.
+pub fn write_rpi_cm3(out: &Path, talos: &Talos, loaded: BTreeMap<String, Vec<u8>>, disk_size: u64) -> Result<Written> {
     anyhow::ensure!(disk_size % SECTOR == 0, "--disk-size {disk_size} is not a multiple of 512 bytes");
-    let pins = inputs::parse(RPI_CM3_INPUTS).map_err(|e| anyhow::anyhow!("boards/rpi-cm3.inputs: {e}"))?;
-    let loaded = inputs::load(&pins, inputs_dir).map_err(anyhow::Error::msg)?;
+    let pins = rpi_cm3_pins()?;
     let dtb = "bcm2837-rpi-cm3-io3.dtb";
 
     // The FAT boot partition's files.

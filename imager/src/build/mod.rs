@@ -234,12 +234,21 @@ struct Plan {
     board: Option<BoardPlan>,
 }
 
+/// Where a board's pinned inputs come from.
+enum BoardInputs {
+    /// `--board-inputs DIR` (or [`BOARD_INPUTS_ENV`]).
+    Dir(PathBuf),
+    /// The published artifact of this imager's pins (`--board-inputs-repository`, tagged
+    /// [`crate::board::inputs::tag`]).
+    Registry(boot_artifact::reference::Reference),
+}
+
 /// A board disk image to write (`--board`).
 struct BoardPlan {
     /// The board.
     board: crate::cli::build::Board,
-    /// `--board-inputs`.
-    inputs: PathBuf,
+    /// Where its pinned inputs come from.
+    inputs: BoardInputs,
     /// `--disk-size`, or the board's default.
     disk_size: u64,
     /// Its command line: the metal preset with the Raspberry Pi overlay's arguments and the
@@ -338,12 +347,20 @@ fn plan(args: &Args) -> Result<Plan> {
         None => None,
         Some(board) => {
             anyhow::ensure!(args.arch == Arch::Arm64, "--board {} needs --arch arm64", board.as_str());
-            let inputs = board_inputs.with_context(|| {
-                format!(
-                    "--board {} needs --board-inputs DIR (or {BOARD_INPUTS_ENV}) with its pinned firmware, U-Boot, device tree and GRUB (scripts/rpi-inputs DIR fetches them)",
-                    board.as_str()
-                )
-            })?;
+            let inputs = match board_inputs {
+                Some(dir) => BoardInputs::Dir(dir),
+                None => {
+                    let repo = &args.board_inputs_repository;
+                    let tag = crate::board::inputs::tag(board.as_str(), &crate::board::rpi_cm3_pins()?);
+                    let r: boot_artifact::reference::Reference =
+                        format!("{repo}:{tag}").parse().with_context(|| format!("--board-inputs-repository {repo}"))?;
+                    anyhow::ensure!(
+                        r.tag.as_deref() == Some(tag.as_str()) && r.digest.is_none(),
+                        "--board-inputs-repository {repo}: give a repository, without tag or digest"
+                    );
+                    BoardInputs::Registry(r)
+                }
+            };
             let cmdline = preset::talos(
                 talos_preset,
                 preset::Platform::Metal,
@@ -420,6 +437,9 @@ struct Pulled {
     extensions_bundle: Option<crate::bundle::BundleSource>,
     /// The overlays bundle and the overlay, when one was asked for.
     overlay: Option<(crate::bundle::BundleSource, OverlayInput, boot_artifact::reference::Reference)>,
+    /// The board's pinned inputs (file name → bytes, each checked against its pin), with
+    /// `--board`.
+    board_inputs: Option<BTreeMap<String, Vec<u8>>>,
 }
 
 /// Step 2, pull: resolves official extensions and the overlay through the Talos release's
@@ -566,6 +586,10 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
         }
     }
     let agent_binary = agent_binary_of(&validated, arch);
+    let board_inputs = match &plan.board {
+        None => None,
+        Some(b) => Some(board_inputs(&puller, b)?),
+    };
     Ok(Pulled {
         vmlinuz,
         base_initramfs,
@@ -576,7 +600,42 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
         agent_binary,
         extensions_bundle,
         overlay,
+        board_inputs,
     })
+}
+
+/// Reads the board's pinned inputs from `--board-inputs DIR`, or pulls them from the published
+/// artifact: the manifest by tag, then each file by its pinned digest.
+///
+/// # Errors
+/// A file missing or not matching its pin (one line naming it and its package); the artifact not
+/// reachable through any mirror or the origin, or lacking a pinned file.
+fn board_inputs(puller: &pull::Puller, b: &BoardPlan) -> Result<BTreeMap<String, Vec<u8>>> {
+    use crate::board::inputs;
+    let pins = crate::board::rpi_cm3_pins()?;
+    match &b.inputs {
+        BoardInputs::Dir(dir) => Ok(inputs::load(&pins, dir).map_err(anyhow::Error::msg)?),
+        BoardInputs::Registry(r) => {
+            line(&format!("pulling the {} board inputs from {r}", b.board.as_str()));
+            let hint = || {
+                format!(
+                    "the {} board inputs {r} (publish them with `imager publish --board-inputs DIR`, or give \
+                     --board-inputs DIR; scripts/rpi-inputs DIR fetches them from Debian)",
+                    b.board.as_str()
+                )
+            };
+            let from = puller.resolve(r, "arm64").with_context(hint)?;
+            let layers = inputs::layers_for(&pins, &from.manifest).map_err(|e| anyhow::anyhow!("{}: {e}", hint()))?;
+            let mut out = BTreeMap::new();
+            for (file, layer) in layers {
+                let data = puller
+                    .fetch_small(&from, &layer, inputs::MAX_FILE)
+                    .with_context(|| format!("{}: {file}", hint()))?;
+                out.insert(file, data);
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// The static binary in the talos-agent extension among `extensions` (built here or pulled),

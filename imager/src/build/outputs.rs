@@ -90,7 +90,8 @@ pub(super) fn write_outputs(plan: &Plan, pulled: &Pulled, assembled: &Assembled,
                 cmdline: &b.cmdline,
                 talos_version: &plan.profile.talos_version,
             };
-            Some(crate::board::write_rpi_cm3(out, &talos, &b.inputs, b.disk_size)?)
+            let inputs = pulled.board_inputs.clone().context("the board inputs were pulled with the plan's board")?;
+            Some(crate::board::write_rpi_cm3(out, &talos, inputs, b.disk_size)?)
         }
     };
 

@@ -86,10 +86,16 @@ pub struct Args {
     pub board: Option<Board>,
     /// Directory holding the board's pinned inputs (boards/<board>.inputs: firmware, U-Boot,
     /// device tree, GRUB), each checked against its sha256; `scripts/rpi-inputs DIR` fetches them
-    /// from Debian. Default: the MOONBOOT_BOARD_INPUTS environment variable. Required with
-    /// --board rpi-cm3.
+    /// from Debian. Default: the MOONBOOT_BOARD_INPUTS environment variable; without either,
+    /// --board rpi-cm3 pulls them from --board-inputs-repository.
     #[arg(long, value_name = "DIR")]
     pub board_inputs: Option<PathBuf>,
+    /// Repository of the published board inputs (`imager publish --board-inputs`), pulled
+    /// through the --registry-mirror's like every other input when --board is given without
+    /// --board-inputs: the tag `<board>-<digest of this imager's pins>`, then each file by its
+    /// pinned sha256.
+    #[arg(long, value_name = "REGISTRY/REPO", default_value = crate::board::inputs::DEFAULT_REPOSITORY)]
+    pub board_inputs_repository: String,
     /// Exact size of the target eMMC or SD card (bytes, or with K/M/G for KiB/MiB/GiB or KB/MB/GB
     /// for powers of ten): EPHEMERAL ends at its last usable sector, so Talos has nothing to grow
     /// (and no reason to rewrite the MBR). Read it on the board with `blockdev --getsize64`.

@@ -29,6 +29,9 @@
 //!   layer holding the binary as is, annotated `org.opencontainers.image.title: talos-agent` — the
 //!   layout `oras push` writes, so `oras pull` and `skopeo copy` read it, and a stock Ubuntu
 //!   fetches the layer blob by digest with `curl` and checks its sha256 before running it.
+//! - `--board-inputs DIR` publishes the Raspberry Pi CM3 board inputs in DIR, each checked against
+//!   its compiled-in pin, as the artifact [`crate::board::inputs`] describes, to
+//!   `--board-inputs-repository` under the tag of the pin set.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -190,6 +193,9 @@ pub struct Report {
     /// The talos-agent binaries artifact, with `--agent-binary`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<PushedImage>,
+    /// The board inputs artifact, with `--board-inputs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub board_inputs: Option<PushedImage>,
     /// Blob upload counts over everything pushed.
     pub blobs: BlobCounts,
     /// Manifests and indexes uploaded.
@@ -236,15 +242,28 @@ impl Source {
 
     /// The talos-agent binary `bin` for `arch` as an artifact (see the module docs).
     pub fn agent_binary(arch: &str, bin: Vec<u8>) -> Source {
+        Source::files(arch, AGENT_ARTIFACT_TYPE, vec![("talos-agent".into(), bin)])
+    }
+
+    /// Files as an artifact of `artifact_type` for `arch`, the layout `oras push` writes: the empty
+    /// config (`application/vnd.oci.empty.v1+json`, `{}`) and one layer per file, as is
+    /// (`application/octet-stream`), annotated `org.opencontainers.image.title` with its name, in
+    /// the order given.
+    pub fn files(arch: &str, artifact_type: &str, files: Vec<(String, Vec<u8>)>) -> Source {
         let config = Descriptor::of(media_type::OCI_EMPTY, b"{}");
-        let mut layer = Descriptor::of("application/octet-stream", &bin);
-        layer.annotations.insert(ANNOTATION_TITLE.into(), "talos-agent".into());
-        let mut manifest = ImageManifest::new(config.clone(), vec![layer.clone()], Default::default());
-        manifest.artifact_type = Some(AGENT_ARTIFACT_TYPE.into());
+        let mut blobs = std::collections::BTreeMap::from([(config.digest, b"{}".to_vec())]);
+        let mut layers = Vec::new();
+        for (title, data) in files {
+            let mut layer = Descriptor::of("application/octet-stream", &data);
+            layer.annotations.insert(ANNOTATION_TITLE.into(), title);
+            blobs.insert(layer.digest, data);
+            layers.push(layer);
+        }
+        let mut manifest = ImageManifest::new(config, layers, Default::default());
+        manifest.artifact_type = Some(artifact_type.into());
         let manifest_bytes = manifest.to_json();
         let descriptor = Descriptor::of(media_type::OCI_MANIFEST, &manifest_bytes);
-        let blobs = BlobStore::Memory([(config.digest, b"{}".to_vec()), (layer.digest, bin)].into_iter().collect());
-        Source { arch: arch.to_string(), descriptor, manifest, manifest_bytes, blobs }
+        Source { arch: arch.to_string(), descriptor, manifest, manifest_bytes, blobs: BlobStore::Memory(blobs) }
     }
 
     fn read_blob(&self, desc: &Descriptor) -> Result<Vec<u8>, PublishError> {
@@ -565,8 +584,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             agents.push(Source::agent_binary(arch, bin));
         }
     }
+    let board_inputs = match &args.board_inputs {
+        Some(dir) => Some(board_inputs_source(dir, &args.board_inputs_repository)?),
+        None => None,
+    };
     let arches: Vec<&str> = if extension_to.is_none() {
-        Vec::new() // only the agent binaries
+        Vec::new() // only the agent binaries or board inputs
     } else if !args.arch.is_empty() {
         args.arch.iter().map(|a| a.as_str()).collect()
     } else if to.is_some() {
@@ -620,11 +643,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             Some(t) => Some(push_multi_arch(&registry, t, &agents, &mut log).await?),
             None => None,
         };
+        let board_inputs = match &board_inputs {
+            Some((t, source)) => Some(push_multi_arch(&registry, t, std::slice::from_ref(source), &mut log).await?),
+            None => None,
+        };
         Ok::<_, PublishError>(Report {
             boot,
             extension,
             extension_note,
             agent,
+            board_inputs,
             blobs: log.blobs,
             manifests_pushed: log.manifests_pushed,
             manifests_skipped: log.manifests_skipped,
@@ -636,6 +664,28 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The board inputs in `dir`, each checked against its compiled-in pin, as the artifact `imager
+/// build --board` pulls ([`crate::board::inputs`]), and where it goes: `repo`, tagged with the pin
+/// set's tag.
+///
+/// # Errors
+/// A file missing or not matching its pin; `repo` not a repository.
+fn board_inputs_source(dir: &Path, repo: &str) -> anyhow::Result<(Reference, Source)> {
+    use crate::board::inputs;
+    let pins = crate::board::rpi_cm3_pins()?;
+    let mut loaded = inputs::load(&pins, dir).map_err(anyhow::Error::msg)?;
+    let files =
+        pins.iter().map(|p| (p.file.clone(), loaded.remove(&p.file).expect("load returns every pin"))).collect();
+    let tag = inputs::tag("rpi-cm3", &pins);
+    let target: Reference =
+        format!("{repo}:{tag}").parse().with_context(|| format!("--board-inputs-repository {repo}"))?;
+    anyhow::ensure!(
+        target.tag.as_deref() == Some(tag.as_str()) && target.digest.is_none(),
+        "--board-inputs-repository {repo}: give a repository, without tag or digest"
+    );
+    Ok((target, Source::files("arm64", inputs::ARTIFACT_TYPE, files)))
+}
+
 fn print_report(report: &Report, json: bool) {
     if json {
         println!("{}", serde_json::to_string_pretty(report).expect("a report always serialises"));
@@ -644,7 +694,7 @@ fn print_report(report: &Report, json: bool) {
     if let Some(note) = &report.extension_note {
         eprintln!("imager: note: {note}");
     }
-    for image in report.boot.iter().chain(&report.extension).chain(&report.agent) {
+    for image in report.boot.iter().chain(&report.extension).chain(&report.agent).chain(&report.board_inputs) {
         println!("{}  index  {}", image.index_digest, image.reference);
         for m in &image.manifests {
             println!("{}  {:<5}  {}", m.digest, m.arch, m.reference);

@@ -1,7 +1,10 @@
 //! The Raspberry Pi CM3 disk image (`imager build --board rpi-cm3`) read by the standard tools as
 //! the BCM2837 boot ROM, U-Boot and Talos would read it, byte-reproducible, and the safety net:
 //! Talos's `writePMBR` byte changes (go-blockdevice v2 `partitioning/gpt/gpt.go`) applied to the
-//! image, then `talos-agent mbr --repair` restoring exactly what the imager wrote.
+//! image, then `talos-agent mbr --repair` restoring exactly what the imager wrote. The second
+//! build, for reproducibility, is an installed imager (copied out of the tree, empty environment
+//! and PATH) pulling the board inputs that `imager publish --board-inputs` pushed: its image must
+//! be byte-identical to the first's, made from `--board-inputs DIR`.
 //!
 //! Needs the fixture registry (scripts/fixtures) and the pinned board inputs (scripts/rpi-inputs,
 //! run by scripts/test).
@@ -17,15 +20,18 @@ fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// `imager build --board rpi-cm3` into `out`; returns the decompressed raw image's path.
-fn build(imager: &Path, f: &Fixtures, inputs: &Path, out: &Path) -> PathBuf {
-    run(Command::new(imager)
+/// `imager build --board rpi-cm3` into `out`, with the board inputs from `inputs` or, when
+/// `None`, from the published artifact (the default `--board-inputs-repository` through the
+/// fixture mirror); returns the decompressed raw image's path.
+fn build(imager: &mut Command, f: &Fixtures, inputs: Option<&Path>, out: &Path) -> PathBuf {
+    imager
         .env_remove("SOURCE_DATE_EPOCH")
         .args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
-        .args(["--no-talos-agent", "--board", "rpi-cm3", "--disk-size", &DISK.to_string(), "--board-inputs"])
-        .arg(inputs)
-        .arg("--output")
-        .arg(out));
+        .args(["--no-talos-agent", "--board", "rpi-cm3", "--disk-size", &DISK.to_string()]);
+    if let Some(dir) = inputs {
+        imager.arg("--board-inputs").arg(dir);
+    }
+    run(imager.arg("--output").arg(out));
     let raw = out.with_extension("raw");
     unxz(&out.join("rpi-cm3-arm64.raw.xz"), &raw);
     raw
@@ -49,13 +55,29 @@ fn cm3_image_boot_rom_view_reproducibility_and_the_mbr_safety_net() {
     let Some(inputs) = inputs_dir(test) else { return };
     let (imager, agent) = moonboot_tests::demo::host_binaries().expect("building imager and talos-agent");
     let dir = scratch("image");
-    let raw = build(&imager, &f, &inputs, &dir.join("a"));
-    let raw_b = build(&imager, &f, &inputs, &dir.join("b"));
+    let raw = build(&mut Command::new(&imager), &f, Some(&inputs), &dir.join("a"));
+
+    // The same image from an installed imager with no source tree: the board inputs published as
+    // an OCI artifact (`imager publish --board-inputs`), pulled through the mirror by the imager
+    // alone — a copy outside the tree, run with an empty environment and PATH.
+    let publish = run(Command::new(&imager)
+        .args(["publish", "--board-inputs"])
+        .arg(&inputs)
+        .args(["--board-inputs-repository", &format!("{}/moonboot/board-inputs", f.registry)])
+        .args(["--insecure-registry", &f.registry]));
+    let published = text(&publish);
+    assert!(published.contains("moonboot/board-inputs:rpi-cm3-"), "{published}");
+    let installed = dir.join("bin/imager");
+    std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
+    std::fs::copy(&imager, &installed).unwrap();
+    let mut alone = Command::new(&installed);
+    alone.env_clear().env("PATH", "").current_dir(&dir);
+    let raw_b = build(&mut alone, &f, None, &dir.join("b"));
     let (xa, xb) = (
         std::fs::read(dir.join("a/rpi-cm3-arm64.raw.xz")).unwrap(),
         std::fs::read(dir.join("b/rpi-cm3-arm64.raw.xz")).unwrap(),
     );
-    assert!(xa == xb, "two builds of the same inputs differ");
+    assert!(xa == xb, "the image from the published board inputs differs from the one from the local inputs");
     assert_eq!(std::fs::metadata(&raw).unwrap().len(), DISK);
     std::fs::remove_file(&raw_b).unwrap();
 

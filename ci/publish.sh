@@ -5,11 +5,16 @@
 # Usage: ci/publish.sh build      cargo build the release imager; cross-compile the static talos-agent
 #                                 for each of $ARCHES (Debian's toolchain, into target/cross/, as the
 #                                 imager's --agent-from-source does); `imager build --arch A
-#                                 --agent-binary …` into $OUTPUT (boot-A/, extension-talos-agent-A/)
+#                                 --agent-binary …` into $OUTPUT (boot-A/, extension-talos-agent-A/);
+#                                 with arm64, scripts/rpi-inputs fetches the pinned Raspberry Pi CM3
+#                                 inputs (boards/rpi-cm3.inputs) from Debian into $BOARD_INPUTS
 #        ci/publish.sh publish    `imager publish` the multi-arch boot artifact index to
 #                                 $REGISTRY/$IMAGE_PREFIX/boot:$TAG and the talos-agent extension
-#                                 index to $REGISTRY/$IMAGE_PREFIX/talos-agent:$TAG; writes imager's
-#                                 JSON report to $PUBLISH_JSON and prints the digests
+#                                 index to $REGISTRY/$IMAGE_PREFIX/talos-agent:$TAG, and, when
+#                                 $BOARD_INPUTS holds them, the CM3 board inputs to
+#                                 $REGISTRY/$IMAGE_PREFIX/board-inputs:rpi-cm3-<digest of the pins>
+#                                 (what `imager build --board rpi-cm3` pulls without --board-inputs);
+#                                 writes imager's JSON report to $PUBLISH_JSON and prints the digests
 #        ci/publish.sh digests    print the digests of $PUBLISH_JSON again; as a Markdown table into
 #                                 $GITHUB_STEP_SUMMARY and as step outputs into $GITHUB_OUTPUT when set
 #        ci/publish.sh all        build, then publish
@@ -24,6 +29,8 @@
 #   ARCHES                architectures, space-separated (arm64 amd64)
 #   OUTPUT                the build directory (_out)
 #   PUBLISH_JSON          imager publish's JSON report ($OUTPUT/publish.json)
+#   BOARD_INPUTS          where the CM3 board inputs are fetched to and published from
+#                         ($OUTPUT/board-inputs)
 #   IMAGER_BUILD_FLAGS    extra `imager build` flags, whitespace-separated, e.g.
 #                         --registry-mirror ghcr.io=10.20.13.140:5000 --insecure-registry 10.20.13.140:5000
 #   IMAGER_PUBLISH_FLAGS  extra `imager publish` flags, e.g. --insecure-registry HOST:PORT
@@ -43,6 +50,7 @@ IMAGE_PREFIX=${IMAGE_PREFIX,,} # OCI repository names are lowercase; GitHub owne
 ARCHES=${ARCHES:-arm64 amd64}
 OUTPUT=${OUTPUT:-_out}
 PUBLISH_JSON=${PUBLISH_JSON:-$OUTPUT/publish.json}
+BOARD_INPUTS=${BOARD_INPUTS:-$OUTPUT/board-inputs}
 IMAGER=${IMAGER:-}
 read -r -a BUILD_FLAGS <<< "${IMAGER_BUILD_FLAGS:-}"
 read -r -a PUBLISH_FLAGS <<< "${IMAGER_PUBLISH_FLAGS:-}"
@@ -119,11 +127,16 @@ do_build() {
         --output "$OUTPUT/extension-talos-agent-$arch" >&2
     fi
   done
+  if [[ " ${ARCH_LIST[*]} " == *" arm64 "* ]]; then
+    say "scripts/rpi-inputs $BOARD_INPUTS (the pinned Raspberry Pi CM3 inputs)"
+    "$ROOT/scripts/rpi-inputs" "$BOARD_INPUTS" >/dev/null || die "scripts/rpi-inputs failed"
+  fi
   say "built $OUTPUT for ${ARCH_LIST[*]}"
 }
 
 # Prints the digests of $PUBLISH_JSON: text on stdout; Markdown into $GITHUB_STEP_SUMMARY and
-# `boot`, `boot_index_digest`, `talos_agent`, `talos_agent_index_digest` into $GITHUB_OUTPUT.
+# `boot`, `boot_index_digest`, `talos_agent`, `talos_agent_index_digest`, `talos_agent_binary` and
+# `board_inputs` into $GITHUB_OUTPUT.
 do_digests() {
   [ -s "$PUBLISH_JSON" ] || die "$PUBLISH_JSON is absent: run ci/publish.sh publish first"
   command -v jq >/dev/null || die "jq is not installed: run scripts/setup"
@@ -137,6 +150,7 @@ do_digests() {
     (.boot | image("boot artifact")),
     (.extension | image("talos-agent extension")),
     (.agent | image("talos-agent binaries")),
+    (.board_inputs | image("board inputs (rpi-cm3)")),
     "blobs: \(.blobs.pushed) pushed (\(.blobs.pushed_bytes | mib)), \(.blobs.skipped) already there (\(.blobs.skipped_bytes | mib))"
   ' "$PUBLISH_JSON"
   if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
@@ -149,7 +163,7 @@ do_digests() {
       "### moonboot published `\(.boot.reference // .extension.reference)`", "",
       "| what | pinned reference |", "|---|---|",
       (.boot | rows("boot artifact")), (.extension | rows("talos-agent extension")),
-      (.agent | rows("talos-agent binaries")), "",
+      (.agent | rows("talos-agent binaries")), (.board_inputs | rows("board inputs")), "",
       (if .boot then "Boot it: `talos-agent boot \(.boot.pinned)`" else empty end), ""
     ' "$PUBLISH_JSON" >> "$GITHUB_STEP_SUMMARY"
   fi
@@ -157,14 +171,14 @@ do_digests() {
     jq -r '
       "boot=\(.boot.pinned // "")", "boot_index_digest=\(.boot.index_digest // "")",
       "talos_agent=\(.extension.pinned // "")", "talos_agent_index_digest=\(.extension.index_digest // "")",
-      "talos_agent_binary=\(.agent.pinned // "")"
+      "talos_agent_binary=\(.agent.pinned // "")", "board_inputs=\(.board_inputs.reference // "")"
     ' "$PUBLISH_JSON" >> "$GITHUB_OUTPUT"
   fi
 }
 
 do_publish() {
   local imager boot ext bin arches a
-  local agent_flags=()
+  local more_flags=()
   [ -n "${TAG:-}" ] || die "TAG is not set (the tag of the published images, e.g. v1.10.5-cozy.1)"
   imager=$(imager_path)
   [ -x "$imager" ] || die "no imager at $imager: run ci/publish.sh build first"
@@ -173,12 +187,15 @@ do_publish() {
   bin="$REGISTRY/$IMAGE_PREFIX/talos-agent-binary:$TAG"
   arches=$(IFS=,; echo "${ARCH_LIST[*]}")
   for a in "${ARCH_LIST[@]}"; do
-    [ -f "$OUTPUT/talos-agent-$a" ] && agent_flags+=(--agent-binary "$a=$OUTPUT/talos-agent-$a")
+    [ -f "$OUTPUT/talos-agent-$a" ] && more_flags+=(--agent-binary "$a=$OUTPUT/talos-agent-$a")
   done
-  [ ${#agent_flags[@]} -gt 0 ] && agent_flags+=(--agent-to "$bin")
-  say "imager publish --to $boot --extension-to $ext ${agent_flags[*]} --arch $arches ${PUBLISH_FLAGS[*]}"
+  [ ${#more_flags[@]} -gt 0 ] && more_flags+=(--agent-to "$bin")
+  if [ -f "$BOARD_INPUTS/bootcode.bin" ]; then
+    more_flags+=(--board-inputs "$BOARD_INPUTS" --board-inputs-repository "$REGISTRY/$IMAGE_PREFIX/board-inputs")
+  fi
+  say "imager publish --to $boot --extension-to $ext ${more_flags[*]} --arch $arches ${PUBLISH_FLAGS[*]}"
   mkdir -p "$(dirname "$PUBLISH_JSON")"
-  "$imager" publish --to "$boot" --extension-to "$ext" "${agent_flags[@]}" --arch "$arches" --output "$OUTPUT" \
+  "$imager" publish --to "$boot" --extension-to "$ext" "${more_flags[@]}" --arch "$arches" --output "$OUTPUT" \
     "${PUBLISH_FLAGS[@]}" --json > "$PUBLISH_JSON.tmp" || { rm -f "$PUBLISH_JSON.tmp"; exit 1; }
   mv -f "$PUBLISH_JSON.tmp" "$PUBLISH_JSON"
   say "wrote $PUBLISH_JSON"

@@ -458,6 +458,13 @@ fn run_workflow(f: &Fixtures, root: &Path, work: &Path, reg: &str) -> String {
     let bin = &report["agent"];
     assert_eq!(bin["reference"], format!("{prefix}/talos-agent-binary:{TAG}"));
     assert_eq!(manifest_arches(bin), arches, "the static agents are published too");
+    // The CM3 board inputs, fetched by the build step, go to the tag of this imager's pins.
+    let board = &report["board_inputs"];
+    assert!(
+        board["reference"].as_str().unwrap_or_default().starts_with(&format!("{prefix}/board-inputs:rpi-cm3-")),
+        "board inputs: {board}"
+    );
+    assert_eq!(manifest_arches(board), ["arm64"]);
     assert!(report["blobs"]["pushed"].as_u64().unwrap() > 0, "a first publish pushes blobs: {report}");
     let summary_text = std::fs::read_to_string(&summary).expect("the digests step wrote $GITHUB_STEP_SUMMARY");
     let printed_publish = &ran["ci/publish.sh publish"].stdout;

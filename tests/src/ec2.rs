@@ -353,7 +353,16 @@ fn boot(ns: &Netns, f: &Fixtures, m: &cloud_guest::Instance) -> Result<Guest> {
 /// Any step failing; a stage that does not come within its deadline names the console log.
 pub fn run_ec2(f: &Fixtures, guest: &CloudGuest, o: &Options) -> Result<Outcome> {
     anyhow::ensure!(o.nodes >= 1, "--nodes must be at least 1");
-    let built = build_and_publish(f, o)?;
+    run_built(f, guest, o, build_and_publish(f, o)?)
+}
+
+/// [`run_ec2`] from what [`build_and_publish`] already produced (so that another run, such as
+/// [`run_refused`], can use the same build at the same time).
+///
+/// # Errors
+/// As [`run_ec2`].
+pub fn run_built(f: &Fixtures, guest: &CloudGuest, o: &Options, built: Built) -> Result<Outcome> {
+    anyhow::ensure!(o.nodes >= 1, "--nodes must be at least 1");
     let user_data = std::fs::read(&built.user_data).with_context(|| {
         format!("reading {} (imager build writes it with --boot-repository)", built.user_data.display())
     })?;

@@ -12,7 +12,9 @@
 //!
 //! Both addresses exist only in a network namespace the test creates and checks has no route out
 //! (`moonboot_tests::netns`). Needs root, QEMU, the fixtures and the cached cloud guest
-//! (`scripts/cloud-guest`). About 6–8 minutes under software emulation.
+//! (`scripts/cloud-guest`). The two paths boot side by side from one build, each in its own
+//! namespace with its own bastion and copy of the guest: about 3–4 minutes under software
+//! emulation, the happy path's phases slower than alone since both share the CPUs.
 
 use moonboot_tests::ec2::{self, Options, CLOUD_DONE, KEXEC_LINE, USER_DATA_MARK};
 use moonboot_tests::fixtures::{skip, unique_repository, with_qemu, with_registry};
@@ -45,8 +47,18 @@ fn cloud_init_fetches_the_agent_by_digest_and_kexecs_into_talos_or_refuses_corru
         image: Default::default(),
     };
 
+    // The happy path (1) and the corrupting cache (2) boot side by side from one build: each has
+    // its own namespace, bastion, metadata service and copy of the guest.
+    let built = ec2::build_and_publish(&f, &o).unwrap_or_else(|e| panic!("{e:#}"));
+    let (out, refused) = std::thread::scope(|s| {
+        let refused = s.spawn(|| ec2::run_refused(&f, &guest, &built, &work.join("refused")));
+        let out = ec2::run_built(&f, &guest, &o, built.clone());
+        (out, refused.join().expect("the refused run panicked"))
+    });
+    let out = out.unwrap_or_else(|e| panic!("{e:#}"));
+    let refused = refused.unwrap_or_else(|e| panic!("{e:#}"));
+
     // 1. The happy path.
-    let out = ec2::run_ec2(&f, &guest, &o).unwrap_or_else(|e| panic!("{e:#}"));
     let b = &out.built;
     let user_data = std::fs::read_to_string(&b.user_data).unwrap();
     assert!(user_data.starts_with("#cloud-config"), "{user_data}");
@@ -91,7 +103,6 @@ fn cloud_init_fetches_the_agent_by_digest_and_kexecs_into_talos_or_refuses_corru
     eprintln!("cloud-init analyze show (until the kexec):\n{}", out.analyze);
 
     // 2. A corrupting cache: refused, Ubuntu keeps running, and no retry on the next boot.
-    let refused = ec2::run_refused(&f, &guest, b, &work.join("refused")).unwrap_or_else(|e| panic!("{e:#}"));
     let mismatch = line(&refused.first, "sha256 mismatch").expect("the mismatch is logged");
     assert!(mismatch.contains(b.agent_digest.trim_start_matches("sha256:")), "{mismatch}");
     assert!(line(&refused.first, KEXEC_LINE).is_none(), "kexec after a mismatch");

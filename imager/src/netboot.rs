@@ -205,6 +205,17 @@ pub fn profile_args(cmdline: &str, opts: &Options, role: Option<NodeRole>) -> Re
     Ok(line.params().iter().map(|p| p.to_string()).collect())
 }
 
+/// Removes the files of `dir` whose names `matches` (nothing when `dir` does not exist).
+fn remove_matching(dir: &Path, matches: impl Fn(&str) -> bool) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for e in entries.flatten() {
+        if matches(&e.file_name().to_string_lossy()) {
+            std::fs::remove_file(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn write(path: &Path, data: &[u8]) -> Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -260,6 +271,20 @@ pub fn dnsmasq_configs(arches: &[&str], opts: &Options) -> (String, String) {
 pub fn write_netboot(dir: &Path, builds: &[BootFiles], opts: &Options) -> Result<BTreeMap<String, Sha256Digest>> {
     if builds.is_empty() {
         bail!("no architecture to write netboot assets for");
+    }
+    let mut macs = std::collections::BTreeSet::new();
+    for n in &opts.nodes {
+        if !macs.insert(n.mac.as_str()) {
+            bail!("--node {}: this MAC is given more than once", n.mac);
+        }
+    }
+    // Per-node groups and role profiles of an earlier run, which this one may not write again.
+    for b in builds {
+        let arch = b.arch.as_str();
+        let node_group = format!("-{arch}.json");
+        let role_profiles = [format!("talos-{arch}-controlplane.json"), format!("talos-{arch}-worker.json")];
+        remove_matching(&dir.join("matchbox/groups"), |n| n.starts_with("node-") && n.ends_with(&node_group))?;
+        remove_matching(&dir.join("matchbox/profiles"), |n| role_profiles.iter().any(|r| r == n))?;
     }
     let mut written = BTreeMap::new();
     let mut put = |rel: String, data: &[u8]| -> Result<()> {
@@ -555,7 +580,7 @@ mod tests {
             initramfs: b"i".to_vec(),
             cmdline: "talos.platform=metal console=ttyAMA0".into(),
         };
-        let written = write_netboot(&dir, &[boot], &o).unwrap();
+        let written = write_netboot(&dir, std::slice::from_ref(&boot), &o).unwrap();
         let read = |rel: &str| -> serde_json::Value {
             assert!(written.contains_key(rel), "{rel} not written: {:?}", written.keys());
             serde_json::from_slice(&std::fs::read(dir.join(rel)).unwrap()).unwrap()
@@ -576,6 +601,17 @@ mod tests {
         assert_eq!(g["profile"], "talos-arm64-controlplane");
         assert_eq!(g["selector"], serde_json::json!({"arch": "arm64", "mac": "52:54:00:00:00:11"}));
         assert_eq!(read("matchbox/groups/node-52-54-00-00-00-13-arm64.json")["profile"], "talos-arm64-worker");
+        // Again without the worker: its group and the worker profile go.
+        o.nodes.pop();
+        let again = write_netboot(&dir, std::slice::from_ref(&boot), &o).unwrap();
+        assert!(again.contains_key("matchbox/groups/node-52-54-00-00-00-11-arm64.json"));
+        assert!(!dir.join("matchbox/groups/node-52-54-00-00-00-13-arm64.json").exists());
+        assert!(!dir.join("matchbox/profiles/talos-arm64-worker.json").exists());
+        assert!(dir.join("matchbox/groups/talos-arm64.json").exists());
+        // One MAC, two roles: refused.
+        o.nodes.push(parse_node("52:54:00:00:00:11=worker").unwrap());
+        let e = write_netboot(&dir, &[boot], &o).unwrap_err().to_string();
+        assert!(e.contains("52:54:00:00:00:11") && e.contains("more than once"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -222,7 +222,7 @@ pub struct JsonLine<'a> {
     /// The boot disk's hybrid MBR as the node reported it (`state`, `disk`, `detail`,
     /// `repairs`); `null` from agents that predate it.
     pub boot_mbr: Option<&'a BootMbr>,
-    /// The role the node was given (`controlplane`, `worker`); `null` when none was.
+    /// The role the node was given, as given (`controlplane`, `worker`); `null` when none was.
     pub role: Option<&'a str>,
 }
 

@@ -21,8 +21,9 @@ pub const ARTIFACT_TYPE: &str = "application/vnd.moonboot.board-inputs.v1";
 /// (through `--registry-mirror`s, as every other input).
 pub const DEFAULT_REPOSITORY: &str = "ghcr.io/moonboot/board-inputs";
 
-/// The largest pinned file the imager reads (bytes); the CM3's largest, GRUB, is under 2 MiB.
-pub const MAX_FILE: u64 = 64 << 20;
+/// The largest pinned file the imager reads (bytes); the CM3's largest, `start.elf`, is under
+/// 3 MiB.
+pub const MAX_FILE: u64 = 16 << 20;
 
 /// The tag of one board's pin set: `<board>-<the first 12 hex digits of the sha256 of its
 /// "FILE SHA256" lines, sorted>`. A changed pin gives a new tag, so an imager always finds the

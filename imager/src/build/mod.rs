@@ -336,7 +336,7 @@ fn plan(args: &Args) -> Result<Plan> {
         (None, Arch::Arm64) if board_inputs.is_some() => Some(Board::RpiCm3),
         (None, Arch::Arm64) => {
             line(&format!(
-                "note: no rpi-cm3-arm64.raw.xz: its pinned firmware, U-Boot, device tree and GRUB are not given (--board-inputs DIR or {BOARD_INPUTS_ENV}; scripts/rpi-inputs DIR fetches them)"
+                "note: no rpi-cm3-arm64.raw.xz: its pinned firmware, U-Boot, device tree and GRUB are not given (--board rpi-cm3 pulls them from --board-inputs-repository; or --board-inputs DIR or {BOARD_INPUTS_ENV}, which scripts/rpi-inputs DIR fills)"
             ));
             None
         }

@@ -273,6 +273,9 @@ fn start_dnsmasq(ns: &Netns, args: &[String], iface: &str, log: &Path) -> Killed
     let child = ns
         .command("dnsmasq")
         .args(["--keep-in-foreground", "--bind-interfaces", "--log-facility=-", "--pid-file"])
+        // Stays root in this throwaway namespace: the checkout may sit under a directory the
+        // `nobody` dnsmasq drops to cannot enter (TFTP still serves only world-readable files).
+        .arg("--user=root")
         .arg(format!("--interface={iface}"))
         .args(args)
         .stdin(Stdio::null())
@@ -543,15 +546,14 @@ fn netboot_machines(test: &str, variant: Variant, machines: &[Machine]) {
             nodes.iter().map(|n| format!("{}: {}", n.m.mac, n.log.display())).collect::<Vec<_>>().join("\n")
         );
     }
-    // wait printed its JSON lines and exited; drain both pipes.
-    std::thread::sleep(Duration::from_millis(200));
-    json.extend(lan.wait_stdout.try_iter().map(|(_, l)| l));
-    wait_err.extend(lan.wait_stderr.try_iter().map(|(_, l)| l));
+    // wait printed its JSON lines and exited: read both pipes to their end (the reader threads
+    // close the channels at end of file).
+    json.extend(lan.wait_stdout.iter().map(|(_, l)| l));
+    wait_err.extend(lan.wait_stderr.iter().map(|(_, l)| l));
     assert!(wait_status.unwrap().success(), "talos-agent wait failed:\n{}", wait_err.join("\n"));
-    // Let each agent's delivery line reach its console, then stop the machines.
-    std::thread::sleep(Duration::from_secs(1));
+    // What the consoles printed meanwhile (markers included), then stop the machines.
     for n in &mut nodes {
-        n.lines.extend(n.console.try_iter().map(|(_, l)| l));
+        n.poll();
     }
     let requests = lan.matchbox.requests();
     let dnsmasq_log = std::fs::read_to_string(&lan.dnsmasq_log).unwrap();

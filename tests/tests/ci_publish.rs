@@ -337,6 +337,9 @@ fn workflow_steps_build_and_publish_with_credentials() {
             return;
         }
     }
+    // The build step fetches the CM3 board inputs with scripts/rpi-inputs: from its cache here
+    // (BOARD_INPUTS below), never from Debian.
+    let Some(board_inputs) = moonboot_tests::rpi::support::inputs_dir(NAME) else { return };
     let started = Instant::now();
     let root = workspace().canonicalize().unwrap();
     let work = fixtures::fixtures_dir().join("tmp").join(format!("ci-publish-{}", std::process::id()));
@@ -344,14 +347,14 @@ fn workflow_steps_build_and_publish_with_credentials() {
     std::fs::create_dir_all(work.join("runner-temp")).unwrap();
     let registry = auth_registry(&work.join("registry"));
     let reg = registry.addr.clone();
-    let outcome = run_workflow(&f, &root, &work, &reg);
+    let outcome = run_workflow(&f, &root, &work, &reg, &board_inputs);
     drop(registry);
     // Kept on failure (a panic above) for a look; removed after success.
     let _ = std::fs::remove_dir_all(&work);
     eprintln!("ci_publish: {NAME} passed in {:.1} s ({outcome})", started.elapsed().as_secs_f64());
 }
 
-fn run_workflow(f: &Fixtures, root: &Path, work: &Path, reg: &str) -> String {
+fn run_workflow(f: &Fixtures, root: &Path, work: &Path, reg: &str, board_inputs: &Path) -> String {
     let w = workflow();
     let j = job(&w);
     let out_dir = work.join("_out");
@@ -388,6 +391,7 @@ fn run_workflow(f: &Fixtures, root: &Path, work: &Path, reg: &str) -> String {
         ("GITHUB_WORKSPACE", root.display().to_string()),
         ("RUNNER_TEMP", work.join("runner-temp").display().to_string()),
         ("GITHUB_STEP_SUMMARY", summary.display().to_string()),
+        ("BOARD_INPUTS", board_inputs.display().to_string()),
     ] {
         env.insert(k.to_string(), v);
     }

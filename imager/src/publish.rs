@@ -676,13 +676,7 @@ fn board_inputs_source(dir: &Path, repo: &str) -> anyhow::Result<(Reference, Sou
     let mut loaded = inputs::load(&pins, dir).map_err(anyhow::Error::msg)?;
     let files =
         pins.iter().map(|p| (p.file.clone(), loaded.remove(&p.file).expect("load returns every pin"))).collect();
-    let tag = inputs::tag("rpi-cm3", &pins);
-    let target: Reference =
-        format!("{repo}:{tag}").parse().with_context(|| format!("--board-inputs-repository {repo}"))?;
-    anyhow::ensure!(
-        target.tag.as_deref() == Some(tag.as_str()) && target.digest.is_none(),
-        "--board-inputs-repository {repo}: give a repository, without tag or digest"
-    );
+    let target = inputs::reference(repo, crate::cli::build::Board::RpiCm3.as_str(), &pins)?;
     Ok((target, Source::files("arm64", inputs::ARTIFACT_TYPE, files)))
 }
 

@@ -34,6 +34,23 @@ pub fn tag(board: &str, pins: &[Pin]) -> String {
     format!("{board}-{}", &Sha256Digest::of(lines.concat().as_bytes()).hex()[..12])
 }
 
+/// Where one board's pin set is published: `repo` (`REGISTRY/REPO`, as `--board-inputs-repository`
+/// gives it) tagged [`tag`].
+///
+/// # Errors
+/// `repo` is not a repository, or carries a tag or digest of its own.
+pub fn reference(repo: &str, board: &str, pins: &[Pin]) -> anyhow::Result<boot_artifact::reference::Reference> {
+    use anyhow::Context;
+    let tag = tag(board, pins);
+    let r: boot_artifact::reference::Reference =
+        format!("{repo}:{tag}").parse().with_context(|| format!("--board-inputs-repository {repo}"))?;
+    anyhow::ensure!(
+        r.tag.as_deref() == Some(tag.as_str()) && r.digest.is_none(),
+        "--board-inputs-repository {repo}: give a repository, without tag or digest"
+    );
+    Ok(r)
+}
+
 /// The layer of `manifest` that holds each pinned file: the one with its digest.
 ///
 /// # Errors

@@ -349,17 +349,11 @@ fn plan(args: &Args) -> Result<Plan> {
             anyhow::ensure!(args.arch == Arch::Arm64, "--board {} needs --arch arm64", board.as_str());
             let inputs = match board_inputs {
                 Some(dir) => BoardInputs::Dir(dir),
-                None => {
-                    let repo = &args.board_inputs_repository;
-                    let tag = crate::board::inputs::tag(board.as_str(), &crate::board::rpi_cm3_pins()?);
-                    let r: boot_artifact::reference::Reference =
-                        format!("{repo}:{tag}").parse().with_context(|| format!("--board-inputs-repository {repo}"))?;
-                    anyhow::ensure!(
-                        r.tag.as_deref() == Some(tag.as_str()) && r.digest.is_none(),
-                        "--board-inputs-repository {repo}: give a repository, without tag or digest"
-                    );
-                    BoardInputs::Registry(r)
-                }
+                None => BoardInputs::Registry(crate::board::inputs::reference(
+                    &args.board_inputs_repository,
+                    board.as_str(),
+                    &crate::board::rpi_cm3_pins()?,
+                )?),
             };
             let cmdline = preset::talos(
                 talos_preset,

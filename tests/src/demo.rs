@@ -265,9 +265,12 @@ pub fn wait_listening_address(line: &str) -> Result<SocketAddr> {
         .with_context(|| format!("no `listening on ADDR` in talos-agent wait's first line {line:?}"))
 }
 
+/// `talos-agent wait`'s stderr lines after the first, each with the instant it arrived.
+pub type WaitLines = std::sync::mpsc::Receiver<(Instant, String)>;
+
 /// Copies `talos-agent wait`'s stderr line by line to `log` on a thread of its own, and returns
-/// the address its first line names ([`wait_listening_address`]) with that thread, which ends at
-/// the end of the pipe (once `wait` exited).
+/// the address its first line names ([`wait_listening_address`]), that thread, which ends at
+/// the end of the pipe (once `wait` exited), and the lines after the first as they come.
 ///
 /// # Errors
 /// `wait` printed no first line within 30 s (it failed to start: what it printed is in `log`), or
@@ -275,23 +278,23 @@ pub fn wait_listening_address(line: &str) -> Result<SocketAddr> {
 pub fn wait_stderr_to_log(
     stderr: std::process::ChildStderr,
     mut log: std::fs::File,
-) -> Result<(SocketAddr, std::thread::JoinHandle<()>)> {
+) -> Result<(SocketAddr, std::thread::JoinHandle<()>, WaitLines)> {
     let (tx, rx) = std::sync::mpsc::channel();
     let copier = std::thread::spawn(move || {
         use std::io::Write;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = writeln!(log, "{line}");
-            let _ = tx.send(line);
+            let _ = tx.send((Instant::now(), line));
         }
     });
-    let first = rx
+    let (_, first) = rx
         .recv_timeout(Duration::from_secs(30))
         .context("talos-agent wait exited or printed no `listening on` line within 30 s (see its log)")?;
-    Ok((wait_listening_address(&first)?, copier))
+    Ok((wait_listening_address(&first)?, copier, rx))
 }
 
 /// Kills the child on drop.
-pub(crate) struct Killed(pub(crate) Child);
+pub struct Killed(pub Child);
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -307,10 +310,15 @@ pub struct Waiter {
     child: Killed,
     lines: std::sync::mpsc::Receiver<String>,
     stderr_copier: Option<std::thread::JoinHandle<()>>,
+    stderr_lines: WaitLines,
     /// Its stderr (the readiness table), complete once [`Waiter::poll`] returned its exit status.
     pub log: PathBuf,
     /// Each JSON object it printed so far.
     pub nodes: Vec<Value>,
+    /// When it first said each node (name) reached each phase, from its `new:` and `changed:`
+    /// lines (`new: node NAME address A phase P …`, talos-agent `wait/mod.rs`, `wait/table.rs`
+    /// `line`), as far as [`Waiter::poll`] has read them.
+    pub reached: std::collections::BTreeMap<(String, String), Instant>,
 }
 
 impl Waiter {
@@ -341,16 +349,27 @@ impl Waiter {
             }
         });
         let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let (addr, stderr_copier) =
+        let (addr, stderr_copier, stderr_lines) =
             wait_stderr_to_log(stderr, log_file).with_context(|| format!("talos-agent wait, log {}", log.display()))?;
         Ok(Self {
             addr,
             child,
             lines: rx,
             stderr_copier: Some(stderr_copier),
+            stderr_lines,
             log: log.to_path_buf(),
             nodes: Vec::new(),
+            reached: Default::default(),
         })
+    }
+
+    fn note_phases(&mut self) {
+        for (at, line) in self.stderr_lines.try_iter() {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            if w.len() >= 7 && (w[0] == "new:" || w[0] == "changed:") && w[1] == "node" && w[5] == "phase" {
+                self.reached.entry((w[2].to_string(), w[6].to_string())).or_insert(at);
+            }
+        }
     }
 
     /// Collects what `wait` printed; its exit status once it exited.
@@ -377,6 +396,7 @@ impl Waiter {
                 take(line);
             }
         }
+        self.note_phases();
         Ok(status)
     }
 }

@@ -138,6 +138,25 @@ impl Guest {
         }
     }
 
+    /// Takes every console line that has arrived, without waiting, and returns them (for a caller
+    /// watching several guests at once).
+    ///
+    /// # Errors
+    /// QEMU exited (its status, the log and the console's last lines), after taking what it
+    /// printed.
+    pub fn drain(&mut self) -> Result<&[String]> {
+        let from = self.seen.len();
+        let exited = self.child.try_wait()?;
+        for (at, line) in self.lines.try_iter() {
+            self.seen.push(line);
+            self.seen_at.push(at);
+        }
+        if let Some(status) = exited {
+            bail!("QEMU exited ({status}); console log: {}\n{}", self.log.display(), self.tail());
+        }
+        Ok(&self.seen[from..])
+    }
+
     /// When the first console line read so far that satisfies `pred` arrived.
     pub fn first_at(&self, pred: impl Fn(&str) -> bool) -> Option<Instant> {
         self.seen.iter().position(|l| pred(l)).map(|i| self.seen_at[i])

@@ -42,17 +42,16 @@
 //! always killed. Logs: `target/fixtures/logs/netboot-<variant>-<mac>.log` (consoles),
 //! `netboot-<variant>-dnsmasq*.log`.
 
+use moonboot_tests::demo::{Killed, Waiter};
 use moonboot_tests::fixtures::{fixtures_dir, skip, with_qemu, with_registry, Fixtures};
 use moonboot_tests::matchbox::Matchbox;
 use moonboot_tests::netns::{forward, Netns};
-use moonboot_tests::qemu::have;
+use moonboot_tests::qemu::{have, Guest};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -203,38 +202,6 @@ fn shared(f: &Fixtures) -> &'static Shared {
     })
 }
 
-/// Kills the child on drop.
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Lines of a reader, each with the instant it arrived, on a channel.
-fn lines_of(r: impl Read + Send + 'static, prefix: &'static str, log: Option<File>) -> Receiver<(Instant, String)> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        let mut log = log;
-        let mut r = BufReader::new(r);
-        let mut buf = Vec::new();
-        while let Ok(n) = r.read_until(b'\n', &mut buf) {
-            if n == 0 {
-                break;
-            }
-            let line = format!("{prefix}{}", String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']));
-            if let Some(l) = log.as_mut() {
-                let _ = writeln!(l, "{line}");
-            }
-            // Keep draining when nobody listens any more, so the writer never blocks.
-            let _ = tx.send((Instant::now(), line));
-            buf.clear();
-        }
-    });
-    rx
-}
-
 /// Which configuration the bastion's dnsmasq runs.
 #[derive(Clone, Copy, PartialEq)]
 enum Variant {
@@ -262,9 +229,7 @@ struct Lan {
     /// The generated instance's own lease file (proxy DHCP: must stay empty).
     bastion_leases: PathBuf,
     matchbox: Matchbox,
-    wait: Killed,
-    wait_stdout: Receiver<(Instant, String)>,
-    wait_stderr: Receiver<(Instant, String)>,
+    wait: Waiter,
 }
 
 /// Starts a dnsmasq in the namespace, logging to `log`, and waits until it has bound `iface`.
@@ -356,22 +321,12 @@ fn start_lan(s: &Shared, variant: Variant, machines: &[Machine], work: &Path) ->
     let matchbox = Matchbox::start(&s.netboot.join("matchbox")).unwrap();
     let at = |port: u16| SocketAddr::from((BASTION.parse::<std::net::Ipv4Addr>().unwrap(), port));
     forward(ns.bind(at(8080)).unwrap(), SocketAddr::from(([127, 0, 0, 1], matchbox.port())));
-    let mut child = Command::new(&s.agent)
-        .args(["wait", "--listen", "127.0.0.1:0", "--token", &s.token, "--nodes", &machines.len().to_string()])
-        .args(["--until", "maintenance_ready", "--json", "--timeout"])
-        .arg(format!("{}s", DEADLINE.as_secs() + 60))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting talos-agent wait");
-    let wait_stdout = lines_of(child.stdout.take().unwrap(), "", None);
-    let wait_stderr = lines_of(child.stderr.take().unwrap(), "", None);
-    let wait = Killed(child);
-    let (_, first) = wait_stderr.recv_timeout(Duration::from_secs(30)).expect("wait prints where it listens");
-    let port = moonboot_tests::demo::wait_listening_address(&first).unwrap_or_else(|e| panic!("{e:#}")).port();
-    forward(ns.bind(at(8090)).unwrap(), SocketAddr::from(([127, 0, 0, 1], port)));
-    Lan { ns, _dnsmasq: dnsmasq, dnsmasq_log, leases, bastion_leases, matchbox, wait, wait_stdout, wait_stderr }
+    let wait_log = logs.join(format!("netboot-{}-wait.log", variant.name()));
+    let timeout = format!("{}s", DEADLINE.as_secs() + 60);
+    let wait = Waiter::start(&s.agent, &s.token, machines.len(), "maintenance_ready", &timeout, &wait_log)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    forward(ns.bind(at(8090)).unwrap(), wait.addr);
+    Lan { ns, _dnsmasq: dnsmasq, dnsmasq_log, leases, bastion_leases, matchbox, wait }
 }
 
 /// A console marker: its name and how to recognise its line.
@@ -395,12 +350,9 @@ fn markers(arch: &str) -> Vec<Marker> {
 /// A running machine and what its console showed.
 struct Booting {
     m: Machine,
-    qemu: Killed,
-    console: Receiver<(Instant, String)>,
+    guest: Guest,
     log: PathBuf,
-    lines: Vec<String>,
     markers: Vec<Marker>,
-    seen_at: Vec<Option<Instant>>,
     start: Instant,
 }
 
@@ -416,36 +368,19 @@ fn boot(lan: &Lan, f: &Fixtures, variant: Variant, index: usize, m: Machine) -> 
         .arg(format!("tap,id=n0,ifname=tap{index},script=no,downscript=no"))
         // romfile=: the firmware's own virtio-net driver and PXE, not QEMU's iPXE option ROM.
         .arg("-device")
-        .arg(format!("virtio-net-pci,netdev=n0,romfile=,mac={}", m.mac))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let log_path = fixtures_dir().join("logs").join(format!("netboot-{}-{}.log", variant.name(), m.name()));
-    let mut log = File::create(&log_path).unwrap();
-    writeln!(log, "# {cmd:?}").unwrap();
+        .arg(format!("virtio-net-pci,netdev=n0,romfile=,mac={}", m.mac));
+    let log = fixtures_dir().join("logs").join(format!("netboot-{}-{}.log", variant.name(), m.name()));
     let start = Instant::now();
-    let mut child = cmd.spawn().expect("starting QEMU");
-    let console = lines_of(child.stdout.take().unwrap(), "", Some(log.try_clone().unwrap()));
-    let _ = lines_of(child.stderr.take().unwrap(), "[qemu stderr] ", Some(log));
-    let markers = markers(m.arch);
-    let seen_at = vec![None; markers.len()];
-    Booting { m, qemu: Killed(child), console, log: log_path, lines: Vec::new(), markers, seen_at, start }
+    let guest = Guest::spawn(cmd, &log).unwrap_or_else(|e| panic!("{}: {e:#}", m.mac));
+    Booting { m, guest, log, markers: markers(m.arch), start }
 }
 
 impl Booting {
-    fn tail(&self) -> String {
-        self.lines[self.lines.len().saturating_sub(30)..].join("\n")
-    }
-
     /// Takes the console's new lines; panics on a failure line or when QEMU exited.
     fn poll(&mut self) {
-        for (at, line) in self.console.try_iter() {
-            for (i, (_, pred)) in self.markers.iter().enumerate() {
-                if self.seen_at[i].is_none() && pred(&line) {
-                    self.seen_at[i] = Some(at);
-                }
-            }
-            let bad = line.contains(&format!("{MARK} error:"))
+        let new = self.guest.drain().unwrap_or_else(|e| panic!("{}: {e:#}", self.m.mac));
+        let bad = new.iter().find(|line| {
+            line.contains(&format!("{MARK} error:"))
                 || line.contains(&format!("{MARK} ext-talos-agent: not started"))
                 || line.contains(&format!("{MARK} ext-talos-agent: cannot start"))
                 || line.contains("Kernel panic")
@@ -456,14 +391,23 @@ impl Booting {
                 || line.contains("Could not boot")
                 || line.contains("Could not start download")
                 || line.contains("No more network devices")
-                || line.contains("No configuration methods succeeded");
-            self.lines.push(line);
-            assert!(!bad, "{}: the chain failed; console log {}:\n{}", self.m.mac, self.log.display(), self.tail());
+                || line.contains("No configuration methods succeeded")
+        });
+        let bad = bad.cloned();
+        if let Some(bad) = bad {
+            let lines = self.guest.lines();
+            panic!(
+                "{}: the chain failed at {bad:?}; console log {}:\n{}",
+                self.m.mac,
+                self.log.display(),
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            );
         }
-        if let Ok(Some(st)) = self.qemu.0.try_wait() {
-            self.lines.extend(self.console.try_iter().map(|(_, l)| l));
-            panic!("{}: QEMU exited ({st}); console log {}:\n{}", self.m.mac, self.log.display(), self.tail());
-        }
+    }
+
+    /// When each marker's first line arrived.
+    fn seen_at(&self) -> Vec<Option<Instant>> {
+        self.markers.iter().map(|(_, pred)| self.guest.first_at(pred)).collect()
     }
 }
 
@@ -514,58 +458,33 @@ fn netboot_machines(test: &str, variant: Variant, machines: &[Machine]) {
     let first = Instant::now();
     let mut nodes: Vec<Booting> = machines.iter().enumerate().map(|(i, m)| boot(&lan, &f, variant, i, *m)).collect();
     let deadline = first + DEADLINE;
-    let mut ready_at: BTreeMap<String, Instant> = BTreeMap::new();
-    let mut wait_err: Vec<String> = Vec::new();
-    let mut json: Vec<String> = Vec::new();
-    let mut wait_status = None;
-    while wait_status.is_none() {
+    let status = loop {
         std::thread::sleep(Duration::from_millis(100));
         for n in &mut nodes {
             n.poll();
         }
-        for (at, line) in lan.wait_stderr.try_iter() {
-            // `new: node NAME address A phase P …` or `changed: …` (talos-agent `wait/mod.rs`,
-            // `wait/table.rs` `line`).
-            let w: Vec<&str> = line.split_whitespace().collect();
-            if w.len() >= 7
-                && (w[0] == "new:" || w[0] == "changed:")
-                && w[1] == "node"
-                && w[5] == "phase"
-                && w[6] == "maintenance_ready"
-            {
-                ready_at.entry(w[2].to_string()).or_insert(at);
-            }
-            wait_err.push(line);
+        // Once wait exited, poll has read its pipes to their end.
+        if let Some(status) = lan.wait.poll().expect("waiting for talos-agent wait") {
+            break status;
         }
-        json.extend(lan.wait_stdout.try_iter().map(|(_, l)| l));
-        wait_status = lan.wait.0.try_wait().expect("waiting for talos-agent wait");
         assert!(
             Instant::now() < deadline,
-            "not every node reached maintenance_ready within {DEADLINE:?}; wait said:\n{}\n{}",
-            wait_err.join("\n"),
+            "not every node reached maintenance_ready within {DEADLINE:?}; wait's log {}; consoles:\n{}",
+            lan.wait.log.display(),
             nodes.iter().map(|n| format!("{}: {}", n.m.mac, n.log.display())).collect::<Vec<_>>().join("\n")
         );
-    }
-    // wait printed its JSON lines and exited: read both pipes to their end (the reader threads
-    // close the channels at end of file).
-    json.extend(lan.wait_stdout.iter().map(|(_, l)| l));
-    wait_err.extend(lan.wait_stderr.iter().map(|(_, l)| l));
-    assert!(wait_status.unwrap().success(), "talos-agent wait failed:\n{}", wait_err.join("\n"));
-    // What the consoles printed meanwhile (markers included), then stop the machines.
+    };
+    assert!(status.success(), "talos-agent wait failed ({status}): its log {}", lan.wait.log.display());
+    // What the consoles printed meanwhile (markers included).
     for n in &mut nodes {
         n.poll();
     }
     let requests = lan.matchbox.requests();
     let dnsmasq_log = std::fs::read_to_string(&lan.dnsmasq_log).unwrap();
     let leased = leases(&lan.leases);
-    let reports: BTreeMap<String, serde_json::Value> = json
-        .iter()
-        .map(|l| {
-            let j: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("wait printed {l:?}: {e}"));
-            (j["node"].as_str().unwrap_or_default().to_string(), j)
-        })
-        .collect();
-    drop(nodes.iter_mut().map(|n| n.qemu.0.kill()).collect::<Vec<_>>());
+    let json = &lan.wait.nodes;
+    let reports: BTreeMap<String, &serde_json::Value> =
+        json.iter().map(|j| (j["node"].as_str().unwrap_or_default().to_string(), j)).collect();
     assert_eq!(reports.len(), machines.len(), "one report per machine: {json:#?}");
     if variant == Variant::Proxy {
         assert!(leases(&lan.bastion_leases).is_empty(), "proxy DHCP handed out no address");
@@ -593,13 +512,14 @@ fn netboot_machines(test: &str, variant: Variant, machines: &[Machine]) {
             lan.dnsmasq_log.display()
         );
         // Console: every marker, in order.
+        let seen_at = n.seen_at();
         for (i, (name, _)) in n.markers.iter().enumerate() {
-            assert!(n.seen_at[i].is_some(), "{}: no {name} on the console (log {})", m.mac, n.log.display());
+            assert!(seen_at[i].is_some(), "{}: no {name} on the console (log {})", m.mac, n.log.display());
         }
-        let at: Vec<Instant> = n.seen_at.iter().map(|t| t.unwrap()).collect();
+        let at: Vec<Instant> = seen_at.iter().map(|t| t.unwrap()).collect();
         assert!(at.windows(2).all(|w| w[0] <= w[1]), "{}: markers out of order (log {})", m.mac, n.log.display());
-        let served = n
-            .lines
+        let lines = n.guest.lines();
+        let served = lines
             .iter()
             .find_map(|l| l.split(&format!("{MARK} apid fingerprint=")).nth(1))
             .and_then(|r| r.split_whitespace().next())
@@ -608,7 +528,7 @@ fn netboot_machines(test: &str, variant: Variant, machines: &[Machine]) {
         if m.arch == "arm64" {
             // iPXE hands the initramfs to the EFI stub through LoadFile2 (no `initrd=` needed).
             assert!(
-                n.lines
+                lines
                     .iter()
                     .any(|l| l.contains("EFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID device path")),
                 "{}: log {}",
@@ -617,7 +537,7 @@ fn netboot_machines(test: &str, variant: Variant, machines: &[Machine]) {
             );
         }
         // The command line: the profile of its group, with iPXE's expansions.
-        let cmdline = n.lines.iter().find(|l| l.contains(&format!("{MARK} cmdline="))).unwrap();
+        let cmdline = lines.iter().find(|l| l.contains(&format!("{MARK} cmdline="))).unwrap();
         let tokens: Vec<&str> = cmdline.split("cmdline=").nth(1).unwrap().split_whitespace().collect();
         let gateway = if variant == Variant::Full { BASTION } else { VPC_DHCP };
         let ip = format!("ip={address}::{gateway}:255.255.255.0:::off");
@@ -673,15 +593,20 @@ fn netboot_machines(test: &str, variant: Variant, machines: &[Machine]) {
     for n in &nodes {
         let secs = |t: Instant| t.duration_since(n.start).as_secs_f64();
         let mut row = format!("  {} {} {:<12}", n.m.mac, n.m.arch, n.m.role.unwrap_or("(arch group)"));
-        for (i, (name, _)) in n.markers.iter().enumerate() {
-            row.push_str(&format!(" {name} {:.1} s,", secs(n.seen_at[i].unwrap())));
+        for ((name, _), at) in n.markers.iter().zip(n.seen_at()) {
+            row.push_str(&format!(" {name} {:.1} s,", secs(at.unwrap())));
         }
-        let ready = ready_at[&n.m.name()];
+        let ready = lan.wait.reached[&(n.m.name(), "maintenance_ready".to_string())];
         row.push_str(&format!(" maintenance_ready {:.1} s", secs(ready)));
         eprintln!("{row}");
         assert!(ready.duration_since(n.start) < DEADLINE);
     }
-    let last = ready_at.values().max().unwrap().duration_since(first);
+    let last = nodes
+        .iter()
+        .map(|n| lan.wait.reached[&(n.m.name(), "maintenance_ready".to_string())])
+        .max()
+        .unwrap()
+        .duration_since(first);
     eprintln!(
         "  all {} in maintenance mode {:.1} s after the first QEMU start (goal: {} s on hardware)",
         machines.len(),

@@ -383,7 +383,7 @@ fn wait_round(cli: &Cli, agent: &std::path::Path, work: &std::path::Path) -> Res
         .spawn()
         .context("starting talos-agent wait")?;
     let stderr = wait.stderr.take().expect("piped");
-    let (addr, stderr_copier) = match moonboot_tests::demo::wait_stderr_to_log(stderr, file) {
+    let (addr, stderr_copier, _) = match moonboot_tests::demo::wait_stderr_to_log(stderr, file) {
         Ok(x) => x,
         Err(e) => {
             let _ = wait.kill();

@@ -40,7 +40,7 @@
 //! Skipped with a reason when the fixtures, QEMU, edk2, OVMF, iPXE, dnsmasq or root are missing
 //! (a failure under MOONBOOT_REQUIRE_FIXTURES=1). Deadline 10 minutes; QEMU, dnsmasq and wait are
 //! always killed. Logs: `target/fixtures/logs/netboot-<variant>-<mac>.log` (consoles),
-//! `netboot-<variant>-dnsmasq*.log`.
+//! `netboot-<variant>-dnsmasq*.log`, `netboot-<variant>-wait.log`.
 
 use moonboot_tests::demo::{Killed, Waiter};
 use moonboot_tests::fixtures::{fixtures_dir, skip, with_qemu, with_registry, Fixtures};

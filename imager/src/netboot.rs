@@ -78,6 +78,10 @@ pub struct Options {
     pub extra_kernel_args: Vec<String>,
     /// Where Debian's `ipxe-<arch>.efi` live.
     pub ipxe_dir: PathBuf,
+    /// iPXE binaries at hand (`ipxe-<arch>.efi` → bytes), for those `ipxe_dir` lacks: what
+    /// `imager build` pulled by their pins, or what `imager netboot` finds in the build's
+    /// `netboot/tftp/`.
+    pub ipxe: BTreeMap<String, Vec<u8>>,
     /// `dhcp-range` of dnsmasq.conf (`START,END,LEASE`).
     pub dhcp_range: String,
     /// The subnet proxy DHCP answers on (dnsmasq-proxy.conf).
@@ -354,12 +358,14 @@ pub fn write_netboot(dir: &Path, builds: &[BootFiles], opts: &Options) -> Result
             ]),
         };
         put(format!("examples/groups/{}.json", example.id), &json(&example))?;
-        let ipxe = opts.ipxe_dir.join(format!("ipxe-{arch}.efi"));
-        match std::fs::read(&ipxe) {
-            Ok(data) => put(format!("tftp/ipxe-{arch}.efi"), &data)?,
-            Err(_) => {
+        let file = crate::board::inputs::ipxe_file(arch);
+        let ipxe = opts.ipxe_dir.join(&file);
+        match std::fs::read(&ipxe).ok().or_else(|| opts.ipxe.get(&file).cloned()) {
+            Some(data) => put(format!("tftp/{file}"), &data)?,
+            None => {
                 crate::build::progress::line(&format!(
-                    "note: no {} (Debian's ipxe package, trixie or later for arm64; --ipxe-dir): netboot/tftp/ left without it",
+                    "note: no {} (Debian's ipxe package, trixie or later for arm64; --ipxe-dir) and none published \
+                     (`imager publish --ipxe-inputs`): netboot/tftp/ left without it",
                     ipxe.display()
                 ));
                 missing.push(arch);
@@ -471,6 +477,7 @@ impl Options {
             report_token: None,
             extra_kernel_args: Vec::new(),
             ipxe_dir: network.ipxe_dir.clone(),
+            ipxe: BTreeMap::new(),
             dhcp_range: network.dhcp_range.clone(),
             proxy_subnet: network.proxy_subnet.clone(),
             nodes: network.nodes.clone(),
@@ -492,7 +499,15 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("no boot artifact under {} (imager build writes boot-<arch>/ there)", args.from.display());
     }
     let builds = arches.iter().map(|a| from_build_output(&args.from, a)).collect::<Result<Vec<_>>>()?;
-    let written = write_netboot(&args.output, &builds, &Options::from_args(args))?;
+    let mut opts = Options::from_args(args);
+    // The iPXE binaries `imager build` wrote (pulled by their pins), for those --ipxe-dir lacks.
+    for a in &arches {
+        let file = crate::board::inputs::ipxe_file(a);
+        if let Ok(data) = std::fs::read(args.from.join("netboot/tftp").join(&file)) {
+            opts.ipxe.insert(file, data);
+        }
+    }
+    let written = write_netboot(&args.output, &builds, &opts)?;
     println!("{} files in {} ({})", written.len(), args.output.display(), arches.join(", "));
     Ok(())
 }
@@ -509,6 +524,7 @@ mod tests {
             report_token: Some("t0k3n".into()),
             extra_kernel_args: vec!["-console=tty0".into()],
             ipxe_dir: PathBuf::from("/nonexistent"),
+            ipxe: BTreeMap::new(),
             dhcp_range: "10.20.13.100,10.20.13.200,12h".into(),
             proxy_subnet: "10.20.13.0".into(),
             nodes: Vec::new(),

@@ -1,10 +1,11 @@
-//! The pinned inputs of a board image (`boards/<board>.inputs`, compiled in): which file, from
-//! which Debian package version, with which sha256 — and where an installed imager finds them: a
-//! directory (`--board-inputs DIR`, filled by `scripts/rpi-inputs`), or the OCI artifact that
-//! `imager publish --board-inputs DIR` pushes ([`ARTIFACT_TYPE`], tagged [`tag`] in
-//! [`DEFAULT_REPOSITORY`] unless told otherwise), pulled through the registry mirrors like every
-//! other input. Either way each file must have its compiled-in sha256: the artifact is found by tag
-//! but every byte of it is pulled and checked by digest.
+//! Pinned inputs (`boards/<set>.inputs`, compiled in): which file, from which Debian package
+//! version, with which sha256 — for the board image (`rpi-cm3`) and for netboot's iPXE binaries
+//! (`ipxe`). An installed imager finds them in a directory (`--board-inputs DIR` filled by
+//! `scripts/rpi-inputs`, `--ipxe-dir DIR` by `scripts/ipxe-inputs`), or in the OCI artifact that
+//! `imager publish --board-inputs DIR` / `--ipxe-inputs DIR` pushes ([`ARTIFACT_TYPE`], tagged
+//! [`tag`] in [`DEFAULT_REPOSITORY`] unless told otherwise), pulled through the registry mirrors
+//! like every other input. From the artifact each file must have its compiled-in sha256: it is
+//! found by tag but every byte of it is pulled and checked by digest.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,36 +13,52 @@ use std::path::Path;
 use boot_artifact::digest::Sha256Digest;
 use boot_artifact::oci::{Descriptor, ImageManifest};
 
-/// The `artifactType` of published board inputs: an OCI image manifest with the empty config and
-/// one layer per pinned file, the file as is (`application/octet-stream`), titled by its file name
-/// (`org.opencontainers.image.title`) — the layout `oras push` writes for files.
+/// The `artifactType` of published pinned inputs: an image index with one OCI image manifest per
+/// architecture (`rpi-cm3`: arm64 only; `ipxe`: `ipxe-<arch>.efi` under its architecture), each
+/// with the empty config and one layer per pinned file, the file as is
+/// (`application/octet-stream`), titled by its file name (`org.opencontainers.image.title`) — the
+/// layout `oras push` writes for files.
 pub const ARTIFACT_TYPE: &str = "application/vnd.moonboot.board-inputs.v1";
 
 /// Where `imager publish --board-inputs` pushes and `imager build --board` pulls from by default
 /// (through `--registry-mirror`s, as every other input).
 pub const DEFAULT_REPOSITORY: &str = "ghcr.io/moonboot/board-inputs";
 
-/// The largest pinned file the imager reads (bytes); the CM3's largest, `start.elf`, is under
+/// The largest pinned file the imager reads (bytes); the largest, the CM3's `start.elf`, is under
 /// 3 MiB.
 pub const MAX_FILE: u64 = 16 << 20;
 
-/// The tag of one board's pin set: `<board>-<the first 12 hex digits of the sha256 of its
-/// "FILE SHA256" lines, sorted>`. A changed pin gives a new tag, so an imager always finds the
-/// artifact of its own pins, however many sets are published.
-pub fn tag(board: &str, pins: &[Pin]) -> String {
-    let mut lines: Vec<String> = pins.iter().map(|p| format!("{} {}\n", p.file, p.sha256.hex())).collect();
-    lines.sort();
-    format!("{board}-{}", &Sha256Digest::of(lines.concat().as_bytes()).hex()[..12])
+/// The pin set of netboot's iPXE binaries (`boards/ipxe.inputs`).
+pub const IPXE: &str = "ipxe";
+
+/// The file of the iPXE pin set for `arch` (Debian's name): `ipxe-arm64.efi`, `ipxe-amd64.efi`.
+pub fn ipxe_file(arch: &str) -> String {
+    format!("ipxe-{arch}.efi")
 }
 
-/// Where one board's pin set is published: `repo` (`REGISTRY/REPO`, as `--board-inputs-repository`
+/// The architecture a pinned file is published under: `ipxe-<arch>.efi` under `<arch>`, every
+/// other file (the CM3's) under `arm64`.
+pub fn arch_of(pin: &Pin) -> &str {
+    pin.file.strip_prefix("ipxe-").and_then(|f| f.strip_suffix(".efi")).unwrap_or("arm64")
+}
+
+/// The tag of one pin set: `<set>-<the first 12 hex digits of the sha256 of its
+/// "FILE SHA256" lines, sorted>`. A changed pin gives a new tag, so an imager always finds the
+/// artifact of its own pins, however many sets are published.
+pub fn tag(set: &str, pins: &[Pin]) -> String {
+    let mut lines: Vec<String> = pins.iter().map(|p| format!("{} {}\n", p.file, p.sha256.hex())).collect();
+    lines.sort();
+    format!("{set}-{}", &Sha256Digest::of(lines.concat().as_bytes()).hex()[..12])
+}
+
+/// Where one pin set is published: `repo` (`REGISTRY/REPO`, as `--board-inputs-repository`
 /// gives it) tagged [`tag`].
 ///
 /// # Errors
 /// `repo` is not a repository, or carries a tag or digest of its own.
-pub fn reference(repo: &str, board: &str, pins: &[Pin]) -> anyhow::Result<boot_artifact::reference::Reference> {
+pub fn reference(repo: &str, set: &str, pins: &[Pin]) -> anyhow::Result<boot_artifact::reference::Reference> {
     use anyhow::Context;
-    let tag = tag(board, pins);
+    let tag = tag(set, pins);
     let r: boot_artifact::reference::Reference =
         format!("{repo}:{tag}").parse().with_context(|| format!("--board-inputs-repository {repo}"))?;
     anyhow::ensure!(
@@ -128,22 +145,32 @@ pub fn parse(text: &str) -> Result<Vec<Pin>, String> {
     Ok(pins)
 }
 
+/// The script that fetches a pinned file from Debian: `scripts/ipxe-inputs` for the iPXE set,
+/// `scripts/rpi-inputs` for the CM3's.
+pub fn fetcher(pin: &Pin) -> &'static str {
+    if pin.file.starts_with("ipxe-") {
+        "scripts/ipxe-inputs"
+    } else {
+        "scripts/rpi-inputs"
+    }
+}
+
 /// Reads every pinned file from `dir` and checks its digest.
 ///
 /// # Errors
 /// One line naming the first file that is missing or unreadable, or whose digest differs, with
-/// the package it should come from and how to get it (`scripts/rpi-inputs`).
+/// the package it should come from and how to get it ([`fetcher`]).
 pub fn load(pins: &[Pin], dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let mut out = BTreeMap::new();
     for p in pins {
         let path = dir.join(&p.file);
         let from = format!("{} {} /{}", p.package, p.version, p.path);
         let data = std::fs::read(&path)
-            .map_err(|e| format!("board input {} ({from}): {e}; scripts/rpi-inputs fetches it", path.display()))?;
+            .map_err(|e| format!("pinned input {} ({from}): {e}; {} fetches it", path.display(), fetcher(p)))?;
         let got = Sha256Digest::of(&data);
         if got != p.sha256 {
             return Err(format!(
-                "board input {} is {got}, pinned {} ({from}): refusing an unpinned file",
+                "pinned input {} is {got}, pinned {} ({from}): refusing an unpinned file",
                 path.display(),
                 p.sha256
             ));
@@ -190,6 +217,18 @@ mod tests {
         let short = ImageManifest::new(config, layers[1..].to_vec(), Default::default());
         let e = layers_for(&pins, &short).unwrap_err();
         assert!(e.contains(&pins[0].file) && e.contains("not this imager's pins"), "{e}");
+    }
+
+    #[test]
+    fn the_ipxe_pins_name_both_architectures_under_their_own() {
+        let pins = parse(super::super::IPXE_INPUTS).unwrap();
+        let by_arch: Vec<(&str, &str)> = pins.iter().map(|p| (arch_of(p), p.file.as_str())).collect();
+        assert_eq!(by_arch, [("arm64", "ipxe-arm64.efi"), ("amd64", "ipxe-amd64.efi")]);
+        assert!(pins.iter().all(|p| p.package == "ipxe:all" && p.path == format!("usr/lib/ipxe/{}", p.file)));
+        assert!(tag(IPXE, &pins).starts_with("ipxe-"));
+        assert_eq!(fetcher(&pins[0]), "scripts/ipxe-inputs");
+        let cm3 = parse(super::super::RPI_CM3_INPUTS).unwrap();
+        assert!(cm3.iter().all(|p| arch_of(p) == "arm64" && fetcher(p) == "scripts/rpi-inputs"));
     }
 
     #[test]

@@ -206,6 +206,17 @@ pub fn rpi_cm3_pins() -> Result<Vec<inputs::Pin>> {
     inputs::parse(RPI_CM3_INPUTS).map_err(|e| anyhow::anyhow!("boards/rpi-cm3.inputs: {e}"))
 }
 
+/// `boards/ipxe.inputs`: the pinned iPXE EFI binaries of `netboot/tftp/` (`ipxe-<arch>.efi`).
+pub const IPXE_INPUTS: &str = include_str!("../../../boards/ipxe.inputs");
+
+/// The pins of `boards/ipxe.inputs`.
+///
+/// # Errors
+/// The compiled-in file does not parse.
+pub fn ipxe_pins() -> Result<Vec<inputs::Pin>> {
+    inputs::parse(IPXE_INPUTS).map_err(|e| anyhow::anyhow!("boards/ipxe.inputs: {e}"))
+}
+
 /// Writes `<out>/rpi-cm3-arm64.raw.xz`: the disk image for a CM3 whose eMMC (or SD card) is
 /// `disk_size` bytes, from the pinned inputs `loaded` (file name → bytes, each already checked
 /// against its pin: [`inputs::load`] or the registry pull of `imager build`) and the Talos build.

@@ -232,6 +232,10 @@ struct Plan {
     output: PathBuf,
     /// `--board`: the board disk image to write.
     board: Option<BoardPlan>,
+    /// The published iPXE binaries to pull for `netboot/tftp/`, when `--ipxe-dir` lacks this
+    /// architecture's (`--board-inputs-repository`, tagged [`crate::board::inputs::tag`] of
+    /// `boards/ipxe.inputs`).
+    ipxe: Option<boot_artifact::reference::Reference>,
 }
 
 /// Where a board's pinned inputs come from.
@@ -384,6 +388,16 @@ fn plan(args: &Args) -> Result<Plan> {
             provenance: crate::cloud_init::Provenance::new(&profile.talos_version, &zero.hex()),
         })?;
     }
+    let ipxe_file = crate::board::inputs::ipxe_file(args.arch.as_str());
+    let ipxe = if args.network.ipxe_dir.join(&ipxe_file).is_file() {
+        None
+    } else {
+        Some(crate::board::inputs::reference(
+            &args.board_inputs_repository,
+            crate::board::inputs::IPXE,
+            &crate::board::ipxe_pins()?,
+        )?)
+    };
     Ok(Plan {
         arch: args.arch,
         epoch,
@@ -397,6 +411,7 @@ fn plan(args: &Args) -> Result<Plan> {
         user_data,
         output: args.output.clone(),
         board,
+        ipxe,
     })
 }
 
@@ -434,6 +449,9 @@ struct Pulled {
     /// The board's pinned inputs (file name → bytes, each checked against its pin), with
     /// `--board`.
     board_inputs: Option<BTreeMap<String, Vec<u8>>>,
+    /// This architecture's iPXE binary (`ipxe-<arch>.efi` → bytes, checked against its pin), when
+    /// it was pulled; empty when `--ipxe-dir` has it or the pull failed (then a note said why).
+    ipxe: BTreeMap<String, Vec<u8>>,
 }
 
 /// Step 2, pull: resolves official extensions and the overlay through the Talos release's
@@ -584,6 +602,16 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
         None => None,
         Some(b) => Some(board_inputs(&puller, b)?),
     };
+    let ipxe = match &plan.ipxe {
+        None => BTreeMap::new(),
+        Some(r) => ipxe_binary(&puller, r, arch).unwrap_or_else(|e| {
+            line(&format!(
+                "note: no {} for netboot/tftp/: {e:#} (give --ipxe-dir DIR with Debian trixie's ipxe binaries)",
+                crate::board::inputs::ipxe_file(arch)
+            ));
+            BTreeMap::new()
+        }),
+    };
     Ok(Pulled {
         vmlinuz,
         base_initramfs,
@@ -595,6 +623,7 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
         extensions_bundle,
         overlay,
         board_inputs,
+        ipxe,
     })
 }
 
@@ -611,25 +640,57 @@ fn board_inputs(puller: &pull::Puller, b: &BoardPlan) -> Result<BTreeMap<String,
         BoardInputs::Dir(dir) => Ok(inputs::load(&pins, dir).map_err(anyhow::Error::msg)?),
         BoardInputs::Registry(r) => {
             line(&format!("pulling the {} board inputs from {r}", b.board.as_str()));
-            let hint = || {
-                format!(
-                    "the {} board inputs {r} (publish them with `imager publish --board-inputs DIR`, or give \
-                     --board-inputs DIR; scripts/rpi-inputs DIR fetches them from Debian)",
-                    b.board.as_str()
-                )
-            };
-            let from = puller.resolve(r, "arm64").with_context(hint)?;
-            let layers = inputs::layers_for(&pins, &from.manifest).map_err(|e| anyhow::anyhow!("{}: {e}", hint()))?;
-            let mut out = BTreeMap::new();
-            for (file, layer) in layers {
-                let data = puller
-                    .fetch_small(&from, &layer, inputs::MAX_FILE)
-                    .with_context(|| format!("{}: {file}", hint()))?;
-                out.insert(file, data);
-            }
-            Ok(out)
+            let hint = format!(
+                "the {} board inputs {r} (publish them with `imager publish --board-inputs DIR`, or give \
+                 --board-inputs DIR; scripts/rpi-inputs DIR fetches them from Debian)",
+                b.board.as_str()
+            );
+            pull_pinned(puller, r, "arm64", &pins, &hint)
         }
     }
+}
+
+/// Pulls this architecture's pinned iPXE binary from the published artifact `r`.
+///
+/// # Errors
+/// As [`pull_pinned`].
+fn ipxe_binary(
+    puller: &pull::Puller,
+    r: &boot_artifact::reference::Reference,
+    arch: &str,
+) -> Result<BTreeMap<String, Vec<u8>>> {
+    use crate::board::inputs;
+    let file = inputs::ipxe_file(arch);
+    let pins: Vec<_> = crate::board::ipxe_pins()?.into_iter().filter(|p| p.file == file).collect();
+    anyhow::ensure!(!pins.is_empty(), "boards/ipxe.inputs pins no {file}");
+    line(&format!("pulling {file} from {r}"));
+    let hint = format!("the iPXE binaries {r} (publish them with `imager publish --ipxe-inputs DIR`)");
+    pull_pinned(puller, r, arch, &pins, &hint)
+}
+
+/// Pulls the files `pins` name from the published pinned-inputs artifact `r` (its `arch`
+/// manifest): the manifest by tag, then each file by its pinned digest, bounded by
+/// [`crate::board::inputs::MAX_FILE`]. `hint` names the artifact and how to publish it, for errors.
+///
+/// # Errors
+/// The artifact not reachable through any mirror or the origin, lacking a pinned file, or a file
+/// over the bound.
+fn pull_pinned(
+    puller: &pull::Puller,
+    r: &boot_artifact::reference::Reference,
+    arch: &str,
+    pins: &[crate::board::inputs::Pin],
+    hint: &str,
+) -> Result<BTreeMap<String, Vec<u8>>> {
+    use crate::board::inputs;
+    let from = puller.resolve(r, arch).with_context(|| hint.to_string())?;
+    let layers = inputs::layers_for(pins, &from.manifest).map_err(|e| anyhow::anyhow!("{hint}: {e}"))?;
+    let mut out = BTreeMap::new();
+    for (file, layer) in layers {
+        let data = puller.fetch_small(&from, &layer, inputs::MAX_FILE).with_context(|| format!("{hint}: {file}"))?;
+        out.insert(file, data);
+    }
+    Ok(out)
 }
 
 /// The static binary in the talos-agent extension among `extensions` (built here or pulled),

@@ -53,7 +53,7 @@ pub(super) fn write_outputs(plan: &Plan, pulled: &Pulled, assembled: &Assembled,
             initramfs: assembled.initramfs.initramfs.clone(),
             cmdline: plan.cmdline_metal.clone(),
         }],
-        &plan.netboot,
+        &crate::netboot::Options { ipxe: pulled.ipxe.clone(), ..plan.netboot.clone() },
     )?;
 
     let agent_image = match &pulled.agent_layer {

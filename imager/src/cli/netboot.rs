@@ -17,7 +17,9 @@ pub struct NetworkFlags {
     #[arg(long, value_name = "ADDRESS", default_value = "10.20.13.0")]
     pub proxy_subnet: String,
     /// Where Debian's ipxe package keeps ipxe-arm64.efi / ipxe-amd64.efi (trixie or later has
-    /// arm64).
+    /// arm64). When it lacks an architecture's, `imager build` pulls the one pinned in
+    /// boards/ipxe.inputs from --board-inputs-repository (`imager publish --ipxe-inputs`), and
+    /// `imager netboot` takes the one the build wrote into <from>/netboot/tftp/.
     #[arg(long, value_name = "DIR", default_value = "/usr/lib/ipxe")]
     pub ipxe_dir: PathBuf,
     /// One machine by its MAC address and role (`controlplane` or `worker`), repeatable:

@@ -7,13 +7,18 @@
 #                                 imager's --agent-from-source does); `imager build --arch A
 #                                 --agent-binary …` into $OUTPUT (boot-A/, extension-talos-agent-A/);
 #                                 with arm64, scripts/rpi-inputs fetches the pinned Raspberry Pi CM3
-#                                 inputs (boards/rpi-cm3.inputs) from Debian into $BOARD_INPUTS
+#                                 inputs (boards/rpi-cm3.inputs) from Debian into $BOARD_INPUTS;
+#                                 scripts/ipxe-inputs fetches the pinned iPXE binaries
+#                                 (boards/ipxe.inputs) into $IPXE_INPUTS
 #        ci/publish.sh publish    `imager publish` the multi-arch boot artifact index to
 #                                 $REGISTRY/$IMAGE_PREFIX/boot:$TAG and the talos-agent extension
 #                                 index to $REGISTRY/$IMAGE_PREFIX/talos-agent:$TAG, and, when
 #                                 build fetched them ($OUTPUT/board-inputs.ok), the CM3 inputs to
 #                                 $REGISTRY/$IMAGE_PREFIX/board-inputs:rpi-cm3-<digest of the pins>
-#                                 (what `imager build --board rpi-cm3` pulls without --board-inputs);
+#                                 (what `imager build --board rpi-cm3` pulls without --board-inputs)
+#                                 and, likewise ($OUTPUT/ipxe-inputs.ok), the iPXE binaries to
+#                                 …/board-inputs:ipxe-<digest of the pins> (what `imager build`
+#                                 pulls for netboot/tftp/);
 #                                 writes imager's JSON report to $PUBLISH_JSON and prints the digests
 #        ci/publish.sh digests    print the digests of $PUBLISH_JSON again; as a Markdown table into
 #                                 $GITHUB_STEP_SUMMARY and as step outputs into $GITHUB_OUTPUT when set
@@ -31,6 +36,8 @@
 #   PUBLISH_JSON          imager publish's JSON report ($OUTPUT/publish.json)
 #   BOARD_INPUTS          where the CM3 board inputs are fetched to and published from
 #                         ($OUTPUT/board-inputs)
+#   IPXE_INPUTS           where the iPXE binaries are fetched to and published from
+#                         ($OUTPUT/ipxe-inputs); IPXE_INPUTS_DEBS as scripts/ipxe-inputs reads it
 #   IMAGER_BUILD_FLAGS    extra `imager build` flags, whitespace-separated, e.g.
 #                         --registry-mirror ghcr.io=10.20.13.140:5000 --insecure-registry 10.20.13.140:5000
 #   IMAGER_PUBLISH_FLAGS  extra `imager publish` flags, e.g. --insecure-registry HOST:PORT
@@ -51,6 +58,7 @@ ARCHES=${ARCHES:-arm64 amd64}
 OUTPUT=${OUTPUT:-_out}
 PUBLISH_JSON=${PUBLISH_JSON:-$OUTPUT/publish.json}
 BOARD_INPUTS=${BOARD_INPUTS:-$OUTPUT/board-inputs}
+IPXE_INPUTS=${IPXE_INPUTS:-$OUTPUT/ipxe-inputs}
 IMAGER=${IMAGER:-}
 read -r -a BUILD_FLAGS <<< "${IMAGER_BUILD_FLAGS:-}"
 read -r -a PUBLISH_FLAGS <<< "${IMAGER_PUBLISH_FLAGS:-}"
@@ -115,10 +123,23 @@ do_build() {
   imager=$(imager_path)
   [ -x "$imager" ] || die "no imager at $imager"
   static_agents "${ARCH_LIST[@]}" >/dev/null
+  # The pinned iPXE binaries, fetched first so that the builds' netboot/tftp/ takes them from here.
+  # The boot artifacts do not depend on them: a pin the archive no longer serves is a warning (the
+  # builds then pull the published ones, and publish skips them), not a failed release.
+  local ipxe_flags=()
+  mkdir -p "$OUTPUT"
+  say "scripts/ipxe-inputs $IPXE_INPUTS (the pinned iPXE binaries)"
+  rm -f "$OUTPUT/ipxe-inputs.ok"
+  if "$ROOT/scripts/ipxe-inputs" "$IPXE_INPUTS" >/dev/null; then
+    touch "$OUTPUT/ipxe-inputs.ok"
+    ipxe_flags=(--ipxe-dir "$IPXE_INPUTS")
+  else
+    say "warning: scripts/ipxe-inputs failed: the iPXE binaries are not published"
+  fi
   for arch in "${ARCH_LIST[@]}"; do
     agent="$ROOT/target/cross/$(triple_of "$arch")/release/talos-agent"
-    say "imager build --arch $arch --output $OUTPUT ${BUILD_FLAGS[*]}"
-    "$imager" build --arch "$arch" --agent-binary "$agent" --output "$OUTPUT" "${BUILD_FLAGS[@]}" >&2
+    say "imager build --arch $arch --output $OUTPUT ${ipxe_flags[*]} ${BUILD_FLAGS[*]}"
+    "$imager" build --arch "$arch" --agent-binary "$agent" --output "$OUTPUT" "${ipxe_flags[@]}" "${BUILD_FLAGS[@]}" >&2
     # The static binary itself, published as an artifact for cloud-init to fetch by digest.
     cp "$agent" "$OUTPUT/talos-agent-$arch.tmp" && mv -f "$OUTPUT/talos-agent-$arch.tmp" "$OUTPUT/talos-agent-$arch"
     if [ ! -f "$OUTPUT/extension-talos-agent-$arch/index.json" ]; then
@@ -143,8 +164,8 @@ do_build() {
 
 # Prints the digests of $PUBLISH_JSON: text on stdout; Markdown into $GITHUB_STEP_SUMMARY and
 # `boot`, `boot_index_digest`, `talos_agent`, `talos_agent_index_digest`, `talos_agent_binary` and
-# `board_inputs` (the board inputs' tag: the imager finds them by tag and pulls each file by its
-# pinned digest) into $GITHUB_OUTPUT.
+# `board_inputs` and `ipxe_inputs` (the pinned inputs' tags: the imager finds them by tag and pulls
+# each file by its pinned digest) into $GITHUB_OUTPUT.
 do_digests() {
   [ -s "$PUBLISH_JSON" ] || die "$PUBLISH_JSON is absent: run ci/publish.sh publish first"
   command -v jq >/dev/null || die "jq is not installed: run scripts/setup"
@@ -159,6 +180,7 @@ do_digests() {
     (.extension | image("talos-agent extension")),
     (.agent | image("talos-agent binaries")),
     (.board_inputs | image("board inputs (rpi-cm3)")),
+    (.ipxe_inputs | image("iPXE binaries")),
     "blobs: \(.blobs.pushed) pushed (\(.blobs.pushed_bytes | mib)), \(.blobs.skipped) already there (\(.blobs.skipped_bytes | mib))"
   ' "$PUBLISH_JSON"
   if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
@@ -171,7 +193,8 @@ do_digests() {
       "### moonboot published `\(.boot.reference // .extension.reference)`", "",
       "| what | pinned reference |", "|---|---|",
       (.boot | rows("boot artifact")), (.extension | rows("talos-agent extension")),
-      (.agent | rows("talos-agent binaries")), (.board_inputs | rows("board inputs")), "",
+      (.agent | rows("talos-agent binaries")), (.board_inputs | rows("board inputs")),
+      (.ipxe_inputs | rows("iPXE binaries")), "",
       (if .boot then "Boot it: `talos-agent boot \(.boot.pinned)`" else empty end), ""
     ' "$PUBLISH_JSON" >> "$GITHUB_STEP_SUMMARY"
   fi
@@ -179,7 +202,8 @@ do_digests() {
     jq -r '
       "boot=\(.boot.pinned // "")", "boot_index_digest=\(.boot.index_digest // "")",
       "talos_agent=\(.extension.pinned // "")", "talos_agent_index_digest=\(.extension.index_digest // "")",
-      "talos_agent_binary=\(.agent.pinned // "")", "board_inputs=\(.board_inputs.reference // "")"
+      "talos_agent_binary=\(.agent.pinned // "")", "board_inputs=\(.board_inputs.reference // "")",
+      "ipxe_inputs=\(.ipxe_inputs.reference // "")"
     ' "$PUBLISH_JSON" >> "$GITHUB_OUTPUT"
   fi
 }
@@ -199,7 +223,13 @@ do_publish() {
   done
   [ ${#more_flags[@]} -gt 0 ] && more_flags+=(--agent-to "$bin")
   if [ -f "$OUTPUT/board-inputs.ok" ]; then
-    more_flags+=(--board-inputs "$BOARD_INPUTS" --board-inputs-repository "$REGISTRY/$IMAGE_PREFIX/board-inputs")
+    more_flags+=(--board-inputs "$BOARD_INPUTS")
+  fi
+  if [ -f "$OUTPUT/ipxe-inputs.ok" ]; then
+    more_flags+=(--ipxe-inputs "$IPXE_INPUTS")
+  fi
+  if [ -f "$OUTPUT/board-inputs.ok" ] || [ -f "$OUTPUT/ipxe-inputs.ok" ]; then
+    more_flags+=(--board-inputs-repository "$REGISTRY/$IMAGE_PREFIX/board-inputs")
   fi
   say "imager publish --to $boot --extension-to $ext ${more_flags[*]} --arch $arches ${PUBLISH_FLAGS[*]}"
   mkdir -p "$(dirname "$PUBLISH_JSON")"

@@ -196,6 +196,9 @@ pub struct Report {
     /// The board inputs artifact, with `--board-inputs`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub board_inputs: Option<PushedImage>,
+    /// The iPXE binaries artifact, with `--ipxe-inputs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipxe_inputs: Option<PushedImage>,
     /// Blob upload counts over everything pushed.
     pub blobs: BlobCounts,
     /// Manifests and indexes uploaded.
@@ -585,11 +588,25 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
     let board_inputs = match &args.board_inputs {
-        Some(dir) => Some(board_inputs_source(dir, &args.board_inputs_repository)?),
+        Some(dir) => Some(inputs_sources(
+            dir,
+            &args.board_inputs_repository,
+            crate::cli::build::Board::RpiCm3.as_str(),
+            &crate::board::rpi_cm3_pins()?,
+        )?),
+        None => None,
+    };
+    let ipxe_inputs = match &args.ipxe_inputs {
+        Some(dir) => Some(inputs_sources(
+            dir,
+            &args.board_inputs_repository,
+            crate::board::inputs::IPXE,
+            &crate::board::ipxe_pins()?,
+        )?),
         None => None,
     };
     let arches: Vec<&str> = if extension_to.is_none() {
-        Vec::new() // only the agent binaries or board inputs
+        Vec::new() // only the agent binaries or pinned inputs
     } else if !args.arch.is_empty() {
         args.arch.iter().map(|a| a.as_str()).collect()
     } else if to.is_some() {
@@ -644,7 +661,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             None => None,
         };
         let board_inputs = match &board_inputs {
-            Some((t, source)) => Some(push_multi_arch(&registry, t, std::slice::from_ref(source), &mut log).await?),
+            Some((t, sources)) => Some(push_multi_arch(&registry, t, sources, &mut log).await?),
+            None => None,
+        };
+        let ipxe_inputs = match &ipxe_inputs {
+            Some((t, sources)) => Some(push_multi_arch(&registry, t, sources, &mut log).await?),
             None => None,
         };
         Ok::<_, PublishError>(Report {
@@ -653,6 +674,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             extension_note,
             agent,
             board_inputs,
+            ipxe_inputs,
             blobs: log.blobs,
             manifests_pushed: log.manifests_pushed,
             manifests_skipped: log.manifests_skipped,
@@ -664,20 +686,29 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The board inputs in `dir`, each checked against its compiled-in pin, as the artifact `imager
-/// build --board` pulls ([`crate::board::inputs`]), and where it goes: `repo`, tagged with the pin
-/// set's tag.
+/// The pinned inputs of the set `set` (`rpi-cm3`, `ipxe`) in `dir`, each checked against its
+/// compiled-in pin, as the artifact `imager build` pulls ([`crate::board::inputs`]): one manifest
+/// per architecture ([`inputs::arch_of`](crate::board::inputs::arch_of)), and where it goes:
+/// `repo`, tagged with the pin set's tag.
 ///
 /// # Errors
 /// A file missing or not matching its pin; `repo` not a repository.
-fn board_inputs_source(dir: &Path, repo: &str) -> anyhow::Result<(Reference, Source)> {
+fn inputs_sources(
+    dir: &Path,
+    repo: &str,
+    set: &str,
+    pins: &[crate::board::inputs::Pin],
+) -> anyhow::Result<(Reference, Vec<Source>)> {
     use crate::board::inputs;
-    let pins = crate::board::rpi_cm3_pins()?;
-    let mut loaded = inputs::load(&pins, dir).map_err(anyhow::Error::msg)?;
-    let files =
-        pins.iter().map(|p| (p.file.clone(), loaded.remove(&p.file).expect("load returns every pin"))).collect();
-    let target = inputs::reference(repo, crate::cli::build::Board::RpiCm3.as_str(), &pins)?;
-    Ok((target, Source::files("arm64", inputs::ARTIFACT_TYPE, files)))
+    let mut loaded = inputs::load(pins, dir).map_err(anyhow::Error::msg)?;
+    let mut by_arch: std::collections::BTreeMap<&str, Vec<(String, Vec<u8>)>> = Default::default();
+    for p in pins {
+        let data = loaded.remove(&p.file).expect("load returns every pin");
+        by_arch.entry(inputs::arch_of(p)).or_default().push((p.file.clone(), data));
+    }
+    let target = inputs::reference(repo, set, pins)?;
+    let sources = by_arch.into_iter().map(|(arch, files)| Source::files(arch, inputs::ARTIFACT_TYPE, files)).collect();
+    Ok((target, sources))
 }
 
 fn print_report(report: &Report, json: bool) {
@@ -688,7 +719,14 @@ fn print_report(report: &Report, json: bool) {
     if let Some(note) = &report.extension_note {
         eprintln!("imager: note: {note}");
     }
-    for image in report.boot.iter().chain(&report.extension).chain(&report.agent).chain(&report.board_inputs) {
+    for image in report
+        .boot
+        .iter()
+        .chain(&report.extension)
+        .chain(&report.agent)
+        .chain(&report.board_inputs)
+        .chain(&report.ipxe_inputs)
+    {
         println!("{}  index  {}", image.index_digest, image.reference);
         for m in &image.manifests {
             println!("{}  {:<5}  {}", m.digest, m.arch, m.reference);

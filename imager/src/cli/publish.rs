@@ -9,7 +9,7 @@ use kernel_cmdline::preset::Arch;
 pub struct Args {
     /// Where to push: REGISTRY/REPO:TAG. The multi-arch index of the boot artifacts gets TAG.
     /// Without it, only the talos-agent extension image is published (to --extension-to).
-    #[arg(long, value_name = "REGISTRY/REPO:TAG", required_unless_present_any = ["extension_to", "agent_to", "board_inputs"])]
+    #[arg(long, value_name = "REGISTRY/REPO:TAG", required_unless_present_any = ["extension_to", "agent_to", "board_inputs", "ipxe_inputs"])]
     pub to: Option<String>,
     /// Architectures to publish, comma-separated; default: every `boot-<arch>/` in the output
     /// directory (for --agent-to without --agent-binary: every `talos-agent-<arch>`).
@@ -37,7 +37,13 @@ pub struct Args {
     /// `imager build --board rpi-cm3` pulls when it is given no --board-inputs.
     #[arg(long, value_name = "DIR")]
     pub board_inputs: Option<PathBuf>,
-    /// Where --board-inputs goes: REGISTRY/REPO, tagged `rpi-cm3-<digest of the pins>`.
+    /// Publish the iPXE binaries in DIR (ipxe-arm64.efi, ipxe-amd64.efi; `scripts/ipxe-inputs DIR`
+    /// fetches them; each is checked against its pin in boards/ipxe.inputs) as the OCI artifact
+    /// that `imager build` pulls for netboot/tftp/ when --ipxe-dir lacks them.
+    #[arg(long, value_name = "DIR")]
+    pub ipxe_inputs: Option<PathBuf>,
+    /// Where --board-inputs and --ipxe-inputs go: REGISTRY/REPO, tagged `rpi-cm3-<digest of the
+    /// pins>` and `ipxe-<digest of the pins>`.
     #[arg(long, value_name = "REGISTRY/REPO", default_value = crate::board::inputs::DEFAULT_REPOSITORY)]
     pub board_inputs_repository: String,
     /// Registry credentials file (Docker config.json format). Default: $REGISTRY_AUTH_FILE, else

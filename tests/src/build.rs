@@ -811,6 +811,58 @@ fn inputs_key(opts: &Options) -> Result<String> {
     Ok(key_of(&lines))
 }
 
+/// Where `scripts/setup` puts Debian trixie's `ipxe-<arch>.efi` (whatever version trixie serves).
+pub fn netboot_peers_dir() -> PathBuf {
+    crate::fixtures::fixtures_dir().parent().expect("target/fixtures has a parent").join("netboot-peers")
+}
+
+/// The iPXE binaries as the fixture registry serves them to `imager build` (which pulls them for
+/// `netboot/tftp/` whenever `--ipxe-dir` lacks them): `moonboot/board-inputs` tagged with the tag
+/// of the imager's `boards/ipxe.inputs` (where `imager publish --ipxe-inputs` pushes), one
+/// manifest per architecture holding that architecture's file from [`netboot_peers_dir`] in the
+/// artifact layout of `imager publish`. Every fixture build thus finds the tag in the mirror and
+/// never asks the origin. The files are what trixie serves today: when those are not the pinned
+/// ones (Debian moved on), the imager refuses them and says so. Rebuilt on every run (two small
+/// files).
+fn ipxe_inputs(opts: &Options) -> Result<PushedImage> {
+    use boot_artifact::oci::{media_type, ImageManifest};
+    use moonboot_imager::board::inputs;
+    let pins = moonboot_imager::board::ipxe_pins()?;
+    let tag = inputs::tag(inputs::IPXE, &pins);
+    let dir = opts.out.join("oci").join("moonboot-board-inputs-ipxe");
+    let layout = Layout::create(&dir)?;
+    let config = layout.put_blob(media_type::OCI_EMPTY, b"{}")?;
+    let mut descs = Vec::new();
+    let mut manifests = BTreeMap::new();
+    for arch in ARCHES {
+        let file = inputs::ipxe_file(arch);
+        let mut layers = Vec::new();
+        if let Ok(data) = fs::read(netboot_peers_dir().join(&file)) {
+            let mut layer = layout.put_blob("application/octet-stream", &data)?;
+            layer.annotations.insert("org.opencontainers.image.title".into(), file);
+            layers.push(layer);
+        }
+        let mut manifest = ImageManifest::new(config.clone(), layers, BTreeMap::new());
+        manifest.artifact_type = Some(inputs::ARTIFACT_TYPE.into());
+        let mut desc = layout.put_blob(media_type::OCI_MANIFEST, &manifest.to_json())?;
+        manifests.insert(arch.to_string(), desc.digest.to_string());
+        desc.platform = Some(Platform::linux(arch));
+        descs.push(desc);
+    }
+    let index = layout.finish_index(descs, &BTreeMap::new(), &tag)?;
+    let repository = "moonboot/board-inputs".to_string();
+    Ok(PushedImage {
+        upstream_reference: format!("{}:{tag}", inputs::DEFAULT_REPOSITORY),
+        repository,
+        tag,
+        reference: String::new(),
+        index_digest: index.digest.to_string(),
+        manifests,
+        layout: dir,
+        extension: None,
+    })
+}
+
 /// Fills in the registry-dependent fields.
 fn with_registry(mut f: Fixtures, registry: &str) -> Fixtures {
     f.registry = registry.to_string();
@@ -868,6 +920,8 @@ pub fn build(opts: &Options) -> Result<Fixtures> {
             f
         }
     };
+    let mut fixtures = fixtures;
+    fixtures.images.insert("ipxe-inputs".to_string(), ipxe_inputs(opts)?);
     let fixtures = with_registry(fixtures, &opts.registry);
     let mut push = String::new();
     for img in fixtures.images.values() {

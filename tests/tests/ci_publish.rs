@@ -354,6 +354,25 @@ fn workflow_steps_build_and_publish_with_credentials() {
     eprintln!("ci_publish: {NAME} passed in {:.1} s ({outcome})", started.elapsed().as_secs_f64());
 }
 
+/// An APT configuration with no sources and empty lists under `work`: `apt-get download` fails at
+/// once instead of reaching Debian.
+fn offline_apt(work: &Path) -> PathBuf {
+    let dir = work.join("apt-offline");
+    std::fs::create_dir_all(dir.join("lists/partial")).unwrap();
+    std::fs::create_dir_all(dir.join("parts")).unwrap();
+    let conf = dir.join("apt.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Dir::Etc::sourcelist \"/dev/null\";\nDir::Etc::sourceparts \"{0}/parts\";\nDir::State::lists \"{0}/lists\";\n\
+             Dir::Cache::pkgcache \"\";\nDir::Cache::srcpkgcache \"\";\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
 fn run_workflow(f: &Fixtures, root: &Path, work: &Path, reg: &str, board_inputs: &Path) -> String {
     let w = workflow();
     let j = job(&w);
@@ -392,6 +411,11 @@ fn run_workflow(f: &Fixtures, root: &Path, work: &Path, reg: &str, board_inputs:
         ("RUNNER_TEMP", work.join("runner-temp").display().to_string()),
         ("GITHUB_STEP_SUMMARY", summary.display().to_string()),
         ("BOARD_INPUTS", board_inputs.display().to_string()),
+        // The iPXE binaries: scripts/setup's trixie download (its .deb is the cache
+        // scripts/ipxe-inputs checks first); apt without sources, so nothing comes from Debian.
+        ("IPXE_INPUTS", moonboot_tests::build::netboot_peers_dir().display().to_string()),
+        ("IPXE_INPUTS_DEBS", moonboot_tests::build::netboot_peers_dir().join("deb").display().to_string()),
+        ("APT_CONFIG", offline_apt(work).display().to_string()),
     ] {
         env.insert(k.to_string(), v);
     }
@@ -469,6 +493,23 @@ fn run_workflow(f: &Fixtures, root: &Path, work: &Path, reg: &str, board_inputs:
         "board inputs: {board}"
     );
     assert_eq!(manifest_arches(board), ["arm64"]);
+    // The iPXE binaries likewise, one architecture each — when trixie's are still the pinned ones;
+    // otherwise the build step warns and publish leaves them out.
+    let ipxe = &report["ipxe_inputs"];
+    let peers = moonboot_tests::build::netboot_peers_dir();
+    match moonboot_imager::board::inputs::load(&moonboot_imager::board::ipxe_pins().unwrap(), &peers) {
+        Ok(_) => {
+            assert!(
+                ipxe["reference"].as_str().unwrap_or_default().starts_with(&format!("{prefix}/board-inputs:ipxe-")),
+                "iPXE binaries: {ipxe}"
+            );
+            assert_eq!(manifest_arches(ipxe), ["amd64", "arm64"]);
+        }
+        Err(why) => {
+            assert!(ipxe.is_null(), "published iPXE binaries that are not the pinned ones ({why}): {ipxe}");
+            eprintln!("NOTE: {why}: the iPXE binaries were not published (refresh boards/ipxe.inputs)");
+        }
+    }
     assert!(report["blobs"]["pushed"].as_u64().unwrap() > 0, "a first publish pushes blobs: {report}");
     let summary_text = std::fs::read_to_string(&summary).expect("the digests step wrote $GITHUB_STEP_SUMMARY");
     let printed_publish = &ran["ci/publish.sh publish"].stdout;

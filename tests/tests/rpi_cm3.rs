@@ -4,7 +4,10 @@
 //! image, then `talos-agent mbr --repair` restoring exactly what the imager wrote. The second
 //! build, for reproducibility, is an installed imager (copied out of the tree, empty environment
 //! and PATH) pulling the board inputs that `imager publish --board-inputs` pushed: its image must
-//! be byte-identical to the first's, made from `--board-inputs DIR`.
+//! be byte-identical to the first's, made from `--board-inputs DIR`. Its `netboot/tftp/` gets the
+//! pinned iPXE binary the same way (`imager publish --ipxe-inputs`), and `imager netboot` carries
+//! it over; when trixie no longer serves the pinned iPXE, the test checks that the imager refuses
+//! the binaries it serves instead.
 //!
 //! Needs the fixture registry (scripts/fixtures) and the pinned board inputs (scripts/rpi-inputs,
 //! run by scripts/test).
@@ -22,8 +25,8 @@ fn text(o: &Output) -> String {
 
 /// `imager build --board rpi-cm3` into `out`, with the board inputs from `inputs` or, when
 /// `None`, from the published artifact (the default `--board-inputs-repository` through the
-/// fixture mirror); returns the decompressed raw image's path.
-fn build(imager: &mut Command, f: &Fixtures, inputs: Option<&Path>, out: &Path) -> PathBuf {
+/// fixture mirror); returns the decompressed raw image's path and the imager's stderr.
+fn build(imager: &mut Command, f: &Fixtures, inputs: Option<&Path>, out: &Path) -> (PathBuf, String) {
     imager
         .env_remove("SOURCE_DATE_EPOCH")
         .args(["build", "--arch", "arm64", "--registry-mirror", &f.mirror, "--insecure-registry", &f.registry])
@@ -31,10 +34,10 @@ fn build(imager: &mut Command, f: &Fixtures, inputs: Option<&Path>, out: &Path) 
     if let Some(dir) = inputs {
         imager.arg("--board-inputs").arg(dir);
     }
-    run(imager.arg("--output").arg(out));
+    let o = run(imager.arg("--output").arg(out));
     let raw = out.with_extension("raw");
     unxz(&out.join("rpi-cm3-arm64.raw.xz"), &raw);
-    raw
+    (raw, String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
 fn agent_mbr(agent: &Path, disk: &Path, repair: bool) -> (i32, serde_json::Value, String) {
@@ -55,7 +58,7 @@ fn cm3_image_boot_rom_view_reproducibility_and_the_mbr_safety_net() {
     let Some(inputs) = inputs_dir(test) else { return };
     let (imager, agent) = moonboot_tests::demo::host_binaries().expect("building imager and talos-agent");
     let dir = scratch("image");
-    let raw = build(&mut Command::new(&imager), &f, Some(&inputs), &dir.join("a"));
+    let (raw, _) = build(&mut Command::new(&imager), &f, Some(&inputs), &dir.join("a"));
 
     // The same image from an installed imager with no source tree: the board inputs published as
     // an OCI artifact (`imager publish --board-inputs`), pulled through the mirror by the imager
@@ -67,12 +70,57 @@ fn cm3_image_boot_rom_view_reproducibility_and_the_mbr_safety_net() {
         .args(["--insecure-registry", &f.registry]));
     let published = text(&publish);
     assert!(published.contains("moonboot/board-inputs:rpi-cm3-"), "{published}");
+    // iPXE by the same road: the binaries scripts/setup fetched from trixie, published with
+    // `imager publish --ipxe-inputs` (refused unless they are the ones boards/ipxe.inputs pins).
+    let peers = moonboot_tests::build::netboot_peers_dir();
+    let ipxe_pinned = moonboot_imager::board::inputs::load(&moonboot_imager::board::ipxe_pins().unwrap(), &peers);
+    let ipxe_publish = Command::new(&imager)
+        .args(["publish", "--ipxe-inputs"])
+        .arg(&peers)
+        .args(["--board-inputs-repository", &format!("{}/moonboot/board-inputs", f.registry)])
+        .args(["--insecure-registry", &f.registry])
+        .output()
+        .unwrap();
+    let ipxe_err = String::from_utf8_lossy(&ipxe_publish.stderr).into_owned();
+    match &ipxe_pinned {
+        Ok(_) => {
+            assert!(ipxe_publish.status.success(), "imager publish --ipxe-inputs: {ipxe_err}");
+            assert!(text(&ipxe_publish).contains("moonboot/board-inputs:ipxe-"), "{}", text(&ipxe_publish));
+        }
+        Err(why) => {
+            assert!(!ipxe_publish.status.success() && ipxe_err.contains("pinned input"), "{ipxe_err}");
+            eprintln!("NOTE: trixie no longer serves the iPXE binaries boards/ipxe.inputs pins ({why}): checking that they are refused; refresh the pins with scripts/ipxe-inputs");
+        }
+    }
     let installed = dir.join("bin/imager");
     std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
     std::fs::copy(&imager, &installed).unwrap();
     let mut alone = Command::new(&installed);
     alone.env_clear().env("PATH", "").current_dir(&dir);
-    let raw_b = build(&mut alone, &f, None, &dir.join("b"));
+    let (raw_b, b_err) = build(&mut alone, &f, None, &dir.join("b"));
+    // netboot/tftp/ of the installed imager: the pinned iPXE binary pulled through the mirror,
+    // and `imager netboot` (no --ipxe-dir binaries here) carrying it over from the build.
+    let tftp = dir.join("b/netboot/tftp/ipxe-arm64.efi");
+    match &ipxe_pinned {
+        Ok(files) => {
+            assert!(b_err.contains("pulling ipxe-arm64.efi from ghcr.io/moonboot/board-inputs:ipxe-"), "{b_err}");
+            assert!(
+                std::fs::read(&tftp).ok().as_ref() == Some(&files["ipxe-arm64.efi"]),
+                "{}: not the pinned iPXE",
+                tftp.display()
+            );
+            let mut netboot = Command::new(&installed);
+            netboot.env_clear().env("PATH", "").current_dir(&dir);
+            run(netboot.args(["netboot", "--from", "b", "--output", "c", "--arch", "arm64"]));
+            assert!(
+                std::fs::read(dir.join("c/tftp/ipxe-arm64.efi")).ok().as_ref() == Some(&files["ipxe-arm64.efi"]),
+                "imager netboot did not carry the build's iPXE over"
+            );
+        }
+        Err(_) => {
+            assert!(b_err.contains("not this imager's pins") && !tftp.exists(), "{b_err}");
+        }
+    }
     let (xa, xb) = (
         std::fs::read(dir.join("a/rpi-cm3-arm64.raw.xz")).unwrap(),
         std::fs::read(dir.join("b/rpi-cm3-arm64.raw.xz")).unwrap(),

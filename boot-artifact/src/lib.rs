@@ -1,6 +1,7 @@
 //! The contract between `imager` and `talos-agent`, and the kernel formats both must read.
 //!
 //! - [`artifact`]: the boot artifact contract (layers, roles, annotations) between imager and agent.
+//! - [`cosign`]: cosign's legacy image signatures (payload, key, verify, sign), with no network.
 //! - [`digest`]: `sha256:` digests and a writer that verifies size and digest while streaming.
 //! - [`oci`]: the one OCI data model (media types, descriptor, manifest, index, platform).
 //! - [`layer`]: the one reader of OCI tar layers (compression from magic bytes, bounds, path
@@ -19,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod artifact;
+pub mod cosign;
 pub mod digest;
 pub mod hybrid_mbr;
 pub mod kernel;

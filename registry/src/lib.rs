@@ -25,11 +25,14 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+mod cosign;
 mod probe;
 mod pull;
 mod push;
 pub mod token;
 mod verify;
+
+pub use cosign::VerifiedSignature;
 
 use verify::Verifier;
 
@@ -209,6 +212,14 @@ pub enum Error {
         /// one of distribution's answers to a read that raced a concurrent writer of the same
         /// repository ([`concurrent_writer_answer`]).
         transient: bool,
+    },
+    /// An image's cosign signature did not verify ([`Registry::verify_cosign`]).
+    #[error("{image}: cosign signature: {reason}")]
+    Signature {
+        /// The image, `REPO@sha256:…`.
+        image: String,
+        /// What failed.
+        reason: boot_artifact::cosign::SignatureError,
     },
 }
 

@@ -40,7 +40,7 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The source could not be reached: registry or URL unavailable, auth refused, `--timeout` passed.
     pub const UNAVAILABLE: u8 = 3;
-    /// Verification failed: a digest or size did not match.
+    /// Verification failed: a digest or size did not match, or the `--signature-key` signature.
     pub const VERIFY: u8 = 4;
     /// The content cannot be booted: wrong architecture, malformed manifest, unknown kernel format,
     /// decompression bound, hostile layer, command line over 2048 bytes.
@@ -54,7 +54,7 @@ pub mod exit {
 const AFTER_HELP: &str = "\
 Exit codes: 0 done (loaded and rebooting; with --no-exec loaded; with --dry-run planned),
 1 internal error, 2 bad usage, 3 source unreachable (registry/URL, auth, --timeout),
-4 verification failed (digest or size), 5 content cannot be booted (architecture, format,
+4 verification failed (digest, size or --signature-key), 5 content cannot be booted (architecture, format,
 malformed manifest, hostile layer, command line over 2048 bytes), 6 pre-flight refused
 (not root, lockdown, kexec_load_disabled, memory), 7 kexec system call failed.
 On any failure nothing is loaded and the running system is untouched.
@@ -97,6 +97,12 @@ pub struct Args {
     /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json; anonymous when absent.
     #[arg(long, value_name = "FILE")]
     pub auth_file: Option<PathBuf>,
+    /// Refuse SOURCE unless its cosign signature verifies with this public key (PEM `PUBLIC KEY`,
+    /// ECDSA P-256, as `cosign.pub`), checked before any layer is fetched: the legacy
+    /// `sha256-<hex>.sig` signature that `imager publish --sign-key` and `cosign sign --key`
+    /// write, signing exactly the digest SOURCE pins (or its tag resolves to).
+    #[arg(long, value_name = "FILE", conflicts_with = "kernel")]
+    pub signature_key: Option<PathBuf>,
     /// Extra CA certificate (PEM) to trust for registries; repeatable.
     #[arg(long = "registry-ca", value_name = "FILE")]
     pub registry_ca: Vec<PathBuf>,
@@ -195,6 +201,14 @@ pub enum Error {
     /// Neither SOURCE nor `--kernel` was given.
     #[error("give SOURCE or --kernel/--initrd")]
     NoSource,
+    /// `--signature-key` cannot be read or is not a P-256 public key.
+    #[error("--signature-key {}: {reason}", path.display())]
+    SignatureKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// `--talos-version` is not a version.
     #[error("--talos-version: {0}")]
     TalosVersion(#[source] VersionError),
@@ -241,6 +255,7 @@ impl Error {
             | Error::Mirror(_)
             | Error::Sha256 { .. }
             | Error::NoSource
+            | Error::SignatureKey { .. }
             | Error::TalosVersion(_)
             | Error::NoTalosVersion => exit::USAGE,
             Error::Registry(_) | Error::Timeout(_) => exit::UNAVAILABLE,
@@ -344,6 +359,8 @@ struct Target {
     mirrors: Vec<Mirror>,
     /// `--talos-version`, else the tag of the reference when it is a version.
     version: Option<TalosVersion>,
+    /// `--signature-key`.
+    signature_key: Option<boot_artifact::cosign::PublicKey>,
 }
 
 /// What was read from this machine while the downloads ran.
@@ -452,7 +469,15 @@ fn resolve(args: &Args) -> Result<Target, Error> {
         (None, fetch::Source::Image(r)) => r.tag.as_deref().and_then(|t| t.parse().ok()),
         (None, fetch::Source::Urls { .. }) => None,
     };
-    Ok(Target { arch, source, mirrors, version })
+    let signature_key = match &args.signature_key {
+        None => None,
+        Some(path) => {
+            let key = |reason: String| Error::SignatureKey { path: path.clone(), reason };
+            let pem = std::fs::read_to_string(path).map_err(|e| key(e.to_string()))?;
+            Some(boot_artifact::cosign::PublicKey::from_pem(&pem).map_err(|e| key(e.to_string()))?)
+        }
+    };
+    Ok(Target { arch, source, mirrors, version, signature_key })
 }
 
 fn parse_sha256(flag: &'static str, v: &Option<String>) -> Result<Sha256Digest, Error> {
@@ -490,7 +515,9 @@ async fn fetch(args: &Args, target: &Target) -> Result<(fetch::Fetched, f64), Er
                     ..Default::default()
                 })
                 .map_err(Error::Registry)?;
-                Ok::<_, Error>(fetch::fetch_image(&registry, r, target.arch.as_str()).await?)
+                Ok::<_, Error>(
+                    fetch::fetch_image(&registry, r, target.arch.as_str(), target.signature_key.as_ref()).await?,
+                )
             }
             fetch::Source::Urls { kernel, kernel_sha256, initrd, initrd_sha256 } => Ok(fetch::fetch_urls(
                 kernel,

@@ -79,13 +79,33 @@ fn section(src: &mut File, range: std::ops::Range<u64>, name: &str) -> Result<Me
     Ok(Memfile { file: out, len, sha256 })
 }
 
-/// Resolves `reference` for `arch` and fetches what boots it.
-pub async fn fetch_image(registry: &Registry, reference: &Reference, arch: &str) -> Result<Fetched, Error> {
+/// Resolves `reference` for `arch` and fetches what boots it. With `signature_key`, the
+/// image's cosign signature must verify before any layer is fetched: the signature of the digest
+/// the reference pins, or of the one its tag resolved to (the index's, for an index); everything
+/// below that digest is bound to it by content address.
+pub async fn fetch_image(
+    registry: &Registry,
+    reference: &Reference,
+    arch: &str,
+    signature_key: Option<&boot_artifact::cosign::PublicKey>,
+) -> Result<Fetched, Error> {
     let resolved = registry.resolve(reference, arch).await?;
     crate::boot::log(&format!(
         "resolved {reference} for linux/{arch} at {} to {}",
         resolved.endpoint.host, resolved.manifest_digest
     ));
+    let signature = match signature_key {
+        None => None,
+        Some(key) => {
+            let signed = reference.digest.or(resolved.index_digest).unwrap_or(resolved.manifest_digest);
+            let v = registry.verify_cosign(reference, &signed, key).await?;
+            crate::boot::log(&format!(
+                "cosign signature of {signed} verified with key {} (signature manifest {})",
+                v.key, v.signature_manifest
+            ));
+            Some(v)
+        }
+    };
     let boot = artifact::boot_layers(&resolved.manifest).map_err(|e| Error::Content(format!("{reference}: {e}")))?;
     let report = ResolvedReport {
         reference: reference.to_string(),
@@ -94,6 +114,7 @@ pub async fn fetch_image(registry: &Registry, reference: &Reference, arch: &str)
         manifest_digest: resolved.manifest_digest.to_string(),
         annotations: resolved.manifest.annotations.clone(),
         boot_artifact_format: boot.as_ref().map(|b| b.format),
+        signature,
     };
     let is_artifact = boot.is_some();
     let limit = |role: Role| match role {

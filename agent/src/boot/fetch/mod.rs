@@ -101,9 +101,8 @@ impl Error {
         use super::exit;
         use moonboot_registry::Error as R;
         match self {
-            Error::Registry(R::DigestMismatch { .. } | R::SizeMismatch { .. }) | Error::UrlDigest { .. } => {
-                exit::VERIFY
-            }
+            Error::Registry(R::DigestMismatch { .. } | R::SizeMismatch { .. } | R::Signature { .. })
+            | Error::UrlDigest { .. } => exit::VERIFY,
             Error::Registry(
                 R::Unavailable { .. }
                 | R::AuthFile(_)
@@ -210,6 +209,9 @@ pub struct ResolvedReport {
     /// The boot artifact format read (1: one-file tar layers, 2: raw blobs), for a boot artifact.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_artifact_format: Option<u32>,
+    /// The cosign signature that verified, with `--signature-key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<moonboot_registry::VerifiedSignature>,
 }
 
 /// A new memfd named `name` (close-on-exec).

@@ -269,7 +269,7 @@ fn read_bundle(
     arch: &str,
     files: &[&str],
 ) -> Result<(BundleSource, Vec<Option<String>>)> {
-    let resolved = puller.resolve(reference, arch).context("bundle")?;
+    let resolved = puller.resolve_signed(reference, arch).context("bundle")?;
     let wanted: Vec<Wanted> = files.iter().map(|f| Wanted::new(*f, MAX_BUNDLE_FILE)).collect();
     let mut layers = Vec::new();
     for d in &resolved.manifest.layers {

@@ -151,6 +151,17 @@ pub struct PushedImage {
     pub manifests: Vec<PushedManifest>,
 }
 
+/// One cosign signature `imager publish --sign-key` pushed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SignatureRecord {
+    /// The signed image, `REGISTRY/REPO@sha256:…`.
+    pub image: String,
+    /// Where its signature is, `REGISTRY/REPO:sha256-<hex>.sig`.
+    pub signature: String,
+    /// The signature manifest's digest.
+    pub signature_manifest: String,
+}
+
 /// What happened to one tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TagUpdate {
@@ -199,6 +210,13 @@ pub struct Report {
     /// The iPXE binaries artifact, with `--ipxe-inputs`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipxe_inputs: Option<PushedImage>,
+    /// The cosign signatures pushed with `--sign-key`: one per index and per manifest of the boot
+    /// artifact, the extension image and the agent binaries.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<SignatureRecord>,
+    /// The SPKI fingerprint of the `--sign-key`'s public key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
     /// Blob upload counts over everything pushed.
     pub blobs: BlobCounts,
     /// Manifests and indexes uploaded.
@@ -523,6 +541,16 @@ fn human_bytes(n: u64) -> String {
 /// # Errors
 /// Invalid references, missing layouts, registry failures, each with context.
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    let sign_key = match &args.sign_key {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).with_context(|| format!("--sign-key {}", path.display()))?;
+            Some(
+                boot_artifact::cosign::SigningKey::from_pem(&pem)
+                    .map_err(|e| anyhow::anyhow!("--sign-key {}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
     let to: Option<Reference> = match &args.to {
         Some(t) => {
             let r: Reference = t.parse()?;
@@ -668,6 +696,30 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             Some((t, sources)) => Some(push_multi_arch(&registry, t, sources, &mut log).await?),
             None => None,
         };
+        // cosign signatures of what moonboot builds (not of the pinned Debian inputs, which carry
+        // their own pins): every index and every per-architecture manifest.
+        let mut signatures = Vec::new();
+        if let Some(key) = &sign_key {
+            let signed = [(&to, &boot), (&extension_to, &extension), (&agent_to, &agent)];
+            for (repo, image) in signed.into_iter().filter_map(|(r, i)| Some((r.as_ref()?, i.as_ref()?))) {
+                let digests = std::iter::once(image.index_digest.as_str())
+                    .chain(image.manifests.iter().map(|m| m.digest.as_str()));
+                for d in digests {
+                    let digest: Sha256Digest = d.parse().expect("a digest this publish formatted");
+                    let sig = registry.push_cosign_signature(repo, &digest, key).await?;
+                    signatures.push(SignatureRecord {
+                        image: format!("{}/{}@{digest}", repo.registry, repo.repository),
+                        signature: format!(
+                            "{}/{}:{}",
+                            repo.registry,
+                            repo.repository,
+                            boot_artifact::cosign::signature_tag(&digest)
+                        ),
+                        signature_manifest: sig.to_string(),
+                    });
+                }
+            }
+        }
         Ok::<_, PublishError>(Report {
             boot,
             extension,
@@ -675,6 +727,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             agent,
             board_inputs,
             ipxe_inputs,
+            signatures,
+            signing_key: sign_key.as_ref().map(|k| k.public_key().fingerprint().to_string()),
             blobs: log.blobs,
             manifests_pushed: log.manifests_pushed,
             manifests_skipped: log.manifests_skipped,
@@ -731,6 +785,9 @@ fn print_report(report: &Report, json: bool) {
         for m in &image.manifests {
             println!("{}  {:<5}  {}", m.digest, m.arch, m.reference);
         }
+    }
+    for sig in &report.signatures {
+        println!("signed {}  ({})", sig.image, sig.signature);
     }
     for t in &report.tags {
         match (t.status, &t.previous) {

@@ -16,11 +16,27 @@ pub(super) struct BuildJson {
     pub(super) schematic_id: String,
     pub(super) schematic: String,
     pub(super) inputs: Inputs,
+    /// How the upstream inputs' cosign signatures were checked, and what verified.
+    pub(super) signatures: Signatures,
     pub(super) initramfs_layers: Vec<LayerNote>,
     /// The board disk image (`--board`): its layout and pinned inputs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) board: Option<crate::board::Written>,
     pub(super) outputs: BTreeMap<String, String>,
+}
+
+/// `signatures` of build.json.
+#[derive(Serialize)]
+pub(super) struct Signatures {
+    /// `key` (`--signature-key`), `skipped` (`--insecure-skip-signature-verification`) or
+    /// `none` (no policy given: not verified).
+    pub(super) policy: &'static str,
+    /// The key's SPKI fingerprint, under `key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) key: Option<String>,
+    /// Each verified signature: the image by digest, the signature manifest's and the payload's
+    /// digests.
+    pub(super) verified: Vec<moonboot_registry::VerifiedSignature>,
 }
 
 #[derive(Serialize)]

@@ -224,6 +224,8 @@ struct Plan {
     cmdline_aws: String,
     /// How to reach registries.
     registry: moonboot_registry::Options,
+    /// How the upstream inputs' signatures are checked.
+    signatures: pull::SignaturePolicy,
     /// The boot network, for `netboot/`.
     netboot: crate::netboot::Options,
     /// What the EC2 instance uses, with `--boot-repository` (for `cloud-init/`).
@@ -388,6 +390,23 @@ fn plan(args: &Args) -> Result<Plan> {
             provenance: crate::cloud_init::Provenance::new(&profile.talos_version, &zero.hex()),
         })?;
     }
+    let signatures = match (&args.signature_key, args.insecure_skip_signature_verification) {
+        (Some(path), _) => {
+            let pem = std::fs::read_to_string(path).with_context(|| format!("--signature-key {}", path.display()))?;
+            let key = boot_artifact::cosign::PublicKey::from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("--signature-key {}: {e}", path.display()))?;
+            line(&format!("verifying the upstream inputs' cosign signatures with key {}", key.fingerprint()));
+            pull::SignaturePolicy::Key(key)
+        }
+        (None, true) => {
+            line("warning: --insecure-skip-signature-verification: the upstream inputs' signatures are not verified");
+            pull::SignaturePolicy::Skip
+        }
+        (None, false) => {
+            line("note: the upstream inputs are not signature-verified (no --signature-key); build.json records it");
+            pull::SignaturePolicy::None
+        }
+    };
     let ipxe_file = crate::board::inputs::ipxe_file(args.arch.as_str());
     let ipxe = if args.network.ipxe_dir.join(&ipxe_file).is_file() {
         None
@@ -407,6 +426,7 @@ fn plan(args: &Args) -> Result<Plan> {
         cmdline_metal: cmdline_metal.to_string(),
         cmdline_aws: cmdline_aws.to_string(),
         registry,
+        signatures,
         netboot: crate::netboot::Options::network(&args.network),
         user_data,
         output: args.output.clone(),
@@ -449,6 +469,8 @@ struct Pulled {
     /// The board's pinned inputs (file name → bytes, each checked against its pin), with
     /// `--board`.
     board_inputs: Option<BTreeMap<String, Vec<u8>>>,
+    /// The upstream inputs' signatures that verified (under a key policy).
+    signatures: Vec<moonboot_registry::VerifiedSignature>,
     /// This architecture's iPXE binary (`ipxe-<arch>.efi` → bytes, checked against its pin), when
     /// it was pulled; empty when `--ipxe-dir` has it or the pull failed (then a note said why).
     ipxe: BTreeMap<String, Vec<u8>>,
@@ -476,7 +498,7 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
         TalosAgent::Off | TalosAgent::Image(_) => None,
     };
 
-    let puller = pull::Puller::new(plan.registry.clone())?;
+    let puller = pull::Puller::new(plan.registry.clone())?.with_policy(plan.signatures.clone());
 
     // Official extensions by name, through the bundle of this very Talos version.
     let mut sources: Vec<ExtensionSource> = Vec::new();
@@ -513,14 +535,15 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
             line(&format!("resolving overlay {name} through {r}"));
             let bundle = crate::bundle::overlays_bundle(&puller, r, arch)?;
             let reference = bundle.find(name)?.reference()?;
-            let resolved = puller.resolve(&reference, arch).with_context(|| format!("overlay {name} ({reference})"))?;
+            let resolved =
+                puller.resolve_signed(&reference, arch).with_context(|| format!("overlay {name} ({reference})"))?;
             let input = OverlayInput { name: name.clone(), image: image_input(&resolved, BTreeMap::new()) };
             Some((bundle.source, input, reference))
         }
     };
 
     let bar = Progress::bytes(&format!("pulling {} for linux/{arch}", plan.profile.base));
-    let base = puller.resolve(&plan.profile.base, arch).context("Talos imager image")?;
+    let base = puller.resolve_signed(&plan.profile.base, arch).context("Talos imager image")?;
     let pull::BootFiles { vmlinuz, initramfs: base_initramfs, sbom } = puller.boot_files(&base, arch, tmp, &bar)?;
     bar.finish();
     let (kpath, ipath) = boot_artifact::artifact::imager_paths(arch);
@@ -545,7 +568,14 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
     let mut validated: Vec<Validated> = Vec::new();
     for ExtensionSource { reference, official, name } in &sources {
         let bar = Progress::bytes(&format!("pulling extension {reference} for linux/{arch}"));
-        let resolved = puller.resolve(reference, arch).context("extension")?;
+        // The talos-agent extension is moonboot's, not an upstream input: pinned by its digest
+        // in build.json, not verified with the upstream signature policy.
+        let resolved = if name.as_deref() == Some(agent_extension::NAME) {
+            puller.resolve(reference, arch)
+        } else {
+            puller.resolve_signed(reference, arch)
+        }
+        .context("extension")?;
         let tree = puller.extension_tree(&resolved, &bar).with_context(|| format!("extension {reference}"))?;
         bar.finish();
         let (ext, manifest) = validate(&tree, &reference.to_string(), &plan.talos)?;
@@ -624,6 +654,7 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
         overlay,
         board_inputs,
         ipxe,
+        signatures: puller.verified(),
     })
 }
 

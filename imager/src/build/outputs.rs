@@ -115,6 +115,14 @@ pub(super) fn write_outputs(plan: &Plan, pulled: &Pulled, assembled: &Assembled,
             extensions: pulled.extensions.iter().map(|v| v.input.clone()).collect(),
             extra_kernel_args: plan.profile.extra_kernel_args.clone(),
         },
+        signatures: super::build_json::Signatures {
+            policy: plan.signatures.name(),
+            key: match &plan.signatures {
+                super::pull::SignaturePolicy::Key(k) => Some(k.fingerprint().to_string()),
+                _ => None,
+            },
+            verified: pulled.signatures.clone(),
+        },
         initramfs_layers: assembled
             .initramfs
             .layers

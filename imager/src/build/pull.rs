@@ -91,10 +91,36 @@ pub enum PullError {
     },
 }
 
+/// How the upstream inputs' cosign signatures are checked ([`Puller::resolve_signed`]).
+#[derive(Debug, Clone, Default)]
+pub enum SignaturePolicy {
+    /// Not checked (no policy given): `build.json` says so.
+    #[default]
+    None,
+    /// Not checked because `--insecure-skip-signature-verification` said so.
+    Skip,
+    /// Each signature must verify with this key (`--signature-key`) and sign the exact digest.
+    Key(boot_artifact::cosign::PublicKey),
+}
+
+impl SignaturePolicy {
+    /// `none`, `skipped` or `key`, as `build.json` records it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SignaturePolicy::None => "none",
+            SignaturePolicy::Skip => "skipped",
+            SignaturePolicy::Key(_) => "key",
+        }
+    }
+}
+
 /// A registry client with its own tokio runtime, used from synchronous code.
 pub struct Puller {
     rt: tokio::runtime::Runtime,
     registry: Registry,
+    policy: SignaturePolicy,
+    /// The signatures [`Puller::resolve_signed`] verified, in order.
+    verified: std::sync::Mutex<Vec<moonboot_registry::VerifiedSignature>>,
 }
 
 /// A sink that advances a progress bar.
@@ -131,7 +157,35 @@ impl Puller {
             .build()
             .map_err(io("starting the async runtime"))?;
         let registry = Registry::new(options)?;
-        Ok(Puller { rt, registry })
+        Ok(Puller { rt, registry, policy: SignaturePolicy::None, verified: Default::default() })
+    }
+
+    /// The same client, checking signatures as `policy` says in [`Puller::resolve_signed`].
+    pub fn with_policy(mut self, policy: SignaturePolicy) -> Puller {
+        self.policy = policy;
+        self
+    }
+
+    /// [`Puller::resolve`], then, under a key policy, the cosign signature of the digest `r`
+    /// pins (or its tag resolved to: the index's, for an index) must verify before anything
+    /// else of the image is fetched; everything below that digest is bound to it by content
+    /// address. The verified signature is kept for `build.json` ([`Puller::verified`]).
+    ///
+    /// # Errors
+    /// [`PullError::Registry`], including [`moonboot_registry::Error::Signature`].
+    pub fn resolve_signed(&self, r: &Reference, arch: &str) -> Result<Resolved, PullError> {
+        let resolved = self.resolve(r, arch)?;
+        if let SignaturePolicy::Key(key) = &self.policy {
+            let signed = r.digest.or(resolved.index_digest).unwrap_or(resolved.manifest_digest);
+            let v = self.rt.block_on(self.registry.verify_cosign(r, &signed, key))?;
+            self.verified.lock().expect("not poisoned").push(v);
+        }
+        Ok(resolved)
+    }
+
+    /// The signatures verified so far.
+    pub fn verified(&self) -> Vec<moonboot_registry::VerifiedSignature> {
+        self.verified.lock().expect("not poisoned").clone()
     }
 
     /// Resolves `r` to its `linux/<arch>` image manifest.

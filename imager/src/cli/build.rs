@@ -57,6 +57,18 @@ pub struct Args {
     pub extra_kernel_args: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryFlags,
+    /// Verify the cosign signature of every upstream input (the Talos imager image, the
+    /// extensions and overlays bundles, each extension and the overlay; not moonboot's own
+    /// talos-agent extension) with this public key before its bytes are used: a PEM `PUBLIC
+    /// KEY` (ECDSA P-256, as `cosign.pub`), for a mirror whose images you re-signed with `cosign
+    /// sign --key`. Each signature must sign the exact digest pulled; a failure stops the build
+    /// with one line naming the image. build.json records every verified signature.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure_skip_signature_verification")]
+    pub signature_key: Option<PathBuf>,
+    /// Build without verifying signatures, saying so (a warning, and `signatures.policy:
+    /// skipped` in build.json).
+    #[arg(long)]
+    pub insecure_skip_signature_verification: bool,
     #[command(flatten)]
     pub network: super::netboot::NetworkFlags,
     // With --boot-repository the build also writes cloud-init/user-data-ec2-<arch>.yaml.

@@ -46,6 +46,15 @@ pub struct Args {
     /// pins>` and `ipxe-<digest of the pins>`.
     #[arg(long, value_name = "REGISTRY/REPO", default_value = crate::board::inputs::DEFAULT_REPOSITORY)]
     pub board_inputs_repository: String,
+    /// Sign what is published with this key, as `cosign sign --key` does (the legacy
+    /// `sha256-<hex>.sig` tag next to each image; `cosign verify --key PUB --insecure-ignore-tlog`
+    /// accepts it): every index and per-architecture manifest of the boot artifact, the
+    /// talos-agent extension image and the talos-agent binaries. An unencrypted PEM P-256 private
+    /// key (PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY`), e.g. `openssl genpkey -algorithm EC
+    /// -pkeyopt ec_paramgen_curve:P-256 -out moonboot.key`; `openssl pkey -in moonboot.key -pubout`
+    /// gives the public key for `talos-agent boot --signature-key` and `cosign verify --key`.
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
     /// Registry credentials file (Docker config.json format). Default: $REGISTRY_AUTH_FILE, else
     /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json; anonymous when absent.
     #[arg(long, value_name = "FILE")]

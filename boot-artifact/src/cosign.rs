@@ -24,8 +24,6 @@
 use std::fmt;
 
 use base64::Engine as _;
-use p256::ecdsa::signature::{Signer as _, Verifier as _};
-use p256::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePublicKey as _};
 
 use crate::digest::Sha256Digest;
 use crate::oci::{media_type, Descriptor, ImageManifest};
@@ -81,9 +79,10 @@ pub enum SignatureError {
     Malformed(String),
 }
 
-/// A verification key: ECDSA P-256, as in `cosign.pub`.
+/// A verification key: ECDSA P-256, as in `cosign.pub`: its uncompressed point (04‖X‖Y, SEC 1
+/// §2.3.3), which ring checks is on the curve when it verifies.
 #[derive(Clone, PartialEq, Eq)]
-pub struct PublicKey(p256::ecdsa::VerifyingKey);
+pub struct PublicKey([u8; 65]);
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -91,43 +90,97 @@ impl fmt::Debug for PublicKey {
     }
 }
 
+/// The DER SubjectPublicKeyInfo of a P-256 key up to its uncompressed point (RFC 5480 §2:
+/// SEQUENCE { SEQUENCE { id-ecPublicKey 1.2.840.10045.2.1, secp256r1 1.2.840.10045.3.1.7 },
+/// BIT STRING (0 unused bits) 04‖X‖Y }), as Go's `x509.MarshalPKIXPublicKey` writes `cosign.pub`.
+const SPKI_P256_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// The base64 body of the one PEM block labelled `label` in `pem`, decoded.
+fn pem_body(pem: &str, label: &str) -> Result<Vec<u8>, SignatureError> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start =
+        pem.find(&begin).ok_or_else(|| SignatureError::Malformed(format!("not a PEM {label}: no {begin:?} line")))?;
+    let rest = &pem[start + begin.len()..];
+    let stop = rest.find(&end).ok_or_else(|| SignatureError::Malformed(format!("PEM {label}: no {end:?} line")))?;
+    let b64: String = rest[..stop].chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| SignatureError::Malformed(format!("PEM {label}: the body is not base64: {e}")))
+}
+
 impl PublicKey {
-    /// Parses a PEM `PUBLIC KEY` (SubjectPublicKeyInfo of an EC P-256 key).
+    /// Parses a PEM `PUBLIC KEY`: a SubjectPublicKeyInfo of an EC P-256 key ([`SPKI_P256_PREFIX`]).
     ///
     /// # Errors
-    /// [`SignatureError::Malformed`] naming what is wrong (not PEM, not P-256, …).
+    /// [`SignatureError::Malformed`] naming what is wrong (not PEM, not P-256, not a point).
     pub fn from_pem(pem: &str) -> Result<PublicKey, SignatureError> {
-        p256::ecdsa::VerifyingKey::from_public_key_pem(pem.trim())
-            .map(PublicKey)
-            .map_err(|e| SignatureError::Malformed(format!("not a PEM P-256 public key (PUBLIC KEY): {e}")))
+        let der = pem_body(pem, "PUBLIC KEY")?;
+        let point = der
+            .strip_prefix(&SPKI_P256_PREFIX[..])
+            .and_then(|p| <[u8; 65]>::try_from(p).ok())
+            .filter(|p| p[0] == 0x04)
+            .ok_or_else(|| {
+                SignatureError::Malformed(
+                    "PUBLIC KEY is not an uncompressed EC P-256 key (cosign keys are; RSA, other curves and \
+                     compressed points are not supported)"
+                        .into(),
+                )
+            })?;
+        Ok(PublicKey(point))
     }
 
-    /// The key as a PEM `PUBLIC KEY`, as `cosign.pub` holds it.
+    /// The DER SubjectPublicKeyInfo (uncompressed point).
+    fn spki_der(&self) -> Vec<u8> {
+        let mut der = SPKI_P256_PREFIX.to_vec();
+        der.extend_from_slice(&self.0);
+        der
+    }
+
+    /// The key as a PEM `PUBLIC KEY` (64-character lines), as `cosign.pub` holds it.
     pub fn to_pem(&self) -> String {
-        self.0.to_public_key_pem(p256::pkcs8::LineEnding::LF).expect("a P-256 key always encodes")
+        let b64 = self.spki_base64();
+        let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            pem.push('\n');
+        }
+        pem.push_str("-----END PUBLIC KEY-----\n");
+        pem
+    }
+
+    /// The DER SubjectPublicKeyInfo in base64 on one line (the PEM body without its line
+    /// breaks), as the EC2 user-data carries the key.
+    pub fn spki_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.spki_der())
     }
 
     /// The SPKI fingerprint: `sha256:` of the DER SubjectPublicKeyInfo, as build.json records a
     /// key.
     pub fn fingerprint(&self) -> Sha256Digest {
-        let der = self.0.to_public_key_der().expect("a P-256 key always encodes");
-        Sha256Digest::of(der.as_bytes())
+        Sha256Digest::of(&self.spki_der())
     }
 }
 
-/// A signing key: ECDSA P-256, from a PEM `PRIVATE KEY` (PKCS#8, e.g. `openssl genpkey -algorithm
+/// A signing key (feature `sign`): ECDSA P-256, from a PEM `PRIVATE KEY` (PKCS#8, e.g. `openssl genpkey -algorithm
 /// EC -pkeyopt ec_paramgen_curve:P-256`) or `EC PRIVATE KEY` (SEC1); `cosign import-key-pair
 /// --key` takes the same file. Signatures are deterministic (RFC 6979), so signing the same
 /// digest again writes the same bytes.
+#[cfg(feature = "sign")]
 #[derive(Clone)]
 pub struct SigningKey(p256::ecdsa::SigningKey);
 
+#[cfg(feature = "sign")]
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SigningKey(public {})", self.public_key().fingerprint())
     }
 }
 
+#[cfg(feature = "sign")]
 impl SigningKey {
     /// Parses a PEM private key (PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY`, P-256).
     ///
@@ -141,6 +194,7 @@ impl SigningKey {
                 "an encrypted private key: give an unencrypted PEM P-256 key (PRIVATE KEY or EC PRIVATE KEY)".into(),
             ));
         }
+        use p256::pkcs8::DecodePrivateKey as _;
         if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_pem(pem) {
             return Ok(SigningKey(k));
         }
@@ -151,11 +205,13 @@ impl SigningKey {
 
     /// The matching public key.
     pub fn public_key(&self) -> PublicKey {
-        PublicKey(*self.0.verifying_key())
+        let point = self.0.verifying_key().to_sec1_point(false);
+        PublicKey(point.as_bytes().try_into().expect("an uncompressed P-256 point is 65 bytes"))
     }
 
     /// The base64 DER signature of `payload`, as [`SIGNATURE_ANNOTATION`] holds it.
     pub fn sign(&self, payload: &[u8]) -> String {
+        use p256::ecdsa::signature::Signer as _;
         let sig: p256::ecdsa::Signature = self.0.sign(payload);
         base64::engine::general_purpose::STANDARD.encode(sig.to_der().as_bytes())
     }
@@ -190,11 +246,8 @@ pub fn verify_payload(
     let der = base64::engine::general_purpose::STANDARD
         .decode(signature_b64.trim())
         .map_err(|e| SignatureError::BadSignature(format!("{SIGNATURE_ANNOTATION} is not base64: {e}")))?;
-    let sig = p256::ecdsa::Signature::from_der(&der).map_err(|_| {
-        SignatureError::BadSignature(format!("{SIGNATURE_ANNOTATION} is not an ECDSA P-256 DER signature"))
-    })?;
-    key.0
-        .verify(payload, &sig)
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, &key.0[..])
+        .verify(payload, &der)
         .map_err(|_| SignatureError::BadSignature("the signature does not match the payload and key".into()))?;
     let doc: serde_json::Value = serde_json::from_slice(payload)
         .map_err(|e| SignatureError::Malformed(format!("signed payload: not JSON: {e}")))?;
@@ -273,7 +326,7 @@ pub fn signature_manifest(payload: &[u8], signature_b64: &str) -> (ImageManifest
     (manifest, config)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sign"))]
 mod tests {
     use super::*;
 
@@ -293,6 +346,11 @@ mod tests {
         let s = k.sign(&p);
         assert_eq!(s, k.sign(&p), "RFC 6979: deterministic");
         let public = PublicKey::from_pem(&k.public_key().to_pem()).unwrap();
+        // The user-data's one-line form, folded back into PEM as its script does (fold -w 64).
+        let b64 = public.spki_base64();
+        let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        let refolded = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"));
+        assert_eq!(PublicKey::from_pem(&refolded).unwrap(), public);
         verify_payload(&public, &p, &s, &x).unwrap();
         // The graft: X's valid signature offered for Y.
         assert!(matches!(verify_payload(&public, &p, &s, &y), Err(SignatureError::DigestMismatch { .. })));

@@ -1,9 +1,8 @@
 //! cosign signatures over the network: verifying an image's legacy `.sig` signatures with a key
 //! before its bytes are used, and pushing one ([`boot_artifact::cosign`] has the format).
 
-use boot_artifact::cosign::{self, PublicKey, SignatureError, SigningKey};
+use boot_artifact::cosign::{self, PublicKey, SignatureError};
 use boot_artifact::digest::Sha256Digest;
-use boot_artifact::oci::media_type;
 use boot_artifact::reference::Reference;
 
 use crate::{Error, Registry};
@@ -79,18 +78,19 @@ impl Registry {
         Err(fail(best.expect("signature_layers returns at least one layer")))
     }
 
-    /// Signs `digest` in `image`'s repository with `key` and pushes the signature as cosign does:
+    /// Signs (feature `sign`) `digest` in `image`'s repository with `key` and pushes the signature as cosign does:
     /// the payload and config blobs, then the signature manifest under `sha256-<hex>.sig`
     /// (replacing what that tag held). Deterministic: signing the same digest with the same key
     /// pushes the same manifest. Returns the signature manifest's digest.
     ///
     /// # Errors
     /// Those of [`Registry::push_blob`] and [`Registry::push_manifest`].
+    #[cfg(feature = "sign")]
     pub async fn push_cosign_signature(
         &self,
         image: &Reference,
         digest: &Sha256Digest,
-        key: &SigningKey,
+        key: &cosign::SigningKey,
     ) -> Result<Sha256Digest, Error> {
         let payload = cosign::payload(&format!("{}/{}", image.registry, image.repository), digest);
         let (manifest, config) = cosign::signature_manifest(&payload, &key.sign(&payload));
@@ -100,6 +100,6 @@ impl Registry {
                 self.push_blob(&target, data, &d).await?;
             }
         }
-        self.push_manifest(&target, media_type::OCI_MANIFEST, manifest.to_json()).await
+        self.push_manifest(&target, boot_artifact::oci::media_type::OCI_MANIFEST, manifest.to_json()).await
     }
 }

@@ -72,6 +72,9 @@ pub struct Instance {
     pub talos_config: Option<String>,
     /// Extra kernel arguments for Talos.
     pub extra_kernel_args: Vec<String>,
+    /// The boot artifact's signing key, as base64 DER SubjectPublicKeyInfo
+    /// (`--instance-signature-key`).
+    pub signature_key: Option<String>,
 }
 
 /// Parses a `REGISTRY/REPO[:TAG]` flag into a repository reference (the tag dropped).
@@ -111,6 +114,16 @@ impl Instance {
         for arg in &flags.instance_kernel_args {
             kernel_cmdline::Cmdline::parse(arg).with_context(|| format!("--instance-kernel-arg {arg:?}"))?;
         }
+        let signature_key = match &flags.instance_signature_key {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read_to_string(path)
+                    .with_context(|| format!("--instance-signature-key {}", path.display()))?;
+                let key = boot_artifact::cosign::PublicKey::from_pem(&pem)
+                    .map_err(|e| anyhow::anyhow!("--instance-signature-key {}: {e}", path.display()))?;
+                Some(key.spki_base64())
+            }
+        };
         Ok(Some(Instance {
             boot_repository,
             agent_repository,
@@ -120,6 +133,7 @@ impl Instance {
             report_token: flags.report_token.clone(),
             talos_config: flags.talos_config.clone(),
             extra_kernel_args: flags.instance_kernel_args.clone(),
+            signature_key,
         }))
     }
 }
@@ -289,6 +303,10 @@ fn render_text(u: &UserData) -> Result<String> {
         ("BOOT_REF", sh_word("--boot-repository", &boot)?),
         ("BOOT_REF_TEXT", boot.clone()),
         ("BOOT_FLAGS", flags),
+        (
+            "SIGNATURE_KEY",
+            sh_word("--instance-signature-key", u.instance.signature_key.as_deref().unwrap_or_default())?,
+        ),
         ("TALOS_VERSION", comment_text("Talos version", &p.talos_version)?),
         ("SCHEMATIC_ID", comment_text("schematic ID", &p.schematic_id)?),
         ("IMAGER_VERSION", comment_text("imager version", &p.imager_version)?),
@@ -492,6 +510,7 @@ mod tests {
             report_token: Some("t0k3n".into()),
             talos_config: Some("http://10.20.13.140:8081/config.yaml".into()),
             instance_kernel_args: vec!["-console=tty1".into(), "talos.dashboard.disabled=1".into()],
+            instance_signature_key: None,
         }
     }
 
@@ -551,8 +570,9 @@ mod tests {
              --registry-mirror='ghcr.io=10.20.13.141:5000' --insecure-registry='10.20.13.140:5000' \
              --report='http://10.20.13.140:8090/v1/report' --report-token='t0k3n' \
              --talos-config='http://10.20.13.140:8081/config.yaml' --extra-kernel-arg='-console=tty1' \
-             --extra-kernel-arg='talos.dashboard.disabled=1'\n";
+             --extra-kernel-arg='talos.dashboard.disabled=1' ${key_file:+--signature-key \"$key_file\"}\n";
         assert!(script.contains(boot), "{script}");
+        assert!(script.contains("signature_key=''\n"), "no key given: {script}");
         assert!(!script.contains("--platform"), "the agent detects aws itself");
         // The comment at the top names what it boots.
         assert!(text.contains(&format!("\n# {source}\n")), "{text}");

@@ -123,6 +123,18 @@ pub fn build_and_publish(f: &Fixtures, o: &Options) -> Result<Built> {
     let out = o.work.join("_out");
     let token = format!("ec2-{:016x}", rand_u64());
     let bastion_registry = format!("{BASTION}:{REGISTRY_PORT}");
+    // The signing key pair: `imager publish --sign-key` signs, the user-data carries the public key.
+    let (sign_key, signature_key) = (o.work.join("moonboot.key"), o.work.join("moonboot.pub"));
+    run(
+        Command::new("openssl")
+            .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+            .arg(&sign_key),
+        "openssl genpkey",
+    )?;
+    std::fs::write(
+        &signature_key,
+        run(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&sign_key), "openssl pkey -pubout")?,
+    )?;
     say(o, &format!("imager build --arch arm64 (user-data for {bastion_registry}) → {}", out.display()));
     let t = Instant::now();
     if let Some(from) = crate::demo::serve_release(f, &o.image.talos_version)? {
@@ -140,6 +152,8 @@ pub fn build_and_publish(f: &Fixtures, o: &Options) -> Result<Built> {
             .args(["--boot-repository", &format!("{bastion_registry}/{}", o.boot_repository)])
             .args(["--agent-repository", &format!("{bastion_registry}/{}", o.agent_repository)])
             .args(["--instance-insecure-registry", &bastion_registry])
+            .arg("--instance-signature-key")
+            .arg(&signature_key)
             .args(["--report", &format!("http://{BASTION}:{WAIT_PORT}/v1/report"), "--report-token", &token])
             // The stand-in keeps running (and serving apid) instead of powering off.
             .args(["--instance-kernel-arg", "standin.hold"])
@@ -157,6 +171,8 @@ pub fn build_and_publish(f: &Fixtures, o: &Options) -> Result<Built> {
         Command::new(&imager)
             .args(["publish", "--to", &boot_to, "--arch", "arm64"])
             .args(["--agent-to", &agent_to])
+            .arg("--sign-key")
+            .arg(&sign_key)
             .args(["--insecure-registry", &f.registry, "--json"])
             .arg("--output")
             .arg(&out),

@@ -81,6 +81,10 @@ fn cloud_init_fetches_the_agent_by_digest_and_kexecs_into_talos_or_refuses_corru
     let fetch = line(console, &format!("{USER_DATA_MARK}fetching talos-agent {}", b.agent_digest))
         .unwrap_or_else(|| panic!("no fetch line for {} in the console", b.agent_digest));
     assert!(fetch.contains(&format!("http://10.20.13.140:5000/v2/{}/blobs/", o.agent_repository)), "{fetch}");
+    // The user-data's key: the boot artifact's cosign signature verified before any layer.
+    let signed = line(console, &format!("cosign signature of {} verified", b.boot_digest))
+        .unwrap_or_else(|| panic!("no verified signature of {} in the console", b.boot_digest));
+    assert!(signed.contains("verified with key sha256:"), "{signed}");
     assert!(line(console, KEXEC_LINE).is_some(), "the agent never kexec'd");
     let cmdline = line(console, &format!("{} cmdline=", moonboot_tests::demo::STANDIN_MARK))
         .expect("the stand-in init printed its command line");

@@ -40,6 +40,11 @@ pub struct UserDataFlags {
     /// the instance's user-data.
     #[arg(long, value_name = "TOKEN", requires = "report", help_heading = HEADING)]
     pub report_token: Option<String>,
+    /// Public key (PEM `PUBLIC KEY`, ECDSA P-256: the `--sign-key` of `imager publish`) the
+    /// instance's `talos-agent boot --signature-key` checks the boot artifact's cosign signature
+    /// with: an unsigned or differently signed artifact is refused before any layer is fetched.
+    #[arg(long, value_name = "FILE", requires = "boot_repository", help_heading = HEADING)]
+    pub instance_signature_key: Option<PathBuf>,
     /// Machine config URL for Talos (talos-agent boot --talos-config, `talos.config=`).
     #[arg(long, value_name = "URL", requires = "boot_repository", help_heading = HEADING)]
     pub talos_config: Option<String>,

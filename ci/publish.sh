@@ -22,6 +22,10 @@
 #                                 writes imager's JSON report to $PUBLISH_JSON and prints the digests
 #        ci/publish.sh digests    print the digests of $PUBLISH_JSON again; as a Markdown table into
 #                                 $GITHUB_STEP_SUMMARY and as step outputs into $GITHUB_OUTPUT when set
+#        ci/publish.sh sign       cosign-sign, keyless, every pinned reference of $PUBLISH_JSON (each
+#                                 index and per-architecture manifest) with the CI job's OIDC
+#                                 identity (GitHub Actions: `permissions: id-token: write`; cosign
+#                                 from sigstore/cosign-installer); docs/ci.md shows `cosign verify`
 #        ci/publish.sh all        build, then publish
 #        ci/publish.sh agents     only cross-compile the static talos-agent for each of $ARCHES (one
 #                                 cargo invocation) and print their paths, one per line
@@ -41,6 +45,8 @@
 #   IMAGER_BUILD_FLAGS    extra `imager build` flags, whitespace-separated, e.g.
 #                         --registry-mirror ghcr.io=10.20.13.140:5000 --insecure-registry 10.20.13.140:5000
 #   IMAGER_PUBLISH_FLAGS  extra `imager publish` flags, e.g. --insecure-registry HOST:PORT
+#   SIGN_KEY              a PEM P-256 private key: publish signs with it (`imager publish --sign-key`),
+#                         for CIs without an OIDC identity; verify with its public key
 #   IMAGER                an imager binary to use instead of building target/release/imager
 #   CARGO                 cargo for the host build (cargo); the static agents use Debian's /usr/bin/cargo
 #   REGISTRY_AUTH_FILE    credentials for publish (Docker config.json format); else
@@ -66,11 +72,11 @@ read -r -a ARCH_LIST <<< "$ARCHES"
 
 say() { echo "publish.sh: $*" >&2; }
 die() { echo "publish.sh: error: $*" >&2; exit 1; }
-usage() { echo "usage: ci/publish.sh build|publish|digests|all|agents (--help)" >&2; exit 2; }
+usage() { echo "usage: ci/publish.sh build|publish|digests|sign|all|agents (--help)" >&2; exit 2; }
 
 [ $# -eq 1 ] || usage
 case "$1" in
-  build|publish|digests|all|agents) ACTION=$1 ;;
+  build|publish|digests|sign|all|agents) ACTION=$1 ;;
   -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
   *) usage ;;
 esac
@@ -208,6 +214,19 @@ do_digests() {
   fi
 }
 
+# Signs every pinned reference of $PUBLISH_JSON with `cosign sign --yes` (keyless: the job's OIDC
+# identity, a Fulcio certificate and a Rekor entry).
+do_sign() {
+  local ref
+  [ -s "$PUBLISH_JSON" ] || die "$PUBLISH_JSON is absent: run ci/publish.sh publish first"
+  command -v cosign >/dev/null || die "cosign is not installed (sigstore/cosign-installer in the workflow)"
+  for ref in $(jq -r '(.boot, .extension, .agent) | select(. != null) | .pinned, .manifests[].reference' \
+      "$PUBLISH_JSON"); do
+    say "cosign sign --yes $ref"
+    cosign sign --yes "$ref" >&2 || die "cosign sign $ref failed"
+  done
+}
+
 do_publish() {
   local imager boot ext bin arches a
   local more_flags=()
@@ -228,6 +247,9 @@ do_publish() {
   if [ -f "$OUTPUT/ipxe-inputs.ok" ]; then
     more_flags+=(--ipxe-inputs "$IPXE_INPUTS")
   fi
+  if [ -n "${SIGN_KEY:-}" ]; then
+    more_flags+=(--sign-key "$SIGN_KEY")
+  fi
   if [ -f "$OUTPUT/board-inputs.ok" ] || [ -f "$OUTPUT/ipxe-inputs.ok" ]; then
     more_flags+=(--board-inputs-repository "$REGISTRY/$IMAGE_PREFIX/board-inputs")
   fi
@@ -244,6 +266,7 @@ case "$ACTION" in
   build) do_build ;;
   publish) do_publish ;;
   digests) do_digests ;;
+  sign) do_sign ;;
   all) do_build; do_publish ;;
   agents) static_agents "${ARCH_LIST[@]}" ;;
 esac

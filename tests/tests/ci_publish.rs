@@ -67,7 +67,7 @@ fn workflow_is_valid_and_shaped_as_documented() {
     // Triggers: version tags and manual runs.
     assert_eq!(w["on"]["push"]["tags"], serde_json::json!(["v*"]), "{WORKFLOW}: on.push.tags");
     assert!(w["on"].get("workflow_dispatch").is_some(), "{WORKFLOW}: on.workflow_dispatch");
-    assert_eq!(w["permissions"], serde_json::json!({"contents": "read", "packages": "write"}));
+    assert_eq!(w["permissions"], serde_json::json!({"contents": "read", "packages": "write", "id-token": "write"}));
     for key in ["REGISTRY", "IMAGE_PREFIX", "TAG", "ARCHES", "OUTPUT", "IMAGER_BUILD_FLAGS", "IMAGER_PUBLISH_FLAGS"] {
         assert!(w["env"].get(key).is_some(), "{WORKFLOW}: env.{key} (the knobs docs/ci.md names)");
     }
@@ -310,6 +310,7 @@ fn skip_reason(step: &Value) -> Option<&'static str> {
             "actions/checkout" => "the test runs in the checkout already",
             "actions/cache" => "GitHub's cache service; cargo's target/ is the cache here",
             "actions/upload-artifact" => "GitHub's artifact storage; this test reads the build's files itself",
+            "sigstore/cosign-installer" => "downloads cosign from GitHub; target/peers/cosign is Debian's",
             _ => panic!("{WORKFLOW}: step uses {uses}: tell this test why it cannot run here"),
         });
     }
@@ -317,6 +318,10 @@ fn skip_reason(step: &Value) -> Option<&'static str> {
         Some("scripts/setup --build-only") => {
             Some("installs packages from the network (apt, PyPI); scripts/test ran it before the tests")
         }
+        Some("ci/publish.sh sign") => Some(
+            "keyless signing needs the job's OIDC token, Fulcio and Rekor; the publish step signs with SIGN_KEY \
+             here, and tests/tests/cosign.rs checks those signatures with cosign",
+        ),
         Some(_) => None,
         None => panic!("{WORKFLOW}: a step with neither run: nor uses: {step}"),
     }
@@ -352,6 +357,18 @@ fn workflow_steps_build_and_publish_with_credentials() {
     // Kept on failure (a panic above) for a look; removed after success.
     let _ = std::fs::remove_dir_all(&work);
     eprintln!("ci_publish: {NAME} passed in {:.1} s ({outcome})", started.elapsed().as_secs_f64());
+}
+
+/// A PEM P-256 private key under `work` (`openssl genpkey`).
+fn signing_key(work: &Path) -> PathBuf {
+    let key = work.join("sign.key");
+    let o = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "openssl genpkey: {}", String::from_utf8_lossy(&o.stderr));
+    key
 }
 
 /// An APT configuration with no sources and empty lists under `work`: `apt-get download` fails at
@@ -411,6 +428,8 @@ fn run_workflow(f: &Fixtures, root: &Path, work: &Path, reg: &str, board_inputs:
         ("RUNNER_TEMP", work.join("runner-temp").display().to_string()),
         ("GITHUB_STEP_SUMMARY", summary.display().to_string()),
         ("BOARD_INPUTS", board_inputs.display().to_string()),
+        // A CI without an OIDC identity signs with a key (ci/publish.sh publish --sign-key).
+        ("SIGN_KEY", signing_key(work).display().to_string()),
         // The iPXE binaries: scripts/setup's trixie download (its .deb is the cache
         // scripts/ipxe-inputs checks first); apt without sources, so nothing comes from Debian.
         ("IPXE_INPUTS", moonboot_tests::build::netboot_peers_dir().display().to_string()),
@@ -511,6 +530,12 @@ fn run_workflow(f: &Fixtures, root: &Path, work: &Path, reg: &str, board_inputs:
         }
     }
     assert!(report["blobs"]["pushed"].as_u64().unwrap() > 0, "a first publish pushes blobs: {report}");
+    // SIGN_KEY: a cosign signature for each index and per-architecture manifest of the boot
+    // artifact, the extension image and the agent binaries.
+    let signed: Vec<&str> =
+        report["signatures"].as_array().expect("signatures").iter().map(|s| s["image"].as_str().unwrap()).collect();
+    assert_eq!(signed.len(), 3 * (1 + arches.len()), "{report}");
+    assert!(signed.contains(&boot["pinned"].as_str().unwrap()), "{signed:?}");
     let summary_text = std::fs::read_to_string(&summary).expect("the digests step wrote $GITHUB_STEP_SUMMARY");
     let printed_publish = &ran["ci/publish.sh publish"].stdout;
     let printed_digests = &ran["ci/publish.sh digests"].stdout;

@@ -1,4 +1,4 @@
-//! The main job, end to end, on one machine (issue "Readiness for cluster bootstrap", README's
+//! The main job, end to end, on one machine (the README's
 //! first command): `imager build --arch arm64` against the fixture registry → `imager publish` to
 //! it → `talos-agent wait` on loopback → an arm64 QEMU VM whose first stage runs
 //! `talos-agent boot` against the published boot artifact → kexec → the stand-in Talos init

@@ -10,7 +10,7 @@
 //! left, standing in for `machined`) and `rootfs.sqsh` (squashfs zstd-18 of the other programs,
 //! up to [`ROOTFS_BUDGET`] bytes), built with the fixtures' own `mksquashfs` and `cpio_zstd`.
 //!
-//! Where the target sizes come from (see also the README's Benchmarks section):
+//! Where the target sizes come from (the figures: docs/benchmarks.md):
 //! - `tailscale`, `tailscaled`: the arm64 static release binaries of tailscale 1.56.1, listed in
 //!   tailscale/tailscale#10627 (15,992,745 B and 42,710,851 B). siderolabs/extensions
 //!   `network/tailscale/pkg.yaml` builds them with a plain `go build` (not stripped), as the

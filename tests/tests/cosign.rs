@@ -11,7 +11,8 @@
 //!   --signature-key`.
 //! - refused, each with its own error (the agent exits 4, before fetching any layer): unsigned,
 //!   one flipped signature byte, the wrong key, image Y's valid signature grafted onto X's `.sig`
-//!   tag, an oversize signature manifest; and `imager build` with the wrong key.
+//!   tag, an oversize signature manifest; and `imager build` with the wrong key, and with
+//!   `--lock` of the first build's build.json after the imager tag moved to another signed image.
 //!
 //! cosign runs with its HTTP(S) proxy set to a closed port on 127.0.0.1 (only 127.0.0.1 is
 //! exempt), so any request it tried beyond the test registry would fail here instead of leaving
@@ -182,6 +183,34 @@ fn run(f: &Fixtures, imager: &Path, agent: &Path, dir: &Path, reg: &str) {
     let o = build(&moonboot_pub, "wrong-key");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("cosign signature: no signature verifies with the key"), "{err}");
+
+    // A tag moved to another image that is validly signed too: signatures cannot tell, the lock
+    // of the first build's build.json can.
+    let moved = &f.images["imager@v1.10.9"];
+    let base = &f.images["imager"];
+    skopeo_copy(&moved.reference, &format!("{reg}/{}:{}", base.repository, base.tag));
+    ok(cosign(dir)
+        .args(["sign", "--key", "cosign.key", "--tlog-upload=false", "--yes", "--allow-http-registry"])
+        .arg(format!("{reg}/{}@{}", moved.repository, moved.index_digest)));
+    let o = Command::new(imager)
+        .args(["build", "--arch", "amd64", "--no-talos-agent", "--registry-mirror", &format!("ghcr.io={reg}")])
+        .args(["--insecure-registry", reg, "--signature-key"])
+        .arg(&cosign_pub)
+        .arg("--lock")
+        .arg(dir.join("out/build.json"))
+        .arg("--ipxe-dir")
+        .arg(moonboot_tests::build::netboot_peers_dir())
+        .arg("--output")
+        .arg(dir.join("moved"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let want = format!("ghcr.io/{}:{} moved: --lock", base.repository, base.tag);
+    assert!(!o.status.success() && err.contains(&want), "{err}");
+    assert!(
+        err.contains(&format!("pins {}, the registry now answers {}", base.index_digest, moved.index_digest)),
+        "{err}"
+    );
 
     // moonboot → cosign: imager publish --sign-key signs the index and each manifest.
     let publish = |to: &str, sign: bool| {

@@ -226,6 +226,8 @@ struct Plan {
     registry: moonboot_registry::Options,
     /// How the upstream inputs' signatures are checked.
     signatures: pull::SignaturePolicy,
+    /// `--lock`: the file and the digests it pins.
+    lock: Option<(String, BTreeMap<String, Sha256Digest>)>,
     /// The boot network, for `netboot/`.
     netboot: crate::netboot::Options,
     /// What the EC2 instance uses, with `--boot-repository` (for `cloud-init/`).
@@ -407,6 +409,17 @@ fn plan(args: &Args) -> Result<Plan> {
             pull::SignaturePolicy::None
         }
     };
+    let lock = match &args.lock {
+        None => None,
+        Some(path) => {
+            let what = format!("--lock {}", path.display());
+            let bytes = std::fs::read(path).with_context(|| what.clone())?;
+            let doc: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{what}: not JSON"))?;
+            let digests = pull::lock_from_build_json(&doc).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+            anyhow::ensure!(!digests.is_empty(), "{what}: records no input (is it a build.json?)");
+            Some((path.display().to_string(), digests))
+        }
+    };
     let ipxe_file = crate::board::inputs::ipxe_file(args.arch.as_str());
     let ipxe = if args.network.ipxe_dir.join(&ipxe_file).is_file() {
         None
@@ -427,6 +440,7 @@ fn plan(args: &Args) -> Result<Plan> {
         cmdline_aws: cmdline_aws.to_string(),
         registry,
         signatures,
+        lock,
         netboot: crate::netboot::Options::network(&args.network),
         user_data,
         output: args.output.clone(),
@@ -498,7 +512,10 @@ fn pull_inputs(plan: &Plan, tmp: &Path) -> Result<Pulled> {
         TalosAgent::Off | TalosAgent::Image(_) => None,
     };
 
-    let puller = pull::Puller::new(plan.registry.clone())?.with_policy(plan.signatures.clone());
+    let mut puller = pull::Puller::new(plan.registry.clone())?.with_policy(plan.signatures.clone());
+    if let Some((file, digests)) = &plan.lock {
+        puller = puller.with_lock(file.clone(), digests.clone());
+    }
 
     // Official extensions by name, through the bundle of this very Talos version.
     let mut sources: Vec<ExtensionSource> = Vec::new();

@@ -71,6 +71,18 @@ pub enum PullError {
         /// The refusal.
         source: LayerError,
     },
+    /// A reference resolved to another digest than the `--lock` build.json recorded for it.
+    #[error("{reference} moved: --lock {lock} pins {locked}, the registry now answers {now}")]
+    Moved {
+        /// The reference (a tag).
+        reference: String,
+        /// The lock file.
+        lock: String,
+        /// The digest the lock records.
+        locked: Sha256Digest,
+        /// The digest it resolved to now.
+        now: Sha256Digest,
+    },
     /// The imager image lacks a boot file.
     #[error("{reference}: {reason}")]
     BootFile {
@@ -121,6 +133,47 @@ pub struct Puller {
     policy: SignaturePolicy,
     /// The signatures [`Puller::resolve_signed`] verified, in order.
     verified: std::sync::Mutex<Vec<moonboot_registry::VerifiedSignature>>,
+    /// `--lock`: the file, and each reference's digest (the index's, else the manifest's) as an
+    /// earlier build.json recorded it.
+    lock: Option<(String, std::collections::BTreeMap<String, Sha256Digest>)>,
+}
+
+/// The digests an earlier build.json recorded: every object in it with a string `reference` and
+/// `manifest_digest` (the Talos imager image, the bundles, the overlay, each extension), mapped to
+/// its `index_digest` when it has one, else its `manifest_digest`.
+///
+/// # Errors
+/// A digest that does not parse, or one reference recorded with two digests (naming it).
+pub fn lock_from_build_json(
+    doc: &serde_json::Value,
+) -> Result<std::collections::BTreeMap<String, Sha256Digest>, String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let (Some(r), Some(d)) =
+                    (m.get("reference").and_then(|r| r.as_str()), m.get("manifest_digest").and_then(|d| d.as_str()))
+                {
+                    let top = m.get("index_digest").and_then(|d| d.as_str()).unwrap_or(d);
+                    out.push((r.to_string(), top.to_string()));
+                }
+                m.values().for_each(|v| walk(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(doc, &mut found);
+    let mut lock = std::collections::BTreeMap::new();
+    for (r, d) in found {
+        let digest: Sha256Digest = d.parse().map_err(|_| format!("{r}: digest {d:?} does not parse"))?;
+        if let Some(other) = lock.insert(r.clone(), digest) {
+            if other != digest {
+                return Err(format!("{r} is recorded with two digests, {other} and {digest}"));
+            }
+        }
+    }
+    Ok(lock)
 }
 
 /// A sink that advances a progress bar.
@@ -157,7 +210,14 @@ impl Puller {
             .build()
             .map_err(io("starting the async runtime"))?;
         let registry = Registry::new(options)?;
-        Ok(Puller { rt, registry, policy: SignaturePolicy::None, verified: Default::default() })
+        Ok(Puller { rt, registry, policy: SignaturePolicy::None, verified: Default::default(), lock: None })
+    }
+
+    /// The same client, refusing any reference in `digests` (from [`lock_from_build_json`] of
+    /// the file `file`) that resolves to another digest ([`PullError::Moved`]).
+    pub fn with_lock(mut self, file: String, digests: std::collections::BTreeMap<String, Sha256Digest>) -> Puller {
+        self.lock = Some((file, digests));
+        self
     }
 
     /// The same client, checking signatures as `policy` says in [`Puller::resolve_signed`].
@@ -193,7 +253,21 @@ impl Puller {
     /// # Errors
     /// [`PullError::Registry`].
     pub fn resolve(&self, r: &Reference, arch: &str) -> Result<Resolved, PullError> {
-        Ok(self.rt.block_on(self.registry.resolve(r, arch))?)
+        let resolved = self.rt.block_on(self.registry.resolve(r, arch))?;
+        if let Some((file, digests)) = &self.lock {
+            if let Some(locked) = digests.get(&r.to_string()) {
+                let now = resolved.index_digest.unwrap_or(resolved.manifest_digest);
+                if now != *locked {
+                    return Err(PullError::Moved {
+                        reference: r.to_string(),
+                        lock: file.clone(),
+                        locked: *locked,
+                        now,
+                    });
+                }
+            }
+        }
+        Ok(resolved)
     }
 
     fn fetch_to_file(
@@ -285,5 +359,29 @@ impl Puller {
                 .map_err(|source| PullError::Layer { reference: reference.clone(), digest: d.digest, source })?;
         }
         Ok(tree)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_takes_each_recorded_reference_and_refuses_two_digests() {
+        let (a, b) = (Sha256Digest::of(b"index"), Sha256Digest::of(b"manifest"));
+        let doc = serde_json::json!({
+            "inputs": {
+                "base": {"reference": "ghcr.io/siderolabs/imager:v1.10.5", "index_digest": a.to_string(), "manifest_digest": b.to_string()},
+                "extensions": [{"image": {"reference": "ghcr.io/siderolabs/spin@sha256:x", "index_digest": null, "manifest_digest": b.to_string()}}],
+            }
+        });
+        let lock = lock_from_build_json(&doc).unwrap();
+        assert_eq!(lock["ghcr.io/siderolabs/imager:v1.10.5"], a, "the index digest when there is one");
+        assert_eq!(lock["ghcr.io/siderolabs/spin@sha256:x"], b);
+        let twice = serde_json::json!([
+            {"reference": "r:t", "manifest_digest": a.to_string()},
+            {"reference": "r:t", "manifest_digest": b.to_string()},
+        ]);
+        assert!(lock_from_build_json(&twice).unwrap_err().contains("two digests"));
     }
 }

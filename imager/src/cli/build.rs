@@ -65,6 +65,11 @@ pub struct Args {
     /// with one line naming the image. build.json records every verified signature.
     #[arg(long, value_name = "FILE", conflicts_with = "insecure_skip_signature_verification")]
     pub signature_key: Option<PathBuf>,
+    /// An earlier build's build.json: every input it recorded (the Talos imager image, the
+    /// bundles, the overlay, each extension) must resolve to the same digest again. A tag moved
+    /// since — even to another validly signed image — stops the build, naming it.
+    #[arg(long, value_name = "BUILD_JSON")]
+    pub lock: Option<PathBuf>,
     /// Build without verifying signatures, saying so (a warning, and `signatures.policy:
     /// skipped` in build.json).
     #[arg(long)]

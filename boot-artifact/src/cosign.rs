@@ -133,6 +133,16 @@ impl PublicKey {
         Ok(PublicKey(point))
     }
 
+    /// Reads and parses the PEM file at `path` ([`PublicKey::from_pem`]).
+    ///
+    /// # Errors
+    /// One line without the path (callers name their flag and the path): the I/O error, or what
+    /// [`PublicKey::from_pem`] refused.
+    pub fn from_pem_file(path: &std::path::Path) -> Result<PublicKey, String> {
+        let pem = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        PublicKey::from_pem(&pem).map_err(|e| e.to_string())
+    }
+
     /// The DER SubjectPublicKeyInfo (uncompressed point).
     fn spki_der(&self) -> Vec<u8> {
         let mut der = SPKI_P256_PREFIX.to_vec();

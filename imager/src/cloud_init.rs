@@ -117,9 +117,7 @@ impl Instance {
         let signature_key = match &flags.instance_signature_key {
             None => None,
             Some(path) => {
-                let pem = std::fs::read_to_string(path)
-                    .with_context(|| format!("--instance-signature-key {}", path.display()))?;
-                let key = boot_artifact::cosign::PublicKey::from_pem(&pem)
+                let key = boot_artifact::cosign::PublicKey::from_pem_file(path)
                     .map_err(|e| anyhow::anyhow!("--instance-signature-key {}: {e}", path.display()))?;
                 Some(key.spki_base64())
             }

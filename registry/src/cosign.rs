@@ -44,7 +44,7 @@ impl Registry {
         let resolved = match self.resolve(&sig_ref, "amd64").await {
             Ok(r) => r,
             Err(Error::Unavailable { attempts, .. }) => {
-                let why = attempts.iter().map(|(h, r)| format!("{h}: {r}")).collect::<Vec<_>>().join("; ");
+                let why = crate::join_attempts(&attempts);
                 return Err(fail(SignatureError::Unsigned(format!("no {} ({why})", cosign::signature_tag(digest)))));
             }
             Err(e) => return Err(e),

@@ -246,6 +246,16 @@ pub struct Resolved {
     pub config_bytes: Vec<u8>,
 }
 
+impl Resolved {
+    /// The digest of the top document the reference named: the index's when it named an index,
+    /// else the manifest's. When the reference pinned a digest, this is that digest (the top
+    /// document was checked against it). What a signature of the reference signs, and what a
+    /// tag is locked to.
+    pub fn top_digest(&self) -> Sha256Digest {
+        self.index_digest.unwrap_or(self.manifest_digest)
+    }
+}
+
 /// A registry client with mirrors, insecure hosts and credentials applied.
 pub struct Registry {
     client: oci_client::Client,

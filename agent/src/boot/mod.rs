@@ -471,11 +471,10 @@ fn resolve(args: &Args) -> Result<Target, Error> {
     };
     let signature_key = match &args.signature_key {
         None => None,
-        Some(path) => {
-            let key = |reason: String| Error::SignatureKey { path: path.clone(), reason };
-            let pem = std::fs::read_to_string(path).map_err(|e| key(e.to_string()))?;
-            Some(boot_artifact::cosign::PublicKey::from_pem(&pem).map_err(|e| key(e.to_string()))?)
-        }
+        Some(path) => Some(
+            boot_artifact::cosign::PublicKey::from_pem_file(path)
+                .map_err(|reason| Error::SignatureKey { path: path.clone(), reason })?,
+        ),
     };
     Ok(Target { arch, source, mirrors, version, signature_key })
 }

@@ -394,8 +394,7 @@ fn plan(args: &Args) -> Result<Plan> {
     }
     let signatures = match (&args.signature_key, args.insecure_skip_signature_verification) {
         (Some(path), _) => {
-            let pem = std::fs::read_to_string(path).with_context(|| format!("--signature-key {}", path.display()))?;
-            let key = boot_artifact::cosign::PublicKey::from_pem(&pem)
+            let key = boot_artifact::cosign::PublicKey::from_pem_file(path)
                 .map_err(|e| anyhow::anyhow!("--signature-key {}: {e}", path.display()))?;
             line(&format!("verifying the upstream inputs' cosign signatures with key {}", key.fingerprint()));
             pull::SignaturePolicy::Key(key)

@@ -236,7 +236,7 @@ impl Puller {
     pub fn resolve_signed(&self, r: &Reference, arch: &str) -> Result<Resolved, PullError> {
         let resolved = self.resolve(r, arch)?;
         if let SignaturePolicy::Key(key) = &self.policy {
-            let signed = r.digest.or(resolved.index_digest).unwrap_or(resolved.manifest_digest);
+            let signed = resolved.top_digest();
             let v = self.rt.block_on(self.registry.verify_cosign(r, &signed, key))?;
             self.verified.lock().expect("not poisoned").push(v);
         }
@@ -256,7 +256,7 @@ impl Puller {
         let resolved = self.rt.block_on(self.registry.resolve(r, arch))?;
         if let Some((file, digests)) = &self.lock {
             if let Some(locked) = digests.get(&r.to_string()) {
-                let now = resolved.index_digest.unwrap_or(resolved.manifest_digest);
+                let now = resolved.top_digest();
                 if now != *locked {
                     return Err(PullError::Moved {
                         reference: r.to_string(),

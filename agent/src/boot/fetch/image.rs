@@ -97,7 +97,7 @@ pub async fn fetch_image(
     let signature = match signature_key {
         None => None,
         Some(key) => {
-            let signed = reference.digest.or(resolved.index_digest).unwrap_or(resolved.manifest_digest);
+            let signed = resolved.top_digest();
             let v = registry.verify_cosign(reference, &signed, key).await?;
             crate::boot::log(&format!(
                 "cosign signature of {signed} verified with key {} (signature manifest {})",

@@ -111,20 +111,7 @@ pub fn serve_release(f: &Fixtures, version: &str) -> Result<Option<String>> {
     for repo in
         [crate::build::IMAGER_REPOSITORY, crate::bundles::EXTENSIONS_REPOSITORY, crate::bundles::OVERLAYS_REPOSITORY]
     {
-        run(
-            Command::new("skopeo")
-                .args([
-                    "copy",
-                    "--all",
-                    "--preserve-digests",
-                    "--quiet",
-                    "--src-tls-verify=false",
-                    "--dest-tls-verify=false",
-                ])
-                .arg(format!("docker://{}/{repo}:{from}", f.registry))
-                .arg(format!("docker://{}/{repo}:{version}", f.registry)),
-            "skopeo copy",
-        )?;
+        skopeo_copy(&format!("{}/{repo}:{from}", f.registry), &format!("{}/{repo}:{version}", f.registry))?;
     }
     Ok(Some(from))
 }
@@ -233,6 +220,29 @@ pub fn fixture_build(imager: &Path, f: &Fixtures, agent: &Path) -> Command {
         .arg("--agent-binary")
         .arg(agent);
     cmd
+}
+
+/// `skopeo copy --all --preserve-digests` of `from` to `to` (`HOST:PORT/REPO:TAG` on plain-HTTP
+/// registries): the image or index with every platform, under the same digests.
+///
+/// # Errors
+/// skopeo failed (its stderr).
+pub fn skopeo_copy(from: &str, to: &str) -> Result<()> {
+    run(
+        Command::new("skopeo")
+            .args([
+                "copy",
+                "--all",
+                "--preserve-digests",
+                "--quiet",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+            ])
+            .arg(format!("docker://{from}"))
+            .arg(format!("docker://{to}")),
+        "skopeo copy",
+    )
+    .map(drop)
 }
 
 /// Runs `cmd` to completion; its stdout, or an error with its stderr.

@@ -19,29 +19,19 @@
 //! the machine; none is needed (key signing without the transparency log).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use base64::Engine as _;
 use moonboot_tests::fixtures::{self, skip, Fixtures};
 use moonboot_tests::private_registry::PrivateRegistry;
 use moonboot_tests::registry::Repo;
+use moonboot_tests::rpi::support::run;
 use serde_json::Value;
 
 const NAME: &str = "cosign_signatures_interoperate_and_forgeries_are_refused";
 
 fn cosign_bin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/cosign")
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
 }
 
 /// cosign with an empty key password and every non-loopback request sent to a closed port.
@@ -58,23 +48,14 @@ fn cosign(dir: &Path) -> Command {
 }
 
 fn skopeo_copy(from: &str, to: &str) {
-    ok(Command::new("skopeo").args([
-        "copy",
-        "--all",
-        "--preserve-digests",
-        "--quiet",
-        "--src-tls-verify=false",
-        "--dest-tls-verify=false",
-        &format!("docker://{from}"),
-        &format!("docker://{to}"),
-    ]));
+    moonboot_tests::demo::skopeo_copy(from, to).unwrap();
 }
 
 /// PUTs `manifest` (an OCI image manifest) to `host`'s `repo` under `tag`.
 fn put_manifest(host: &str, repo: &str, tag: &str, manifest: &[u8], dir: &Path) {
     let file = dir.join("put.json");
     std::fs::write(&file, manifest).unwrap();
-    ok(Command::new("curl")
+    run(Command::new("curl")
         .args(["-sSf", "-X", "PUT", "-H", "Content-Type: application/vnd.oci.image.manifest.v1+json"])
         .arg("--data-binary")
         .arg(format!("@{}", file.display()))
@@ -125,12 +106,12 @@ fn cosign_signatures_interoperate_and_forgeries_are_refused() {
     std::fs::create_dir_all(&dir).unwrap();
     let registry = PrivateRegistry::start(&dir.join("registry"), None).unwrap();
     let reg = registry.addr.clone();
-    run(&f, &imager, &agent, &dir, &reg);
+    interop(&f, &imager, &agent, &dir, &reg);
     drop(registry);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn run(f: &Fixtures, imager: &Path, agent: &Path, dir: &Path, reg: &str) {
+fn interop(f: &Fixtures, imager: &Path, agent: &Path, dir: &Path, reg: &str) {
     // The stand-in release in a registry nothing else writes to.
     let upstream = ["imager", "extensions", "spin", "tailscale"];
     for name in upstream {
@@ -138,18 +119,18 @@ fn run(f: &Fixtures, imager: &Path, agent: &Path, dir: &Path, reg: &str) {
         skopeo_copy(&img.reference, &format!("{reg}/{}:{}", img.repository, img.tag));
     }
     // Keys: cosign's own pair (encrypted cosign.key), and a PEM P-256 pair for moonboot.
-    ok(cosign(dir).args(["generate-key-pair", "--output-key-prefix", "cosign"]));
-    ok(Command::new("openssl")
+    run(cosign(dir).args(["generate-key-pair", "--output-key-prefix", "cosign"]));
+    run(Command::new("openssl")
         .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
         .arg(dir.join("moonboot.key")));
-    let pubkey = ok(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(dir.join("moonboot.key"))).stdout;
+    let pubkey = run(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(dir.join("moonboot.key"))).stdout;
     std::fs::write(dir.join("moonboot.pub"), pubkey).unwrap();
     let (cosign_pub, moonboot_pub) = (dir.join("cosign.pub"), dir.join("moonboot.pub"));
 
     // cosign → moonboot: cosign signs the upstream inputs by index digest …
     for name in upstream {
         let img = &f.images[name];
-        ok(cosign(dir)
+        run(cosign(dir)
             .args(["sign", "--key", "cosign.key", "--tlog-upload=false", "--yes", "--allow-http-registry"])
             .arg(format!("{reg}/{}@{}", img.repository, img.index_digest)));
     }
@@ -189,7 +170,7 @@ fn run(f: &Fixtures, imager: &Path, agent: &Path, dir: &Path, reg: &str) {
     let moved = &f.images["imager@v1.10.9"];
     let base = &f.images["imager"];
     skopeo_copy(&moved.reference, &format!("{reg}/{}:{}", base.repository, base.tag));
-    ok(cosign(dir)
+    run(cosign(dir)
         .args(["sign", "--key", "cosign.key", "--tlog-upload=false", "--yes", "--allow-http-registry"])
         .arg(format!("{reg}/{}@{}", moved.repository, moved.index_digest)));
     let o = Command::new(imager)
@@ -219,7 +200,7 @@ fn run(f: &Fixtures, imager: &Path, agent: &Path, dir: &Path, reg: &str) {
         if sign {
             c.arg("--sign-key").arg(dir.join("moonboot.key"));
         }
-        let report: Value = serde_json::from_slice(&ok(&mut c).stdout).unwrap();
+        let report: Value = serde_json::from_slice(&run(&mut c).stdout).unwrap();
         report
     };
     let report = publish(&format!("{reg}/moonboot/boot:v1"), true);
@@ -227,7 +208,7 @@ fn run(f: &Fixtures, imager: &Path, agent: &Path, dir: &Path, reg: &str) {
     let manifest = report["boot"]["manifests"][0]["digest"].as_str().unwrap().to_string();
     assert_eq!(report["signatures"].as_array().map(Vec::len), Some(2), "{report}");
     for d in [&index, &manifest] {
-        ok(cosign(dir)
+        run(cosign(dir)
             .args(["verify", "--key", "moonboot.pub", "--insecure-ignore-tlog=true", "--allow-http-registry"])
             .arg(format!("{reg}/moonboot/boot@{d}")));
     }
@@ -241,7 +222,7 @@ fn run(f: &Fixtures, imager: &Path, agent: &Path, dir: &Path, reg: &str) {
 
     // A boot artifact cosign signed: the agent accepts it with cosign.pub.
     skopeo_copy(&boot, &format!("{reg}/moonboot/cosigned:v1"));
-    ok(cosign(dir)
+    run(cosign(dir)
         .args(["sign", "--key", "cosign.key", "--tlog-upload=false", "--yes", "--allow-http-registry"])
         .arg(format!("{reg}/moonboot/cosigned@{index}")));
     let (code, j) = agent_boot(agent, reg, &cosign_pub, &format!("{reg}/moonboot/cosigned:v1"));
